@@ -1,0 +1,113 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#ifndef IMG_IMAGE_H
+#define IMG_IMAGE_H
+
+/* The generic core's view of an open image, shared with the format backends. */
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "imgutil.h"
+
+struct img_format;
+struct io_file;
+
+#define IMG_HANDLE_MAGIC 0x494d4731u /* "IMG1": checked at every public entry point */
+
+struct img {
+    uint32_t magic;
+    const struct img_format *fmt;
+    void *priv; /* the backend's state */
+
+    struct io_file *file; /* the image file itself */
+    char *filename;       /* as the caller (or the naming image) gave it */
+    unsigned flags;       /* IMG_OPEN_* */
+    bool writable;
+    bool format_probed_raw; /* raw was guessed, not asked for: guard the first sector */
+
+    /* Filled in by the backend's open. */
+    uint64_t size;         /* virtual size in bytes */
+    uint32_t cluster_size; /* 0 when the format has none ("cluster-size" omitted) */
+    bool dirty;            /* "dirty-flag" */
+
+    /* Backing file as the image names it (backend fills; the core opens it). */
+    char *backing_name;   /* "backing-filename", or NULL */
+    char *backing_format; /* "backing-filename-format", or NULL to probe */
+    char *backing_full;   /* "full-backing-filename" (resolved by the core) */
+    struct img *backing;  /* NULL when none or IMG_OPEN_NO_BACKING */
+    int depth;            /* 0 for the image the caller opened, 1 for its backing file, ... */
+
+    pthread_mutex_t lock; /* serialises metadata updates; backends may use it or their own */
+};
+
+/* A run of the guest address space, as a backend's map() reports it. */
+enum extent_kind {
+    EXTENT_DATA,        /* stored uncompressed at file:host_offset */
+    EXTENT_ZERO,        /* reads as zeros in this layer */
+    EXTENT_UNALLOCATED, /* not in this layer: read the backing image, or zeros */
+    EXTENT_COMPRESSED,  /* a compressed unit (cluster/grain) */
+};
+
+struct img_extent {
+    enum extent_kind kind;
+    uint64_t length; /* guest bytes from the offset asked for (> 0) */
+    struct io_file *file;
+    /*
+     * DATA: host offset of the first byte asked for. ZERO: host offset of preallocated space
+     * when host_offset_valid (qemu-img map prints it). COMPRESSED: offset of the stream.
+     */
+    uint64_t host_offset;
+    bool host_offset_valid;
+
+    /* COMPRESSED only. The offset asked for lies inside [unit_start, unit_start + unit_size). */
+    uint64_t comp_length; /* stored bytes to read from host_offset */
+    uint64_t unit_start;  /* guest offset of the first decompressed byte */
+    uint32_t unit_size;   /* decompressed size */
+    int codec;            /* enum img_codec */
+};
+
+/* An internal snapshot as info lists it. */
+struct img_snapshot {
+    char *id;
+    char *name;
+    uint64_t vm_state_size;
+    uint32_t date_sec;
+    uint32_t date_nsec;
+    uint64_t vm_clock_nsec;
+    bool has_icount;
+    uint64_t icount;
+};
+void img_snapshots_free(struct img_snapshot *list, size_t count);
+
+/* ---- services the core offers backends ---- */
+
+/*
+ * Reads guest data of the backing image for this layer (copy-on-write), zero-filling past the
+ * end of a shorter backing file or where there is none.
+ */
+int img_backing_pread(struct img *img, void *buf, size_t len, uint64_t offset);
+
+/*
+ * Resolves `name` as QEMU does: relative to the folder of `base_path`, absolute as written.
+ * Returns a malloc'd path or NULL (out of memory).
+ */
+char *img_resolve_path(const char *base_path, const char *name);
+
+/*
+ * Opens a file named by the image (external data file, VMDK extent) subject to the open-flag
+ * policy: `allow_flag` (e.g. IMG_OPEN_ALLOW_DATA_FILE) must be set for names outside the image's
+ * folder, and IMG_OPEN_UNTRUSTED refuses any. `what` names the reference in messages.
+ */
+int img_open_named_file(struct img *img, const char *name, unsigned allow_flag, const char *what,
+                        struct io_file **out);
+
+/* Reads guest data through the chain (the public img_pread without the entry checks). */
+int img_read_guest(struct img *img, void *buf, size_t len, uint64_t offset);
+
+/* Lists a (possibly partial) map: the extent at `offset` following unallocated runs down
+ * the chain; *depth receives the layer that answered. */
+int img_map_chain(struct img *img, uint64_t offset, uint64_t length, struct img_extent *ext,
+                  int *depth);
+
+#endif

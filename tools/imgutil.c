@@ -1,0 +1,3 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+typedef int placeholder_translation_unit;
+int main(void) { return 0; }
