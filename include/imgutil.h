@@ -193,7 +193,8 @@ IMG_API int img_flush(img *img);
 /* img_resize flags */
 #define IMG_RESIZE_SHRINK (1u << 0) /* allow the image to get smaller (data past the end lost) */
 
-IMG_API int img_resize(img *img, uint64_t new_size, unsigned flags);
+/* Options (may be NULL): "preallocation" = off|metadata|falloc|full for the new space. */
+IMG_API int img_resize(img *img, uint64_t new_size, unsigned flags, const img_opts *opts);
 
 /* ---- internal snapshots ------------------------------------------------------------------- */
 

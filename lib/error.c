@@ -1,2 +1,89 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-typedef int placeholder_translation_unit;
+#include "error.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "imgutil.h"
+
+#define ERROR_MESSAGE_MAX 1024
+
+/* Per-thread, so a failure in one thread never overwrites another thread's message. */
+static _Thread_local char thread_message[ERROR_MESSAGE_MAX];
+
+int img_error(int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(thread_message, sizeof(thread_message), fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+void img_error_prefix(const char *fmt, ...)
+{
+    char old[ERROR_MESSAGE_MAX];
+    memcpy(old, thread_message, sizeof(old));
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(thread_message, sizeof(thread_message), fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof(thread_message) - 2)
+        return;
+    thread_message[n] = ':';
+    thread_message[n + 1] = ' ';
+    size_t room = sizeof(thread_message) - (size_t)n - 2;
+    size_t len = strnlen(old, room - 1);
+    memcpy(thread_message + n + 2, old, len);
+    thread_message[(size_t)n + 2 + len] = '\0';
+}
+
+void img_error_clear(void)
+{
+    thread_message[0] = '\0';
+}
+
+IMG_API const char *img_last_error(void)
+{
+    return thread_message[0] ? thread_message : "no error";
+}
+
+struct errno_name {
+    int code;
+    const char *text;
+};
+
+/* Fixed texts, so messages do not depend on the C library's locale or wording. */
+static const struct errno_name errno_names[] = {
+    {0, "success"},
+    {EPERM, "operation not permitted"},
+    {ENOENT, "no such file or directory"},
+    {EIO, "input/output error (damaged image)"},
+    {ENOMEM, "out of memory"},
+    {EACCES, "permission denied"},
+    {EBUSY, "image is locked by another process"},
+    {EEXIST, "file exists"},
+    {EINVAL, "invalid argument"},
+    {EFBIG, "image exceeds a size limit"},
+    {ENOSPC, "no space left on device"},
+    {EROFS, "image is read-only"},
+    {ERANGE, "value out of range"},
+    {ENOTSUP, "not supported"},
+    {ELOOP, "backing chain loops or is too deep"},
+    {ECANCELED, "operation cancelled"},
+    {EBADF, "bad file descriptor"},
+    {EISDIR, "is a directory"},
+    {EOVERFLOW, "value too large"},
+};
+
+IMG_API const char *img_strerror(int code)
+{
+    if (code < 0)
+        code = -code;
+    for (size_t i = 0; i < sizeof(errno_names) / sizeof(errno_names[0]); i++)
+        if (errno_names[i].code == code)
+            return errno_names[i].text;
+    return "unknown error";
+}

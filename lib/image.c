@@ -1,2 +1,265 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-typedef int placeholder_translation_unit;
+/* Opening and closing images: probing, format dispatch and the backing chain. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "error.h"
+#include "formats/format.h"
+#include "image.h"
+#include "io/io.h"
+
+#define PROBE_BYTES 2048
+
+/* Files already open in this chain, for loop detection. */
+struct chain_seen {
+    dev_t dev[IMG_MAX_CHAIN_DEPTH + 1];
+    ino_t ino[IMG_MAX_CHAIN_DEPTH + 1];
+    int count;
+};
+
+char *img_resolve_path(const char *base_path, const char *name)
+{
+    const char *slash = strrchr(base_path, '/');
+    if (name[0] == '/' || !slash)
+        return strdup(name);
+    size_t dir_len = (size_t)(slash - base_path) + 1;
+    char *out = malloc(dir_len + strlen(name) + 1);
+    if (!out)
+        return NULL;
+    memcpy(out, base_path, dir_len);
+    strcpy(out + dir_len, name);
+    return out;
+}
+
+/* True when `name`, resolved from `base_path`, stays inside the folder of `base_path`. */
+static bool names_file_in_image_folder(const char *name)
+{
+    if (name[0] == '/')
+        return false;
+    /* Any ".." component could climb out. */
+    for (const char *p = name; *p;) {
+        const char *end = strchr(p, '/');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        if (n == 2 && p[0] == '.' && p[1] == '.')
+            return false;
+        p += n;
+        while (*p == '/')
+            p++;
+    }
+    return true;
+}
+
+int img_open_named_file(struct img *img, const char *name, unsigned allow_flag, const char *what,
+                        struct io_file **out)
+{
+    if (img->flags & IMG_OPEN_UNTRUSTED)
+        return img_error(-EPERM, "%s: image names a %s '%s', refused for an untrusted image",
+                         img->filename, what, name);
+    if (!(img->flags & allow_flag) && !names_file_in_image_folder(name))
+        return img_error(-EPERM,
+                         "%s: %s '%s' is outside the image's folder; opening it needs an explicit "
+                         "permission flag",
+                         img->filename, what, name);
+    if (!(img->flags & allow_flag) && allow_flag == IMG_OPEN_ALLOW_DATA_FILE)
+        return img_error(-EPERM,
+                         "%s: image uses the %s '%s'; opening it needs "
+                         "IMG_OPEN_ALLOW_DATA_FILE",
+                         img->filename, what, name);
+    char *path = img_resolve_path(img->filename, name);
+    if (!path)
+        return img_error(-ENOMEM, "out of memory");
+    int ret = io_file_open(out, path, img->writable ? O_RDWR : O_RDONLY, 0);
+    if (ret < 0)
+        img_error(ret, "%s: cannot open %s '%s': %s", img->filename, what, path, img_strerror(ret));
+    free(path);
+    return ret;
+}
+
+static void img_destroy(struct img *img)
+{
+    if (!img)
+        return;
+    img_destroy(img->backing);
+    if (img->fmt && img->priv)
+        img->fmt->close(img);
+    io_file_close(img->file);
+    free(img->filename);
+    free(img->backing_name);
+    free(img->backing_format);
+    free(img->backing_full);
+    pthread_mutex_destroy(&img->lock);
+    img->magic = 0;
+    free(img);
+}
+
+static int pick_format(struct img *img, const char *format)
+{
+    if (format) {
+        img->fmt = format_find(format);
+        if (!img->fmt)
+            return img_error(-ENOTSUP, "%s: unknown or unsupported format '%s'", img->filename,
+                             format);
+        return 0;
+    }
+    uint8_t head[PROBE_BYTES] = {0};
+    int64_t size = io_file_size(img->file);
+    if (size < 0)
+        return img_error((int)size, "%s: cannot read its size", img->filename);
+    size_t n = size < PROBE_BYTES ? (size_t)size : PROBE_BYTES;
+    int ret = io_pread(img->file, head, n, 0);
+    if (ret < 0)
+        return img_error(ret, "%s: cannot read: %s", img->filename, img_strerror(ret));
+    img->fmt = format_probe(head, n, img->filename);
+    if (img->fmt == &format_raw) {
+        const char *other = format_probe_unsupported(head, n, img->filename);
+        if (other)
+            return img_error(-ENOTSUP, "%s: format %s is not supported yet", img->filename, other);
+        img->format_probed_raw = true;
+    }
+    return 0;
+}
+
+static int open_backing(struct img *img, struct chain_seen *seen, const img_opts *opts);
+
+static int open_one(struct img **out, const char *path, const char *format, unsigned flags,
+                    const img_opts *opts, int depth, struct chain_seen *seen)
+{
+    struct img *img = calloc(1, sizeof(*img));
+    if (!img)
+        return img_error(-ENOMEM, "out of memory");
+    pthread_mutex_init(&img->lock, NULL);
+    img->magic = IMG_HANDLE_MAGIC;
+    img->flags = flags;
+    img->depth = depth;
+    img->writable = (flags & IMG_OPEN_READ_WRITE) != 0;
+    img->filename = strdup(path);
+    int ret = -ENOMEM;
+    if (!img->filename) {
+        img_error(ret, "out of memory");
+        goto fail;
+    }
+    ret = io_file_open(&img->file, path, img->writable ? O_RDWR : O_RDONLY, 0);
+    if (ret < 0) {
+        img_error(ret, "could not open '%s': %s", path, img_strerror(ret));
+        goto fail;
+    }
+    struct stat st;
+    if (fstat(io_file_fd(img->file), &st) < 0) {
+        ret = img_error(-errno, "could not stat '%s'", path);
+        goto fail;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        ret = img_error(-EISDIR, "'%s' is a directory", path);
+        goto fail;
+    }
+    for (int i = 0; i < seen->count; i++) {
+        if (seen->dev[i] == st.st_dev && seen->ino[i] == st.st_ino) {
+            ret = img_error(-ELOOP, "backing chain loops: '%s' is already in the chain", path);
+            goto fail;
+        }
+    }
+    seen->dev[seen->count] = st.st_dev;
+    seen->ino[seen->count] = st.st_ino;
+    seen->count++;
+
+    ret = pick_format(img, format);
+    if (ret < 0)
+        goto fail;
+    ret = img->fmt->open(img, opts);
+    if (ret < 0) {
+        img->priv = NULL; /* a failed open cleans up after itself */
+        goto fail;
+    }
+    if (img->backing_name) {
+        ret = open_backing(img, seen, opts);
+        if (ret < 0)
+            goto fail;
+    }
+    *out = img;
+    return 0;
+fail:
+    img_destroy(img);
+    return ret;
+}
+
+static int open_backing(struct img *img, struct chain_seen *seen, const img_opts *opts)
+{
+    if (img->flags & IMG_OPEN_UNTRUSTED)
+        return img_error(-EPERM,
+                         "%s: image names a backing file '%s', refused for an untrusted "
+                         "image",
+                         img->filename, img->backing_name);
+    img->backing_full = img_resolve_path(img->filename, img->backing_name);
+    if (!img->backing_full)
+        return img_error(-ENOMEM, "out of memory");
+    if (img->flags & IMG_OPEN_NO_BACKING)
+        return 0;
+    if (img->depth + 1 > IMG_MAX_CHAIN_DEPTH)
+        return img_error(-ELOOP, "backing chain is deeper than %d images", IMG_MAX_CHAIN_DEPTH);
+    /* Backing files are only read; writes go to the top layer. */
+    unsigned flags = (img->flags & ~IMG_OPEN_READ_WRITE) | IMG_OPEN_READ_ONLY;
+    int ret = open_one(&img->backing, img->backing_full, img->backing_format, flags, opts,
+                       img->depth + 1, seen);
+    if (ret < 0)
+        img_error_prefix("%s: could not open backing file", img->filename);
+    return ret;
+}
+
+IMG_API int img_open(img **out, const char *path, const char *format, unsigned flags,
+                     const img_opts *opts)
+{
+    if (!out || !path)
+        return img_error(-EINVAL, "img_open: out and path are required");
+    *out = NULL;
+    if ((flags & IMG_OPEN_READ_ONLY) && (flags & IMG_OPEN_READ_WRITE))
+        return img_error(-EINVAL, "img_open: READ_ONLY and READ_WRITE are both set");
+    if ((flags & IMG_OPEN_FORCE_SHARE) && (flags & IMG_OPEN_READ_WRITE))
+        return img_error(-EINVAL, "img_open: force-share is only for read-only opens");
+    if (!*path)
+        return img_error(-EINVAL, "img_open: empty file name");
+    struct chain_seen seen = {.count = 0};
+    img_error_clear();
+    return open_one(out, path, format, flags, opts, 0, &seen);
+}
+
+IMG_API void img_close(img *img)
+{
+    if (!img || img->magic != IMG_HANDLE_MAGIC)
+        return;
+    if (img->writable && img->fmt->flush)
+        img->fmt->flush(img);
+    img_destroy(img);
+}
+
+IMG_API int64_t img_get_size(img *img)
+{
+    if (!img || img->magic != IMG_HANDLE_MAGIC)
+        return img_error(-EINVAL, "invalid image handle");
+    return (int64_t)img->size;
+}
+
+IMG_API const char *img_get_format(img *img)
+{
+    if (!img || img->magic != IMG_HANDLE_MAGIC)
+        return NULL;
+    return img->fmt->name;
+}
+
+IMG_API img *img_get_backing(img *img)
+{
+    if (!img || img->magic != IMG_HANDLE_MAGIC)
+        return NULL;
+    return img->backing;
+}
+
+void img_snapshots_free(struct img_snapshot *list, size_t count)
+{
+    for (size_t i = 0; list && i < count; i++) {
+        free(list[i].id);
+        free(list[i].name);
+    }
+    free(list);
+}

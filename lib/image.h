@@ -105,6 +105,12 @@ int img_open_named_file(struct img *img, const char *name, unsigned allow_flag, 
 /* Reads guest data through the chain (the public img_pread without the entry checks). */
 int img_read_guest(struct img *img, void *buf, size_t len, uint64_t offset);
 
+/* Fills `buf` with the ext->length guest bytes at `offset` that `ext` describes. */
+int img_read_extent(const struct img_extent *ext, void *buf, uint64_t offset);
+
+/* True when all `len` bytes are zero. */
+bool buffer_is_zero(const void *buf, size_t len);
+
 /* Lists a (possibly partial) map: the extent at `offset` following unallocated runs down
  * the chain; *depth receives the layer that answered. */
 int img_map_chain(struct img *img, uint64_t offset, uint64_t length, struct img_extent *ext,

@@ -1,2 +1,298 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-typedef int placeholder_translation_unit;
+/* The read side of the data path: extents through the chain, then bytes. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codec/codec.h"
+#include "error.h"
+#include "formats/format.h"
+#include "image.h"
+#include "io/io.h"
+#include "util/checked.h"
+
+/* Compressed units larger than this are refused (qcow2's largest cluster is 2 MiB). */
+#define MAX_COMPRESSED_UNIT (64u << 20)
+
+static int check_handle(struct img *img)
+{
+    if (!img || img->magic != IMG_HANDLE_MAGIC)
+        return img_error(-EINVAL, "invalid image handle");
+    return 0;
+}
+
+static int map_one_layer(struct img *img, uint64_t offset, uint64_t length, struct img_extent *ext)
+{
+    memset(ext, 0, sizeof(*ext));
+    int ret = img->fmt->map(img, offset, length, ext);
+    if (ret < 0)
+        return ret;
+    if (ext->length == 0 || ext->length > length)
+        return img_error(-EIO, "%s: format backend returned an invalid extent at %" PRIu64,
+                         img->filename, offset);
+    return 0;
+}
+
+int img_map_chain(struct img *img, uint64_t offset, uint64_t length, struct img_extent *ext,
+                  int *depth)
+{
+    struct img *layer = img;
+    length = min_u64(length, img->size - offset);
+    for (;;) {
+        int ret = map_one_layer(layer, offset, length, ext);
+        if (ret < 0)
+            return ret;
+        /* Unallocated here: the backing image answers, where it reaches that far. */
+        if (ext->kind != EXTENT_UNALLOCATED || !layer->backing || offset >= layer->backing->size) {
+            *depth = layer->depth - img->depth;
+            return 0;
+        }
+        length = min_u64(ext->length, layer->backing->size - offset);
+        layer = layer->backing;
+    }
+}
+
+static int read_compressed(const struct img_extent *ext, uint8_t *buf, uint64_t offset,
+                           uint64_t length)
+{
+    if (ext->unit_size == 0 || ext->unit_size > MAX_COMPRESSED_UNIT ||
+        ext->comp_length > 2ull * ext->unit_size + 4096 || offset < ext->unit_start ||
+        offset - ext->unit_start + length > ext->unit_size)
+        return img_error(-EIO, "compressed unit at host offset 0x%" PRIx64 " has invalid sizes",
+                         ext->host_offset);
+    uint8_t *packed = malloc(ext->comp_length);
+    uint8_t *unit = malloc(ext->unit_size);
+    int ret = -ENOMEM;
+    if (!packed || !unit) {
+        img_error(ret, "out of memory");
+        goto out;
+    }
+    ret = io_pread(ext->file, packed, ext->comp_length, ext->host_offset);
+    if (ret < 0) {
+        img_error(ret, "cannot read compressed data at 0x%" PRIx64 ": %s", ext->host_offset,
+                  img_strerror(ret));
+        goto out;
+    }
+    ret = codec_decompress((enum img_codec)ext->codec, packed, ext->comp_length, unit,
+                           ext->unit_size);
+    if (ret < 0) {
+        img_error(ret, "compressed data at host offset 0x%" PRIx64 " is corrupt (%s)",
+                  ext->host_offset, codec_name((enum img_codec)ext->codec));
+        goto out;
+    }
+    memcpy(buf, unit + (offset - ext->unit_start), length);
+out:
+    free(packed);
+    free(unit);
+    return ret;
+}
+
+/* Fills `buf` with the bytes one extent describes (the first ext->length bytes at offset). */
+int img_read_extent(const struct img_extent *ext, void *buf, uint64_t offset)
+{
+    switch (ext->kind) {
+    case EXTENT_DATA: {
+        int ret = io_pread(ext->file, buf, ext->length, ext->host_offset);
+        if (ret < 0)
+            return img_error(ret,
+                             "read of %" PRIu64 " bytes at host offset 0x%" PRIx64 " failed: %s",
+                             ext->length, ext->host_offset, img_strerror(ret));
+        return 0;
+    }
+    case EXTENT_ZERO:
+    case EXTENT_UNALLOCATED:
+        memset(buf, 0, ext->length);
+        return 0;
+    case EXTENT_COMPRESSED:
+        return read_compressed(ext, buf, offset, ext->length);
+    }
+    return img_error(-EIO, "unknown extent kind %d", (int)ext->kind);
+}
+
+int img_read_guest(struct img *img, void *buf, size_t len, uint64_t offset)
+{
+    uint8_t *out = buf;
+    if (offset >= img->size) {
+        memset(out, 0, len);
+        return 0;
+    }
+    uint64_t in_image = min_u64(len, img->size - offset);
+    memset(out + in_image, 0, len - in_image);
+    while (in_image) {
+        struct img_extent ext;
+        int depth;
+        int ret = img_map_chain(img, offset, in_image, &ext, &depth);
+        if (ret < 0)
+            return ret;
+        ret = img_read_extent(&ext, out, offset);
+        if (ret < 0)
+            return ret;
+        out += ext.length;
+        offset += ext.length;
+        in_image -= ext.length;
+    }
+    return 0;
+}
+
+int img_backing_pread(struct img *img, void *buf, size_t len, uint64_t offset)
+{
+    if (!img->backing) {
+        memset(buf, 0, len);
+        return 0;
+    }
+    return img_read_guest(img->backing, buf, len, offset);
+}
+
+IMG_API int64_t img_pread(img *img, void *buf, size_t len, uint64_t offset)
+{
+    int ret = check_handle(img);
+    if (ret < 0)
+        return ret;
+    if (!buf && len)
+        return img_error(-EINVAL, "img_pread: buffer is NULL");
+    if (offset >= img->size)
+        return 0;
+    size_t n = (size_t)min_u64(len, img->size - offset);
+    ret = img_read_guest(img, buf, n, offset);
+    return ret < 0 ? ret : (int64_t)n;
+}
+
+static unsigned extent_status(const struct img_extent *ext, struct img *img, int depth)
+{
+    switch (ext->kind) {
+    case EXTENT_DATA:
+        return IMG_BLOCK_DATA | IMG_BLOCK_ALLOCATED | IMG_BLOCK_OFFSET_VALID;
+    case EXTENT_COMPRESSED:
+        return IMG_BLOCK_DATA | IMG_BLOCK_ALLOCATED | IMG_BLOCK_COMPRESSED;
+    case EXTENT_ZERO:
+        return IMG_BLOCK_ZERO | IMG_BLOCK_ALLOCATED |
+               (ext->host_offset_valid ? IMG_BLOCK_OFFSET_VALID : 0);
+    case EXTENT_UNALLOCATED:
+        return IMG_BLOCK_ZERO;
+    }
+    return 0;
+}
+
+IMG_API int img_block_status(img *img, uint64_t offset, uint64_t length, uint64_t *pnum,
+                             unsigned *status, int *depth, uint64_t *host_offset)
+{
+    int ret = check_handle(img);
+    if (ret < 0)
+        return ret;
+    if (!pnum)
+        return img_error(-EINVAL, "img_block_status: pnum is required");
+    if (offset >= img->size || length == 0)
+        return img_error(-EINVAL,
+                         "img_block_status: offset %" PRIu64 " is not inside the image "
+                         "(size %" PRIu64 ")",
+                         offset, img->size);
+    struct img_extent ext;
+    int d;
+    ret = img_map_chain(img, offset, length, &ext, &d);
+    if (ret < 0)
+        return ret;
+    *pnum = ext.length;
+    if (status)
+        *status = extent_status(&ext, img, d);
+    if (depth)
+        *depth = d;
+    if (host_offset)
+        *host_offset = ext.host_offset;
+    return 0;
+}
+
+/* One row of the map, merged with its neighbours as qemu-img merges them. */
+struct map_row {
+    uint64_t start, length, offset;
+    int depth;
+    unsigned status;
+};
+
+static bool rows_merge(const struct map_row *a, const struct map_row *b)
+{
+    if (a->depth != b->depth || a->status != b->status)
+        return false;
+    if (!(a->status & IMG_BLOCK_OFFSET_VALID))
+        return true;
+    return a->offset + a->length == b->offset;
+}
+
+static int append_row(char **buf, size_t *len, size_t *cap, const struct map_row *r, bool first)
+{
+    char line[256];
+    int n = snprintf(line, sizeof(line),
+                     "%s{ \"start\": %" PRIu64 ", \"length\": %" PRIu64 ", \"depth\": %d,"
+                     " \"present\": %s, \"zero\": %s, \"data\": %s",
+                     first ? "[" : ",\n", r->start, r->length, r->depth,
+                     (r->status & IMG_BLOCK_ALLOCATED) ? "true" : "false",
+                     (r->status & IMG_BLOCK_ZERO) ? "true" : "false",
+                     (r->status & IMG_BLOCK_DATA) ? "true" : "false");
+    if (r->status & IMG_BLOCK_OFFSET_VALID)
+        n += snprintf(line + n, sizeof(line) - (size_t)n, ", \"offset\": %" PRIu64, r->offset);
+    n += snprintf(line + n, sizeof(line) - (size_t)n, "}");
+    if (*len + (size_t)n + 4 > *cap) {
+        size_t ncap = *cap ? *cap * 2 : 4096;
+        while (ncap < *len + (size_t)n + 4)
+            ncap *= 2;
+        char *p = realloc(*buf, ncap);
+        if (!p)
+            return img_error(-ENOMEM, "out of memory");
+        *buf = p;
+        *cap = ncap;
+    }
+    memcpy(*buf + *len, line, (size_t)n + 1);
+    *len += (size_t)n;
+    return 0;
+}
+
+IMG_API int img_map_json(img *img, char **out)
+{
+    int ret = check_handle(img);
+    if (ret < 0)
+        return ret;
+    if (!out)
+        return img_error(-EINVAL, "img_map_json: out is NULL");
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    struct map_row row = {0};
+    bool have_row = false, first = true;
+    for (uint64_t offset = 0; offset < img->size;) {
+        struct map_row next = {.start = offset};
+        ret = img_block_status(img, offset, img->size - offset, &next.length, &next.status,
+                               &next.depth, &next.offset);
+        if (ret < 0)
+            goto fail;
+        if (have_row && rows_merge(&row, &next)) {
+            row.length += next.length;
+        } else {
+            if (have_row) {
+                ret = append_row(&buf, &len, &cap, &row, first);
+                if (ret < 0)
+                    goto fail;
+                first = false;
+            }
+            row = next;
+            have_row = true;
+        }
+        offset += next.length;
+    }
+    if (have_row) {
+        ret = append_row(&buf, &len, &cap, &row, first);
+        if (ret < 0)
+            goto fail;
+    }
+    const char *tail = have_row ? "]\n" : "[]\n";
+    char *p = realloc(buf, len + strlen(tail) + 1);
+    if (!p) {
+        ret = img_error(-ENOMEM, "out of memory");
+        goto fail;
+    }
+    strcpy(p + len, tail);
+    *out = p;
+    return 0;
+fail:
+    free(buf);
+    return ret;
+}

@@ -1,2 +1,15 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-typedef int placeholder_translation_unit;
+#include <stdlib.h>
+
+#include "config.h"
+#include "imgutil.h"
+
+IMG_API const char *img_version(void)
+{
+    return IMGUTIL_VERSION;
+}
+
+IMG_API void img_free(void *ptr)
+{
+    free(ptr);
+}

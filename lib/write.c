@@ -1,2 +1,278 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-typedef int placeholder_translation_unit;
+/* The write side: create, write, zero, discard, flush, resize, snapshots. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "error.h"
+#include "formats/format.h"
+#include "image.h"
+#include "io/io.h"
+#include "opts.h"
+#include "util/checked.h"
+
+/* The bytes a probe looks at: a write there could change what format the file seems to be. */
+#define PROBED_HEAD 2048
+
+static int check_writable(struct img *img)
+{
+    if (!img || img->magic != IMG_HANDLE_MAGIC)
+        return img_error(-EINVAL, "invalid image handle");
+    if (!img->writable)
+        return img_error(-EROFS, "%s: image is opened read-only", img->filename);
+    return 0;
+}
+
+static int check_range(struct img *img, uint64_t offset, uint64_t len, const char *what)
+{
+    uint64_t end;
+    if (add_overflows_u64(offset, len, &end) || end > img->size)
+        return img_error(-EINVAL,
+                         "%s: range %" PRIu64 "+%" PRIu64 " is past the end of the image (%" PRIu64
+                         " bytes)",
+                         what, offset, len, img->size);
+    return 0;
+}
+
+static int call_backend(struct img *img, int (*fn)(struct img *), const char *what)
+{
+    if (!fn)
+        return img_error(-ENOTSUP, "%s: format %s does not support %s", img->filename,
+                         img->fmt->name, what);
+    return fn(img);
+}
+
+/*
+ * A raw image whose format was guessed must not be given a first sector that makes it probe
+ * as another format: a guest could otherwise plant a qcow2 header naming any host file.
+ */
+static int guard_probed_head(struct img *img, const void *buf, size_t len, uint64_t offset)
+{
+    if (!img->format_probed_raw || offset >= PROBED_HEAD)
+        return 0;
+    uint8_t head[PROBED_HEAD];
+    uint64_t n = min_u64(PROBED_HEAD, img->size);
+    int ret = img_read_guest(img, head, n, 0);
+    if (ret < 0)
+        return ret;
+    memcpy(head + offset, buf, min_u64(len, n - offset));
+    const struct img_format *seen = format_probe(head, n, img->filename);
+    if (seen != &format_raw || format_probe_unsupported(head, n, img->filename))
+        return img_error(-EPERM,
+                         "%s: refusing to write a header of another format into an image whose "
+                         "format was guessed as raw (open it with format \"raw\")",
+                         img->filename);
+    return 0;
+}
+
+IMG_API int64_t img_pwrite(img *img, const void *buf, size_t len, uint64_t offset)
+{
+    int ret = check_writable(img);
+    if (ret == 0)
+        ret = check_range(img, offset, len, "img_pwrite");
+    if (ret == 0 && !buf && len)
+        ret = img_error(-EINVAL, "img_pwrite: buffer is NULL");
+    if (ret == 0 && !img->fmt->alloc)
+        ret = img_error(-ENOTSUP, "%s: format %s does not support writing", img->filename,
+                        img->fmt->name);
+    if (ret == 0)
+        ret = guard_probed_head(img, buf, len, offset);
+    if (ret < 0)
+        return ret;
+    const uint8_t *p = buf;
+    uint64_t left = len;
+    while (left) {
+        struct img_extent ext = {0};
+        struct img_alloc *token = NULL;
+        ret = img->fmt->alloc(img, offset, left, &ext, &token);
+        if (ret < 0)
+            return ret;
+        if (ext.kind != EXTENT_DATA || ext.length == 0 || ext.length > left) {
+            if (token && img->fmt->alloc_commit)
+                img->fmt->alloc_commit(img, token, -EIO);
+            return img_error(-EIO, "%s: backend returned an invalid allocation at %" PRIu64,
+                             img->filename, offset);
+        }
+        ret = io_pwrite(ext.file, p, ext.length, ext.host_offset);
+        if (ret < 0)
+            img_error(ret, "%s: write of %" PRIu64 " bytes at host offset 0x%" PRIx64 " failed: %s",
+                      img->filename, ext.length, ext.host_offset, img_strerror(ret));
+        if (token && img->fmt->alloc_commit) {
+            int commit = img->fmt->alloc_commit(img, token, ret);
+            if (ret == 0)
+                ret = commit;
+        }
+        if (ret < 0)
+            return ret;
+        p += ext.length;
+        offset += ext.length;
+        left -= ext.length;
+    }
+    return (int64_t)len;
+}
+
+IMG_API int img_zero(img *img, uint64_t offset, uint64_t len, unsigned flags)
+{
+    int ret = check_writable(img);
+    if (ret == 0)
+        ret = check_range(img, offset, len, "img_zero");
+    if (ret < 0 || len == 0)
+        return ret;
+    if (img->fmt->zero)
+        return img->fmt->zero(img, offset, len, flags);
+    return img_error(-ENOTSUP, "%s: format %s cannot write zeroes", img->filename, img->fmt->name);
+}
+
+IMG_API int img_discard(img *img, uint64_t offset, uint64_t len)
+{
+    int ret = check_writable(img);
+    if (ret == 0)
+        ret = check_range(img, offset, len, "img_discard");
+    if (ret < 0 || len == 0)
+        return ret;
+    if (!img->fmt->discard)
+        return 0; /* discard is a hint; formats without it keep the data */
+    return img->fmt->discard(img, offset, len);
+}
+
+IMG_API int img_flush(img *img)
+{
+    int ret = check_writable(img);
+    if (ret < 0)
+        return ret;
+    return call_backend(img, img->fmt->flush, "flush");
+}
+
+IMG_API int img_resize(img *img, uint64_t new_size, unsigned flags, const img_opts *opts)
+{
+    int ret = check_writable(img);
+    if (ret < 0)
+        return ret;
+    if (!img->fmt->resize)
+        return img_error(-ENOTSUP, "%s: format %s does not support resizing", img->filename,
+                         img->fmt->name);
+    if (new_size < img->size && !(flags & IMG_RESIZE_SHRINK))
+        return img_error(-EINVAL,
+                         "%s: shrinking from %" PRIu64 " to %" PRIu64
+                         " bytes loses data; it needs the shrink flag (--shrink)",
+                         img->filename, img->size, new_size);
+    if (new_size > (uint64_t)INT64_MAX)
+        return img_error(-EFBIG, "%s: size %" PRIu64 " is too large", img->filename, new_size);
+    return img->fmt->resize(img, new_size, flags, opts);
+}
+
+static int snapshot_call(img *img, const char *name, int (*fn)(struct img *img, const char *name),
+                         const char *what)
+{
+    int ret = check_writable(img);
+    if (ret < 0)
+        return ret;
+    if (!name || !*name)
+        return img_error(-EINVAL, "snapshot %s: a snapshot name is required", what);
+    if (!fn)
+        return img_error(-ENOTSUP, "%s: format %s does not support internal snapshots",
+                         img->filename, img->fmt->name);
+    return fn(img, name);
+}
+
+IMG_API int img_snapshot_create(img *img, const char *name)
+{
+    return snapshot_call(img, name, img ? img->fmt->snapshot_create : NULL, "create");
+}
+
+IMG_API int img_snapshot_apply(img *img, const char *name_or_id)
+{
+    return snapshot_call(img, name_or_id, img ? img->fmt->snapshot_apply : NULL, "apply");
+}
+
+IMG_API int img_snapshot_delete(img *img, const char *name_or_id)
+{
+    return snapshot_call(img, name_or_id, img ? img->fmt->snapshot_delete : NULL, "delete");
+}
+
+/* Options the core handles itself; the rest go to the format. */
+static const char *const core_create_keys[] = {"overwrite", "backing_file", "backing_fmt",
+                                               "backing_unsafe", NULL};
+
+static bool is_core_key(const char *key)
+{
+    for (const char *const *k = core_create_keys; *k; k++)
+        if (strcmp(*k, key) == 0)
+            return true;
+    return false;
+}
+
+/* Opens the backing file the way a later open of the new image will, to check it and size. */
+static int probe_backing(const char *path, const char *backing, const char *backing_fmt,
+                         uint64_t *size)
+{
+    char *full = img_resolve_path(path, backing);
+    if (!full)
+        return img_error(-ENOMEM, "out of memory");
+    struct img *b;
+    int ret = img_open(&b, full, backing_fmt, IMG_OPEN_READ_ONLY | IMG_OPEN_FORCE_SHARE, NULL);
+    if (ret < 0) {
+        img_error_prefix("could not open backing file '%s'", full);
+        free(full);
+        return ret;
+    }
+    *size = b->size;
+    img_close(b);
+    free(full);
+    return 0;
+}
+
+IMG_API int img_create(const char *path, const char *format, uint64_t size, const img_opts *opts)
+{
+    if (!path || !*path)
+        return img_error(-EINVAL, "img_create: no file name");
+    if (!format)
+        format = "raw";
+    const struct img_format *fmt = format_find(format);
+    if (!fmt)
+        return img_error(-ENOTSUP, "create: unknown or unsupported format '%s'", format);
+    if (!fmt->create)
+        return img_error(-ENOTSUP, "create: format %s cannot be created", format);
+
+    bool overwrite = false, unsafe = false;
+    int ret = opts_get_bool(opts, "overwrite", &overwrite);
+    if (ret == 0)
+        ret = opts_get_bool(opts, "backing_unsafe", &unsafe);
+    if (ret < 0)
+        return ret;
+    struct stat st;
+    if (!overwrite && stat(path, &st) == 0)
+        return img_error(-EEXIST, "create: '%s' already exists", path);
+
+    struct img_create_args args = {
+        .path = path,
+        .size = size,
+        .backing_file = img_opts_get(opts, "backing_file"),
+        .backing_fmt = img_opts_get(opts, "backing_fmt"),
+    };
+    if (args.backing_fmt && !args.backing_file)
+        return img_error(-EINVAL, "create: backing_fmt is set but backing_file is not");
+    if (args.backing_file && (!unsafe || size == 0)) {
+        uint64_t backing_size = 0;
+        ret = probe_backing(path, args.backing_file, args.backing_fmt, &backing_size);
+        if (ret < 0)
+            return ret;
+        if (size == 0)
+            args.size = backing_size;
+    }
+
+    img_opts *format_opts;
+    ret = img_opts_new(&format_opts);
+    unsigned i = 0;
+    const char *key, *value;
+    while (ret == 0 && opts_iter(opts, &i, &key, &value))
+        if (!is_core_key(key))
+            ret = img_opts_set(format_opts, key, value);
+    args.opts = format_opts;
+    if (ret == 0)
+        ret = fmt->create(&args);
+    img_opts_free(format_opts);
+    return ret;
+}

@@ -84,7 +84,7 @@ struct img_format {
     int (*zero)(struct img *img, uint64_t offset, uint64_t length, unsigned flags);
     int (*discard)(struct img *img, uint64_t offset, uint64_t length);
     int (*flush)(struct img *img);
-    int (*resize)(struct img *img, uint64_t new_size, unsigned flags);
+    int (*resize)(struct img *img, uint64_t new_size, unsigned flags, const img_opts *opts);
     /* Writes one whole compressed unit (cluster) at a unit-aligned guest offset. */
     int (*write_compressed)(struct img *img, uint64_t offset, const void *buf, size_t len);
 

@@ -1,2 +1,77 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-typedef int placeholder_translation_unit;
+#include <string.h>
+
+#include "formats/format.h"
+#include "util/endian.h"
+
+/* Probe order breaks ties: earlier wins. Raw is last, bidding lowest, as the fallback. */
+static const struct img_format *const formats[] = {
+    &format_qcow2,
+    &format_raw,
+};
+
+#define FORMAT_COUNT (sizeof(formats) / sizeof(formats[0]))
+
+const struct img_format *format_find(const char *name)
+{
+    for (size_t i = 0; i < FORMAT_COUNT; i++)
+        if (strcmp(formats[i]->name, name) == 0)
+            return formats[i];
+    return NULL;
+}
+
+const struct img_format *format_probe(const uint8_t *buf, size_t len, const char *filename)
+{
+    const struct img_format *best = NULL;
+    int best_score = 0;
+    for (size_t i = 0; i < FORMAT_COUNT; i++) {
+        if (!formats[i]->probe)
+            continue;
+        int score = formats[i]->probe(buf, len, filename);
+        if (score > best_score) {
+            best = formats[i];
+            best_score = score;
+        }
+    }
+    return best;
+}
+
+static bool has_magic(const uint8_t *buf, size_t len, size_t at, const char *magic)
+{
+    size_t n = strlen(magic);
+    return len >= at + n && memcmp(buf + at, magic, n) == 0;
+}
+
+static bool has_suffix(const char *name, const char *suffix)
+{
+    size_t n = strlen(name), m = strlen(suffix);
+    return n >= m && strcmp(name + n - m, suffix) == 0;
+}
+
+const char *format_probe_unsupported(const uint8_t *buf, size_t len, const char *filename)
+{
+    if (has_magic(buf, len, 0, "KDMV") || has_magic(buf, len, 0, "COWD") ||
+        has_magic(buf, len, 0, "# Disk DescriptorFile"))
+        return "vmdk";
+    if (has_magic(buf, len, 0, "conectix"))
+        return "vpc";
+    if (has_magic(buf, len, 0, "vhdxfile"))
+        return "vhdx";
+    if (len >= 0x44 && load_le32(buf + 0x40) == 0xbeda107f)
+        return "vdi";
+    if (has_magic(buf, len, 0, "WithoutFreeSpace") || has_magic(buf, len, 0, "WithouFreSpacExt"))
+        return "parallels";
+    if (has_magic(buf, len, 0, "Bochs Virtual HD Image"))
+        return "bochs";
+    if (has_magic(buf, len, 0, "#!/bin/sh\n#V2.0 Format"))
+        return "cloop";
+    if (has_magic(buf, len, 0, "QED"))
+        return "qed";
+    if (has_magic(buf, len, 0, "LUKS\xba\xbe"))
+        return "luks";
+    if (has_magic(buf, len, 0, "QFI\xfb"))
+        return "qcow";
+    if (filename && has_suffix(filename, ".dmg"))
+        return "dmg";
+    return NULL;
+}
