@@ -1,0 +1,173 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* The core over the raw backend: open, probe, read, block status, write, zero, resize. */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "imgutil.h"
+
+static char dir[] = "/tmp/imgutil-test-raw-XXXXXX";
+
+static char *path_in_dir(const char *name)
+{
+    static char path[256];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    return path;
+}
+
+/* A sparse file with data at [64k, 128k) and [1M, 1M+4k). */
+static void make_sparse(const char *path)
+{
+    int fd = open(path, O_CREAT | O_TRUNC | O_WRONLY, 0644);
+    assert_true(fd >= 0);
+    uint8_t buf[65536];
+    memset(buf, 0xab, sizeof(buf));
+    assert_int_equal(pwrite(fd, buf, sizeof(buf), 65536), (ssize_t)sizeof(buf));
+    assert_int_equal(pwrite(fd, buf, 4096, 1 << 20), 4096);
+    assert_int_equal(ftruncate(fd, 2 << 20), 0);
+    close(fd);
+}
+
+static void test_read_and_status(void **state)
+{
+    const char *path = path_in_dir("sparse.raw");
+    make_sparse(path);
+    img *image;
+    assert_int_equal(img_open(&image, path, NULL, 0, NULL), 0);
+    assert_string_equal(img_get_format(image), "raw");
+    assert_int_equal(img_get_size(image), 2 << 20);
+
+    uint8_t buf[8192];
+    assert_int_equal(img_pread(image, buf, sizeof(buf), 65536 - 4096), 8192);
+    for (int i = 0; i < 4096; i++)
+        assert_int_equal(buf[i], 0);
+    for (int i = 4096; i < 8192; i++)
+        assert_int_equal(buf[i], 0xab);
+    /* Short read at the end, 0 past it. */
+    assert_int_equal(img_pread(image, buf, sizeof(buf), (2 << 20) - 100), 100);
+    assert_int_equal(img_pread(image, buf, sizeof(buf), 2 << 20), 0);
+
+    uint64_t pnum, host;
+    unsigned status;
+    int depth;
+    assert_int_equal(img_block_status(image, 0, 2 << 20, &pnum, &status, &depth, &host), 0);
+    assert_int_equal(pnum, 65536);
+    assert_int_equal(status, IMG_BLOCK_ZERO | IMG_BLOCK_ALLOCATED | IMG_BLOCK_OFFSET_VALID);
+    assert_int_equal(depth, 0);
+    assert_int_equal(img_block_status(image, 65536, 2 << 20, &pnum, &status, NULL, &host), 0);
+    assert_int_equal(status & IMG_BLOCK_DATA, IMG_BLOCK_DATA);
+    assert_int_equal(host, 65536);
+    assert_true(pnum >= 65536);
+    assert_int_equal(img_block_status(image, 2 << 20, 1, &pnum, &status, NULL, NULL), -EINVAL);
+
+    char *json;
+    assert_int_equal(img_info_json(image, 0, &json), 0);
+    assert_non_null(strstr(json, "\"format\": \"raw\""));
+    assert_non_null(strstr(json, "\"virtual-size\": 2097152"));
+    assert_null(strstr(json, "cluster-size"));
+    img_free(json);
+    img_close(image);
+}
+
+static void test_write_zero_resize(void **state)
+{
+    const char *path = path_in_dir("w.raw");
+    img_opts *opts;
+    assert_int_equal(img_opts_new(&opts), 0);
+    assert_int_equal(img_create(path, "raw", 1000, opts), 0);
+    assert_int_equal(img_create(path, "raw", 1000, opts), -EEXIST);
+    img_opts_set(opts, "preallocation", "sometimes");
+    img_opts_set(opts, "overwrite", "on");
+    assert_int_equal(img_create(path, "raw", 1000, opts), -EINVAL);
+    assert_non_null(strstr(img_last_error(), "preallocation"));
+    img_opts_free(opts);
+
+    img *image;
+    assert_int_equal(img_open(&image, path, "raw", IMG_OPEN_READ_WRITE, NULL), 0);
+    assert_int_equal(img_get_size(image), 1024); /* rounded up to a sector */
+    uint8_t data[1024], back[1024];
+    memset(data, 0x5a, sizeof(data));
+    assert_int_equal(img_pwrite(image, data, sizeof(data), 0), 1024);
+    assert_int_equal(img_pwrite(image, data, 2, 1023), -EINVAL);
+    assert_int_equal(img_zero(image, 100, 200, IMG_ZERO_MAY_UNMAP), 0);
+    assert_int_equal(img_pread(image, back, sizeof(back), 0), 1024);
+    for (int i = 0; i < 1024; i++)
+        assert_int_equal(back[i], i >= 100 && i < 300 ? 0 : 0x5a);
+    assert_int_equal(img_resize(image, 512, 0, NULL), -EINVAL);
+    assert_non_null(strstr(img_last_error(), "shrink"));
+    assert_int_equal(img_resize(image, 4096, 0, NULL), 0);
+    assert_int_equal(img_get_size(image), 4096);
+    assert_int_equal(img_resize(image, 512, IMG_RESIZE_SHRINK, NULL), 0);
+    assert_int_equal(img_flush(image), 0);
+    img_close(image);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_size, 512);
+
+    assert_int_equal(img_open(&image, path, "raw", 0, NULL), 0);
+    assert_int_equal(img_pwrite(image, data, 1, 0), -EROFS);
+    img_close(image);
+}
+
+static void test_probed_raw_guard(void **state)
+{
+    const char *path = path_in_dir("guard.raw");
+    assert_int_equal(img_create(path, "raw", 65536, NULL), 0);
+    img *image;
+    /* Probed as raw: planting a qcow2 header is refused. */
+    assert_int_equal(img_open(&image, path, NULL, IMG_OPEN_READ_WRITE, NULL), 0);
+    uint8_t header[512] = {'Q', 'F', 'I', 0xfb, 0, 0, 0, 3};
+    assert_int_equal(img_pwrite(image, header, sizeof(header), 0), -EPERM);
+    assert_non_null(strstr(img_last_error(), "guessed as raw"));
+    uint8_t plain[512] = {1, 2, 3};
+    assert_int_equal(img_pwrite(image, plain, sizeof(plain), 0), 512);
+    img_close(image);
+    /* Asked for as raw: allowed. */
+    assert_int_equal(img_open(&image, path, "raw", IMG_OPEN_READ_WRITE, NULL), 0);
+    assert_int_equal(img_pwrite(image, header, sizeof(header), 0), 512);
+    img_close(image);
+}
+
+static void test_bad_arguments(void **state)
+{
+    img *image;
+    assert_int_equal(img_open(&image, dir, NULL, 0, NULL), -EISDIR);
+    assert_int_equal(img_open(&image, path_in_dir("missing"), NULL, 0, NULL), -ENOENT);
+    assert_int_equal(img_open(&image, path_in_dir("missing"), "nosuchformat", 0, NULL), -ENOENT);
+    assert_int_equal(img_create(path_in_dir("x"), "nosuchformat", 1, NULL), -ENOTSUP);
+    assert_int_equal(img_pread(NULL, NULL, 0, 0), -EINVAL);
+    assert_int_equal(img_get_size(NULL), -EINVAL);
+    img_close(NULL);
+}
+
+static int cleanup(void **state)
+{
+    char cmd[300];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static int setup(void **state)
+{
+    return mkdtemp(dir) ? 0 : -1;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_read_and_status),
+        cmocka_unit_test(test_write_zero_resize),
+        cmocka_unit_test(test_probed_raw_guard),
+        cmocka_unit_test(test_bad_arguments),
+    };
+    return cmocka_run_group_tests(tests, setup, cleanup);
+}
