@@ -1,2 +1,278 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-typedef int placeholder_translation_unit;
+/*
+ * The thread-pool engine: one process-wide pool of workers running the synchronous calls of
+ * file.c. Workers never run callbacks; they append finished requests to their queue's done
+ * list and wake the thread waiting in collect(), which hands them to queue.c.
+ *
+ * Each queue keeps its own pending list, and the pool serves the queues that have pending
+ * work in turn, so one queue with a deep backlog does not starve the others.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "engine.h"
+
+/* A blocking fsync must not hold up every read, so there are at least two workers. */
+#define POOL_MIN_THREADS 2
+#define POOL_MAX_THREADS 64
+
+struct thread_queue {
+    /* Guarded by pool.lock. */
+    struct io_req *pending_head;
+    struct io_req *pending_tail;
+    struct thread_queue *runnable_next;
+    bool runnable;
+
+    /* Guarded by lock: requests the workers have finished, not yet collected. */
+    pthread_mutex_t lock;
+    pthread_cond_t finished;
+    struct io_req *done_head;
+    struct io_req *done_tail;
+    unsigned done_count;
+};
+
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t work;
+    struct thread_queue *runnable_head;
+    struct thread_queue *runnable_tail;
+    unsigned threads;
+    bool atfork_registered;
+} pool = {
+    .lock = PTHREAD_MUTEX_INITIALIZER,
+    .work = PTHREAD_COND_INITIALIZER,
+};
+
+static void append_req(struct io_req **head, struct io_req **tail, struct io_req *req)
+{
+    req->engine_next = NULL;
+    if (*tail)
+        (*tail)->engine_next = req;
+    else
+        *head = req;
+    *tail = req;
+}
+
+static void make_runnable(struct thread_queue *tq)
+{
+    tq->runnable = true;
+    tq->runnable_next = NULL;
+    if (pool.runnable_tail)
+        pool.runnable_tail->runnable_next = tq;
+    else
+        pool.runnable_head = tq;
+    pool.runnable_tail = tq;
+}
+
+/* With pool.lock held: the next request, taking queues in turn. */
+static struct io_req *take_work(struct thread_queue **from)
+{
+    struct thread_queue *tq = pool.runnable_head;
+    pool.runnable_head = tq->runnable_next;
+    if (!pool.runnable_head)
+        pool.runnable_tail = NULL;
+    tq->runnable = false;
+
+    struct io_req *req = tq->pending_head;
+    tq->pending_head = req->engine_next;
+    if (!tq->pending_head)
+        tq->pending_tail = NULL;
+    else
+        make_runnable(tq);
+    *from = tq;
+    return req;
+}
+
+static void finish(struct thread_queue *tq, struct io_req *req)
+{
+    pthread_mutex_lock(&tq->lock);
+    append_req(&tq->done_head, &tq->done_tail, req);
+    tq->done_count++;
+    pthread_cond_signal(&tq->finished);
+    /* After this unlock the owner may free tq: nothing below may touch it. */
+    pthread_mutex_unlock(&tq->lock);
+}
+
+static void *worker_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&pool.lock);
+    for (;;) {
+        while (!pool.runnable_head)
+            pthread_cond_wait(&pool.work, &pool.lock);
+        struct thread_queue *tq;
+        struct io_req *req = take_work(&tq);
+        pthread_mutex_unlock(&pool.lock);
+
+        req->engine_result = io_req_execute(req);
+        finish(tq, req);
+
+        pthread_mutex_lock(&pool.lock);
+    }
+    return NULL;
+}
+
+/*
+ * A forked child has none of the parent's workers. It starts with an empty pool (which grows
+ * again on first use); requests that were in flight in the parent are not carried over.
+ */
+static void atfork_prepare(void)
+{
+    pthread_mutex_lock(&pool.lock);
+}
+
+static void atfork_parent(void)
+{
+    pthread_mutex_unlock(&pool.lock);
+}
+
+static void atfork_child(void)
+{
+    pthread_mutex_init(&pool.lock, NULL);
+    pthread_cond_init(&pool.work, NULL);
+    pool.runnable_head = NULL;
+    pool.runnable_tail = NULL;
+    pool.threads = 0;
+}
+
+static unsigned pool_size(void)
+{
+    long cpus = 0;
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0)
+        cpus = CPU_COUNT(&set);
+    if (cpus <= 0)
+        cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cpus < POOL_MIN_THREADS)
+        cpus = POOL_MIN_THREADS;
+    if (cpus > POOL_MAX_THREADS)
+        cpus = POOL_MAX_THREADS;
+    return (unsigned)cpus;
+}
+
+/* With pool.lock held: starts the workers on first use. */
+static int start_pool(void)
+{
+    if (pool.threads > 0)
+        return 0;
+    if (!pool.atfork_registered) {
+        int ret = pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+        if (ret != 0)
+            return -ret;
+        pool.atfork_registered = true;
+    }
+
+    pthread_attr_t attr;
+    if (pthread_attr_init(&attr) != 0)
+        return -ENOMEM;
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+
+    /* Workers inherit a fully blocked signal mask: signals belong to the caller's threads. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+
+    unsigned want = pool_size();
+    int err = 0;
+    while (pool.threads < want) {
+        pthread_t tid;
+        err = pthread_create(&tid, &attr, worker_main, NULL);
+        if (err != 0)
+            break;
+        pool.threads++;
+    }
+
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&attr);
+    /* A smaller pool than wanted still works; none at all does not. */
+    return pool.threads > 0 ? 0 : -err;
+}
+
+static bool threads_available(void)
+{
+    return true;
+}
+
+static int threads_queue_init(struct io_queue *q)
+{
+    struct thread_queue *tq = calloc(1, sizeof(*tq));
+    if (!tq)
+        return -ENOMEM;
+    if (pthread_mutex_init(&tq->lock, NULL) != 0) {
+        free(tq);
+        return -ENOMEM;
+    }
+    if (pthread_cond_init(&tq->finished, NULL) != 0) {
+        pthread_mutex_destroy(&tq->lock);
+        free(tq);
+        return -ENOMEM;
+    }
+
+    pthread_mutex_lock(&pool.lock);
+    int ret = start_pool();
+    pthread_mutex_unlock(&pool.lock);
+    if (ret < 0) {
+        pthread_cond_destroy(&tq->finished);
+        pthread_mutex_destroy(&tq->lock);
+        free(tq);
+        return ret;
+    }
+    q->engine_state = tq;
+    return 0;
+}
+
+static void threads_queue_fini(struct io_queue *q)
+{
+    struct thread_queue *tq = q->engine_state;
+    /* The last worker to touch tq released its lock; taking it once orders us after that. */
+    pthread_mutex_lock(&tq->lock);
+    pthread_mutex_unlock(&tq->lock);
+    pthread_cond_destroy(&tq->finished);
+    pthread_mutex_destroy(&tq->lock);
+    free(tq);
+}
+
+static int threads_submit(struct io_queue *q, struct io_req *req)
+{
+    struct thread_queue *tq = q->engine_state;
+    pthread_mutex_lock(&pool.lock);
+    append_req(&tq->pending_head, &tq->pending_tail, req);
+    if (!tq->runnable)
+        make_runnable(tq);
+    pthread_cond_signal(&pool.work);
+    pthread_mutex_unlock(&pool.lock);
+    return 0;
+}
+
+static int threads_collect(struct io_queue *q, unsigned min)
+{
+    struct thread_queue *tq = q->engine_state;
+    pthread_mutex_lock(&tq->lock);
+    while (tq->done_count < min)
+        pthread_cond_wait(&tq->finished, &tq->lock);
+    struct io_req *req = tq->done_head;
+    tq->done_head = NULL;
+    tq->done_tail = NULL;
+    tq->done_count = 0;
+    pthread_mutex_unlock(&tq->lock);
+
+    while (req) {
+        struct io_req *next = req->engine_next;
+        io_queue_complete(q, req, req->engine_result);
+        req = next;
+    }
+    return 0;
+}
+
+const struct io_engine io_engine_threads = {
+    .name = "threads",
+    .available = threads_available,
+    .queue_init = threads_queue_init,
+    .queue_fini = threads_queue_fini,
+    .submit = threads_submit,
+    .collect = threads_collect,
+};

@@ -346,8 +346,7 @@ static void *sync_worker_main(void *arg)
     for (unsigned round = 0; round < 50; round++) {
         fill_random(data, SYNC_REGION, w->index * 1000 + round + 1);
         if (io_pwrite(w->f, data, SYNC_REGION, base) != 0 ||
-            io_pread(w->f, back, SYNC_REGION, base) != 0 ||
-            memcmp(data, back, SYNC_REGION) != 0)
+            io_pread(w->f, back, SYNC_REGION, base) != 0 || memcmp(data, back, SYNC_REGION) != 0)
             w->failures++;
     }
     free(data);
