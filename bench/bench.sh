@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark of imgutil and qemu-img on the same images in the same run.
+# Prints, per case, the median wall time of each over N runs and the ratio qemu-img/imgutil
+# (above 1 means imgutil is faster).
+#   bench/bench.sh [BUILD_DIR] [RUNS]     (default: build, 7 runs)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=$(cd "${1:-$root/build}" && pwd)
+runs=${2:-7}
+imgutil="$build/tools/imgutil"
+command -v qemu-img >/dev/null || { echo "qemu-img is needed for the comparison"; exit 1; }
+work=$(mktemp -d /tmp/imgutil-bench.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+
+echo "preparing images in $work"
+python3 - <<'PY'
+import os, random
+random.seed(1)
+with open("mixed.raw", "wb") as f:
+    f.truncate(1 << 30)
+    for i in range(0, 1 << 30, 4 << 20):
+        if random.random() < 0.5:
+            f.seek(i)
+            f.write(os.urandom(1 << 20) + bytes(64 << 10) + b"imgutil" * 40000)
+PY
+qemu-img convert -O qcow2 mixed.raw mixed.qcow2
+qemu-img convert -c -O qcow2 mixed.raw mixed-zlib.qcow2
+qemu-img convert -c -O qcow2 -o compression_type=zstd mixed.raw mixed-zstd.qcow2
+qemu-img create -q -f qcow2 sparse-1T.qcow2 1T
+qemu-io -f qcow2 -c 'write -P 7 0 1M' -c 'write -P 8 512G 1M' -c 'write -P 9 1023G 1M' \
+    sparse-1T.qcow2 >/dev/null
+qemu-img create -q -f qcow2 -b mixed.qcow2 -F qcow2 overlay.qcow2
+qemu-io -f qcow2 -c 'write -P 3 100M 50M' overlay.qcow2 >/dev/null
+
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+time_cmd() {
+    local t0 t1
+    t0=$(date +%s.%N)
+    "$@" >/dev/null 2>&1
+    t1=$(date +%s.%N)
+    python3 -c "print($t1 - $t0)"
+}
+
+printf '%-34s %12s %12s %8s\n' "case" "imgutil s" "qemu-img s" "ratio"
+bench_case() {
+    local name=$1; shift
+    local ours=() theirs=()
+    local a b
+    for ((i = 0; i < runs; i++)); do
+        rm -f out.*
+        a=$(time_cmd "$imgutil" "$@")
+        rm -f out.*
+        b=$(time_cmd qemu-img "$@")
+        ours+=("$a"); theirs+=("$b")
+    done
+    a=$(printf '%s\n' "${ours[@]}" | median)
+    b=$(printf '%s\n' "${theirs[@]}" | median)
+    printf '%-34s %12.4f %12.4f %8.2f\n' "$name" "$a" "$b" "$(python3 -c "print($b / $a)")"
+}
+bench_case "convert qcow2 -> raw (1G, 50%)" convert -O raw mixed.qcow2 out.raw
+bench_case "convert zlib qcow2 -> raw" convert -O raw mixed-zlib.qcow2 out.raw
+bench_case "convert zstd qcow2 -> raw" convert -O raw mixed-zstd.qcow2 out.raw
+bench_case "convert overlay chain -> raw" convert -O raw overlay.qcow2 out.raw
+bench_case "convert 1T sparse -> raw" convert -O raw sparse-1T.qcow2 out.raw
+bench_case "convert raw -> qcow2" convert -O qcow2 mixed.raw out.qcow2
+bench_case "convert raw -> compressed qcow2" convert -c -O qcow2 mixed.raw out.qcow2
+bench_case "info --output=json" info --output=json mixed.qcow2
+bench_case "map --output=json (1T)" map --output=json sparse-1T.qcow2
+bench_case "check" check mixed.qcow2
