@@ -36,6 +36,18 @@ struct io_file {
 /* Never written: a source of zeroes for the write-zeroes fallback. */
 static char zero_chunk[IO_ZERO_CHUNK];
 
+/* strerror, but thread-safe with both the GNU and the POSIX strerror_r. */
+static const char *errno_text(int err, char *buf, size_t size)
+{
+#if defined(__GLIBC__)
+    return strerror_r(err, buf, size);
+#else
+    if (strerror_r(err, buf, size) != 0)
+        snprintf(buf, size, "error %d", err);
+    return buf;
+#endif
+}
+
 static const char *file_label(const struct io_file *f, char *buf, size_t size)
 {
     if (f->name)
@@ -56,7 +68,7 @@ __attribute__((format(printf, 3, 4))) static int file_error(const struct io_file
     vsnprintf(what, sizeof(what), fmt, ap);
     va_end(ap);
     return img_error(err, "%s: %s: %s", file_label(f, label, sizeof(label)), what,
-                     strerror_r(-err, reason, sizeof(reason)));
+                     errno_text(-err, reason, sizeof(reason)));
 }
 
 /* For operations on a byte range: "<file>: read of N bytes at offset O failed: <reason>". */
@@ -117,7 +129,7 @@ int io_file_open(struct io_file **out, const char *path, int oflags, mode_t mode
         int err = -errno;
         char reason[128];
         return img_error(err, "%s: cannot open: %s", path,
-                         strerror_r(-err, reason, sizeof(reason)));
+                         errno_text(-err, reason, sizeof(reason)));
     }
 
     int ret = wrap_fd(out, fd, path);
@@ -125,7 +137,7 @@ int io_file_open(struct io_file **out, const char *path, int oflags, mode_t mode
         char reason[128];
         close(fd);
         return img_error(ret, "%s: cannot open: %s", path,
-                         strerror_r(-ret, reason, sizeof(reason)));
+                         errno_text(-ret, reason, sizeof(reason)));
     }
     return 0;
 }
@@ -139,7 +151,7 @@ int io_file_from_fd(struct io_file **out, int fd)
     if (ret < 0) {
         char reason[128];
         return img_error(ret, "fd %d: cannot use: %s", fd,
-                         strerror_r(-ret, reason, sizeof(reason)));
+                         errno_text(-ret, reason, sizeof(reason)));
     }
     return 0;
 }
