@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "opts.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -155,71 +156,35 @@ out:
 
 int parse_size(const char *text, uint64_t *out)
 {
-    if (!text || !*text)
+    if (!text || !*text || *text == '-' || *text == '+')
         return -EINVAL;
-    errno = 0;
     char *end;
-    /* Sizes are integers; a fraction such as "1.5G" is accepted as qemu-img does. */
+    /* Plain integers are parsed exactly; doubles lose precision above 2^53. */
+    errno = 0;
+    unsigned long long whole = strtoull(text, &end, 10);
+    if (end != text && (*end == '\0' || ((*end == 'b' || *end == 'B') && end[1] == '\0'))) {
+        if (errno)
+            return -ERANGE;
+        *out = whole;
+        return 0;
+    }
+    /* A fraction such as "1.5G" is accepted, as qemu-img accepts it. */
+    errno = 0;
     double d = strtod(text, &end);
     if (errno || end == text || d < 0)
         return -EINVAL;
-    uint64_t mult = 1;
-    switch (*end) {
-    case '\0':
-        break;
-    case 'b':
-    case 'B':
-        end++;
-        break;
-    case 'k':
-    case 'K':
-        mult = 1ull << 10;
-        end++;
-        break;
-    case 'm':
-    case 'M':
-        mult = 1ull << 20;
-        end++;
-        break;
-    case 'g':
-    case 'G':
-        mult = 1ull << 30;
-        end++;
-        break;
-    case 't':
-    case 'T':
-        mult = 1ull << 40;
-        end++;
-        break;
-    case 'p':
-    case 'P':
-        mult = 1ull << 50;
-        end++;
-        break;
-    case 'e':
-    case 'E':
-        mult = 1ull << 60;
-        end++;
-        break;
-    default:
+    static const char suffixes[] = "kmgtpe";
+    const char *s = *end ? strchr(suffixes, tolower((unsigned char)*end)) : NULL;
+    if (!*end || !s)
         return -EINVAL;
-    }
-    if (*end == 'B' && mult != 1)
+    end++;
+    if (*end == 'B' || *end == 'b')
         end++;
     if (*end)
         return -EINVAL;
-    double v = d * (double)mult;
+    double v = d * (double)(1ull << (10 * (s - suffixes + 1)));
     if (v >= 18446744073709551616.0)
         return -ERANGE;
-    /* Integers are parsed exactly; doubles lose precision above 2^53. */
-    if (mult == 1 && strchr(text, '.') == NULL) {
-        errno = 0;
-        uint64_t exact = strtoull(text, NULL, 10);
-        if (errno)
-            return -ERANGE;
-        *out = exact;
-        return 0;
-    }
     *out = (uint64_t)v;
     return 0;
 }
