@@ -10,6 +10,7 @@
 #include "formats/format.h"
 #include "image.h"
 #include "io/io.h"
+#include "io/lock.h"
 
 #define PROBE_BYTES 2048
 
@@ -164,6 +165,12 @@ static int open_one(struct img **out, const char *path, const char *format, unsi
     seen->dev[seen->count] = st.st_dev;
     seen->ino[seen->count] = st.st_ino;
     seen->count++;
+    /* After the loop check, so a chain naming itself reports the loop. */
+    if (!(flags & IMG_OPEN_FORCE_SHARE)) {
+        ret = io_file_lock(img->file, img->writable, path);
+        if (ret < 0)
+            goto fail;
+    }
 
     ret = pick_format(img, format);
     if (ret < 0)

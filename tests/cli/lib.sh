@@ -1,0 +1,65 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# Shared helpers for the imgutil command-line tests. Sourced; $1 of the test is the CLI.
+
+IMGUTIL=${1:-${IMGUTIL_CLI:-}}
+if [ -z "$IMGUTIL" ] || [ ! -x "$IMGUTIL" ]; then
+    echo "imgutil executable not found (pass it as the first argument)" >&2
+    exit 1
+fi
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/imgutil-cli.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+FAILURES=0
+
+fail() {
+    echo "FAIL: $*" >&2
+    FAILURES=$((FAILURES + 1))
+}
+
+# run ARGS...: runs imgutil, leaving $WORK/out, $WORK/err and $STATUS.
+run() {
+    "$IMGUTIL" "$@" >"$WORK/out" 2>"$WORK/err"
+    STATUS=$?
+}
+
+# expect_status CODE ARGS...: runs imgutil and checks its exit status.
+expect_status() {
+    want=$1
+    shift
+    run "$@"
+    if [ "$STATUS" -ne "$want" ]; then
+        fail "imgutil $*: exit status $STATUS, expected $want (stderr: $(cat "$WORK/err"))"
+        return 1
+    fi
+    return 0
+}
+
+# expect_err TEXT: the last run's stderr contains TEXT.
+expect_err() {
+    if ! grep -qF -- "$1" "$WORK/err"; then
+        fail "stderr lacks '$1': $(cat "$WORK/err")"
+    fi
+}
+
+# expect_out TEXT: the last run's stdout contains TEXT.
+expect_out() {
+    if ! grep -qF -- "$1" "$WORK/out"; then
+        fail "stdout lacks '$1': $(cat "$WORK/out")"
+    fi
+}
+
+# expect_same_output WHAT FILE_A FILE_B: two outputs are identical.
+expect_same_output() {
+    if ! cmp -s "$2" "$3"; then
+        fail "$1 differs from qemu-img:"
+        diff "$3" "$2" >&2
+    fi
+}
+
+finish() {
+    if [ "$FAILURES" -ne 0 ]; then
+        echo "$FAILURES check(s) failed" >&2
+        exit 1
+    fi
+    exit 0
+}
