@@ -205,12 +205,14 @@ static int open_backing(struct img *img, struct chain_seen *seen, const img_opts
     if (img->flags & IMG_OPEN_NO_BACKING)
         return 0;
     if (img->depth + 1 > IMG_MAX_CHAIN_DEPTH)
-        return img_error(-ELOOP, "backing chain is deeper than %d images", IMG_MAX_CHAIN_DEPTH);
+        return img_error(-ELOOP, "backing chain is deeper than %d images (at '%s')",
+                         IMG_MAX_CHAIN_DEPTH, img->filename);
     /* Backing files are only read; writes go to the top layer. */
     unsigned flags = (img->flags & ~IMG_OPEN_READ_WRITE) | IMG_OPEN_READ_ONLY;
     int ret = open_one(&img->backing, img->backing_full, img->backing_format, flags, opts,
                        img->depth + 1, seen);
-    if (ret < 0)
+    /* A loop or an over-deep chain explains itself; nesting prefixes would bury it. */
+    if (ret < 0 && ret != -ELOOP)
         img_error_prefix("%s: could not open backing file", img->filename);
     return ret;
 }

@@ -22,7 +22,8 @@ static int raw_open(struct img *img, const img_opts *opts)
     int64_t size = io_file_size(img->file);
     if (size < 0)
         return img_error((int)size, "raw: cannot read the size of '%s'", img->filename);
-    img->size = (uint64_t)size;
+    /* Guests see whole sectors: a partial last sector reads as zeros past the file's end. */
+    img->size = align_up_u64((uint64_t)size, 512);
     return 0;
 }
 
@@ -32,12 +33,21 @@ static void raw_close(struct img *img)
 
 static int raw_map(struct img *img, uint64_t offset, uint64_t length, struct img_extent *ext)
 {
-    uint64_t data_start, data_end;
     ext->file = img->file;
     ext->host_offset = offset;
     ext->host_offset_valid = true;
+    int64_t file_size = io_file_size(img->file);
+    if (file_size < 0)
+        return img_error((int)file_size, "raw: cannot read the size of '%s'", img->filename);
+    if (offset >= (uint64_t)file_size) {
+        ext->kind = EXTENT_ZERO;
+        ext->length = length;
+        return 0;
+    }
+    length = min_u64(length, (uint64_t)file_size - offset);
+    uint64_t data_start, data_end;
     int ret = io_find_data(img->file, offset, &data_start, &data_end);
-    if (ret < 0 || data_start > offset + length) {
+    if (ret < 0 || data_start >= offset + length) {
         /* Without SEEK_DATA everything is data; past the last data run the rest is a hole. */
         ext->kind = ret < 0 ? EXTENT_DATA : EXTENT_ZERO;
         ext->length = length;

@@ -434,8 +434,26 @@ def check_map(case):
     return qemu_rows
 
 
+def settle_allocation(paths, cwd):
+    """Flushes the files so that their allocation (st_blocks, "actual-size") no longer moves
+    when the file system writes back delayed allocations between two tools' reads of it."""
+    for p in paths:
+        try:
+            fd = os.open(os.path.join(cwd, p), os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 def check_info(case):
     s = case.suite
+    settle_allocation([case.path], case.cwd)
+    if case.has_backing:
+        settle_allocation([i.get('filename', '') for i in
+                           qemu_info(case.path, cwd=case.cwd, chain=True)], case.cwd)
     qemu = qemu_info(case.path, cwd=case.cwd)
     with s.check('%s: imgutil info --output=json matches qemu-img info' % case.label):
         ours = parse_json(s.imgutil('info', '--output=json', case.path, cwd=case.cwd).stdout,

@@ -17,7 +17,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import interop  # noqa: E402
-from interop import CheckFailed, clip, describe_rc, info_differences, parse_json, qemu_img  # noqa: E402, E501
+from interop import (CheckFailed, clip, describe_rc, info_differences, parse_json,  # noqa: E402
+                     qemu_img)
 
 RAW_SAMPLE = 'grub_mbr.raw'
 
