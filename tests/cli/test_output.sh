@@ -93,7 +93,7 @@ same compare data.raw longer.raw
 same compare top.qcow2 base.qcow2
 
 # --- create ---
-for size in 1.5G 0x1000 1b 5.k +5 010 1T 1.0000001k; do
+for size in 1.5G 0x1000 1b 5.k +5 010 1T 1.25M 1.0000001k 1.0006k 0.00049k 3.999999999999k; do
     same create -f raw sized.raw "$size"
 done
 expect_status 0 create -f raw new.raw 1M &&

@@ -1,0 +1,277 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* imgutil create: makes a new image through img_create(), as qemu-img create does. */
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli_commands.h"
+#include "cli_util.h"
+
+/* -o keys in the order the user gave them, for the "Formatting ..." line. */
+#define MAX_KEYS 64
+
+struct key_list {
+    char *keys[MAX_KEYS];
+    size_t count;
+};
+
+static void key_list_add(struct key_list *list, const char *key, size_t len)
+{
+    for (size_t i = 0; i < list->count; i++)
+        if (strlen(list->keys[i]) == len && strncmp(list->keys[i], key, len) == 0)
+            return;
+    if (list->count < MAX_KEYS) {
+        char *copy = strndup(key, len);
+        if (copy)
+            list->keys[list->count++] = copy;
+    }
+}
+
+/* Collects the keys of "k=v,k2=v2" (",," being a literal comma inside a value). */
+static void key_list_add_text(struct key_list *list, const char *text)
+{
+    const char *p = text;
+    while (*p) {
+        const char *key = p;
+        while (*p && *p != '=' && *p != ',')
+            p++;
+        key_list_add(list, key, (size_t)(p - key));
+        while (*p && !(*p == ',' && p[1] != ','))
+            p += (*p == ',') ? 2 : 1;
+        if (*p == ',')
+            p++;
+    }
+}
+
+static void key_list_free(struct key_list *list)
+{
+    for (size_t i = 0; i < list->count; i++)
+        free(list->keys[i]);
+    list->count = 0;
+}
+
+struct formatting_line {
+    const img_opts *opts;
+    const struct key_list *given;
+    bool printed[MAX_KEYS];
+};
+
+/* Prints " key=value" for an option that is set, or its default when one is given. */
+static void print_option(struct formatting_line *line, const char *key, const char *fallback)
+{
+    const char *value = img_opts_get(line->opts, key);
+    for (size_t i = 0; i < line->given->count; i++)
+        if (strcmp(line->given->keys[i], key) == 0)
+            line->printed[i] = true;
+    if (!value)
+        value = fallback;
+    if (!value)
+        return;
+    uint64_t bytes;
+    if (strcmp(key, "cluster_size") == 0 && cli_parse_size(value, &bytes) == 0)
+        printf(" %s=%" PRIu64, key, bytes);
+    else
+        printf(" %s=%s", key, value);
+}
+
+/*
+ * qemu-img's "Formatting 'FILE', fmt=... size=..." line: the options of the format in the
+ * order qemu-img lists them (with its defaults), then any others the user gave.
+ */
+static void print_formatting(const char *filename, const char *format, uint64_t size,
+                             const img_opts *opts, const struct key_list *given)
+{
+    struct formatting_line line = {.opts = opts, .given = given};
+    char size_text[32];
+    snprintf(size_text, sizeof(size_text), "%" PRIu64, size);
+
+    printf("Formatting '%s', fmt=%s", filename, format);
+    if (strcmp(format, "qcow2") == 0) {
+        print_option(&line, "cluster_size", "65536");
+        print_option(&line, "extended_l2", "off");
+        print_option(&line, "preallocation", NULL);
+        print_option(&line, "compression_type", "zlib");
+        printf(" size=%s", size_text);
+        print_option(&line, "compat", NULL);
+        print_option(&line, "backing_file", NULL);
+        print_option(&line, "backing_fmt", NULL);
+        print_option(&line, "data_file", NULL);
+        print_option(&line, "data_file_raw", NULL);
+        print_option(&line, "encryption", NULL);
+        print_option(&line, "lazy_refcounts", "off");
+        print_option(&line, "refcount_bits", "16");
+    } else {
+        printf(" size=%s", size_text);
+        print_option(&line, "backing_file", NULL);
+        print_option(&line, "backing_fmt", NULL);
+        print_option(&line, "preallocation", NULL);
+    }
+    for (size_t i = 0; i < given->count; i++) {
+        const char *key = given->keys[i];
+        if (!line.printed[i] && strcmp(key, "size") != 0 && strcmp(key, "overwrite") != 0)
+            print_option(&line, key, NULL);
+    }
+    putchar('\n');
+}
+
+/* The backing file's name as seen from here: relative names are relative to the new image. */
+static char *backing_path(const char *filename, const char *backing)
+{
+    const char *slash = strrchr(filename, '/');
+    if (backing[0] == '/' || !slash)
+        return strdup(backing);
+    size_t dir_len = (size_t)(slash - filename) + 1;
+    char *path = malloc(dir_len + strlen(backing) + 1);
+    if (path) {
+        memcpy(path, filename, dir_len);
+        strcpy(path + dir_len, backing);
+    }
+    return path;
+}
+
+/*
+ * Opens the backing file as qemu-img does before creating an overlay: it must exist, its format
+ * must be given, and it supplies the size when none was. Returns 0 or CLI_EXIT_FAILURE.
+ */
+static int check_backing(const char *filename, const char *backing, const char *backing_fmt,
+                         int64_t *size)
+{
+    char *path = backing_path(filename, backing);
+    img *image;
+    if (!path) {
+        cli_error("%s: out of memory", filename);
+        return CLI_EXIT_FAILURE;
+    }
+    int ret = img_open(&image, path, backing_fmt, IMG_OPEN_READ_ONLY | IMG_OPEN_FORCE_SHARE, NULL);
+    free(path);
+    if (ret < 0) {
+        cli_lib_error("%s: Could not open '%s'", filename, backing);
+        fprintf(stderr, "Could not open backing image.\n");
+        return CLI_EXIT_FAILURE;
+    }
+    if (!backing_fmt) {
+        cli_error("%s: Backing file specified without backing format", filename);
+        fprintf(stderr, "Detected format of %s.\n", img_get_format(image));
+        img_close(image);
+        return CLI_EXIT_FAILURE;
+    }
+    if (*size < 0) {
+        *size = img_get_size(image);
+        if (*size < 0) {
+            cli_lib_error("%s: Could not get the size of '%s'", filename, backing);
+            img_close(image);
+            return CLI_EXIT_FAILURE;
+        }
+    }
+    img_close(image);
+    return 0;
+}
+
+static int parse_image_size(const char *text, int64_t *size)
+{
+    uint64_t v;
+    int ret = cli_parse_size(text, &v);
+    if (ret < 0) {
+        cli_size_error(ret, "image size");
+        return CLI_EXIT_FAILURE;
+    }
+    *size = (int64_t)v;
+    return 0;
+}
+
+int cmd_create(int argc, char **argv)
+{
+    static const struct option long_options[] = {
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *format = "raw";
+    img_opts *opts = NULL;
+    struct key_list given = {.count = 0};
+    bool quiet = false, unsafe = false;
+    int64_t size = -1;
+    int status = CLI_EXIT_FAILURE, c;
+
+    while ((c = getopt_long(argc, argv, ":hf:b:F:o:uq", long_options, NULL)) != -1) {
+        switch (c) {
+        case 'h':
+            cli_print_help();
+            status = 0;
+            goto out;
+        case 'f':
+            format = optarg;
+            break;
+        case 'b':
+            if (cli_opts_set(&opts, "backing_file", optarg))
+                goto out;
+            break;
+        case 'F':
+            if (cli_opts_set(&opts, "backing_fmt", optarg))
+                goto out;
+            break;
+        case 'o':
+            if (cli_opts_add(&opts, optarg))
+                goto out;
+            key_list_add_text(&given, optarg);
+            break;
+        case 'u':
+            unsafe = true;
+            break;
+        case 'q':
+            quiet = true;
+            break;
+        default:
+            status = cli_getopt_error(c, argv);
+            goto out;
+        }
+    }
+    if (optind >= argc) {
+        status = cli_usage_error("Expecting image file name");
+        goto out;
+    }
+    const char *filename = argv[optind++];
+    if (optind < argc && parse_image_size(argv[optind++], &size))
+        goto out;
+    if (optind != argc) {
+        status = cli_usage_error("Unexpected argument: %s", argv[optind]);
+        goto out;
+    }
+    if (size < 0 && img_opts_get(opts, "size") &&
+        parse_image_size(img_opts_get(opts, "size"), &size))
+        goto out;
+
+    const char *backing = img_opts_get(opts, "backing_file");
+    const char *backing_fmt = img_opts_get(opts, "backing_fmt");
+    if (backing_fmt && !backing) {
+        cli_error("%s: Backing format cannot be used without backing file", filename);
+        goto out;
+    }
+    if (backing && !unsafe) {
+        if (check_backing(filename, backing, backing_fmt, &size))
+            goto out;
+    } else if (backing && !backing_fmt) {
+        cli_error("%s: Backing file specified without backing format", filename);
+        goto out;
+    }
+    if (size < 0) {
+        cli_error("%s: Image creation needs a size parameter", filename);
+        goto out;
+    }
+
+    /* qemu-img create replaces an existing file. */
+    if (cli_opts_set(&opts, "overwrite", "on"))
+        goto out;
+    if (img_create(filename, format, (uint64_t)size, opts) < 0) {
+        cli_lib_error("%s", filename);
+        goto out;
+    }
+    if (!quiet)
+        print_formatting(filename, format, (uint64_t)size, opts, &given);
+    status = 0;
+out:
+    key_list_free(&given);
+    img_opts_free(opts);
+    return status;
+}
