@@ -60,6 +60,13 @@ struct img_extent {
     uint64_t host_offset;
     bool host_offset_valid;
 
+    /*
+     * DATA only: block status should also ask the host file whether the range is a hole or
+     * past its end, and then report zeros (qemu does this for qcow2 images it judges to be
+     * metadata-preallocated). Reads are unaffected.
+     */
+    bool refine_with_host;
+
     /* COMPRESSED only. The offset asked for lies inside [unit_start, unit_start + unit_size). */
     uint64_t comp_length; /* stored bytes to read from host_offset */
     uint64_t unit_start;  /* guest offset of the first decompressed byte */

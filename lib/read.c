@@ -175,6 +175,33 @@ static unsigned extent_status(const struct img_extent *ext, struct img *img, int
     return 0;
 }
 
+/*
+ * Narrows a DATA extent by what the host file holds at its location: a hole or the space past
+ * the end of the file reads as zeros, which block status reports as ZERO (still DATA).
+ */
+static int refine_by_host_file(const struct img_extent *ext, uint64_t *pnum, unsigned *status)
+{
+    int64_t file_size = io_file_size(ext->file);
+    if (file_size < 0)
+        return 0; /* extra information only: ignore failures */
+    if (ext->host_offset >= (uint64_t)file_size) {
+        *status |= IMG_BLOCK_ZERO;
+        return 0;
+    }
+    uint64_t data_start, data_end;
+    if (io_find_data(ext->file, ext->host_offset, &data_start, &data_end) < 0)
+        return 0;
+    if (data_start <= ext->host_offset) {
+        *pnum = min_u64(*pnum, data_end - ext->host_offset);
+        return 0;
+    }
+    *status |= IMG_BLOCK_ZERO;
+    /* A hole that runs to the end of the file covers the whole extent. */
+    if (data_start < (uint64_t)file_size)
+        *pnum = min_u64(*pnum, data_start - ext->host_offset);
+    return 0;
+}
+
 IMG_API int img_block_status(img *img, uint64_t offset, uint64_t length, uint64_t *pnum,
                              unsigned *status, int *depth, uint64_t *host_offset)
 {
@@ -194,8 +221,11 @@ IMG_API int img_block_status(img *img, uint64_t offset, uint64_t length, uint64_
     if (ret < 0)
         return ret;
     *pnum = ext.length;
+    unsigned st = extent_status(&ext, img, d);
+    if (ext.kind == EXTENT_DATA && ext.refine_with_host)
+        refine_by_host_file(&ext, pnum, &st);
     if (status)
-        *status = extent_status(&ext, img, d);
+        *status = st;
     if (depth)
         *depth = d;
     if (host_offset)
