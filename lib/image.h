@@ -54,8 +54,9 @@ struct img_extent {
     uint64_t length; /* guest bytes from the offset asked for (> 0) */
     struct io_file *file;
     /*
-     * DATA: host offset of the first byte asked for. ZERO: host offset of preallocated space
-     * when host_offset_valid (qemu-img map prints it). COMPRESSED: offset of the stream.
+     * DATA: host offset of the first byte asked for. ZERO and UNALLOCATED: host offset of
+     * space reserved for the range when host_offset_valid (qemu-img map prints it).
+     * COMPRESSED: offset of the stream.
      */
     uint64_t host_offset;
     bool host_offset_valid;

@@ -170,7 +170,8 @@ static unsigned extent_status(const struct img_extent *ext, struct img *img, int
         return IMG_BLOCK_ZERO | IMG_BLOCK_ALLOCATED |
                (ext->host_offset_valid ? IMG_BLOCK_OFFSET_VALID : 0);
     case EXTENT_UNALLOCATED:
-        return IMG_BLOCK_ZERO;
+        /* Space may be reserved for it (extended L2): the location is still reported. */
+        return IMG_BLOCK_ZERO | (ext->host_offset_valid ? IMG_BLOCK_OFFSET_VALID : 0);
     }
     return 0;
 }
