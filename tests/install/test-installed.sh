@@ -73,4 +73,5 @@ if [ "$resolved" != "$libdir/libimgutil.so.1" ]; then
     exit 1
 fi
 
-LD_LIBRARY_PATH="$libdir" "$stage/consumer" "$stage/disk.raw"
+# A sanitized build of the library needs its runtime loaded first.
+LD_PRELOAD="${IMGUTIL_ASAN_PRELOAD:-}" ASAN_OPTIONS=detect_leaks=0 LD_LIBRARY_PATH="$libdir" "$stage/consumer" "$stage/disk.raw"
