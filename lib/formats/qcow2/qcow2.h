@@ -289,6 +289,16 @@ struct qcow2_state {
     uint64_t file_size; /* of `file` at open */
 
     pthread_mutex_t lock;
+
+    /*
+     * Whether the image looks metadata-preallocated, as QEMU judges it: 0 while not yet known,
+     * then set once by the first map() that returns DATA (which takes `lock` for it, so map()
+     * must not be called with `lock` held). See qcow2_map.c.
+     */
+    _Atomic int metadata_preallocation;
+
+    /* Write-side state (qcow2_writer.c); NULL for read-only opens. */
+    struct qcow2_writer *writer;
 };
 
 /* Derives the geometry fields from cluster_bits, extended L2 and refcount_order. */
@@ -413,5 +423,130 @@ void qcow2_bitmaps_free(struct qcow2_state *s);
 
 struct json_writer;
 int qcow2_info_specific(struct img *img, struct json_writer *w);
+
+/* ---- writing ------------------------------------------------------------------------------
+ *
+ *   qcow2_writer.c          write-side state: open/close (dirty bit), in-flight tracking, locks
+ *   qcow2_refcount_write.c  refcount updates, refcount blocks, refcount table growth
+ *   qcow2_alloc.c           finding free host clusters and compressed byte ranges
+ *   qcow2_meta_write.c      L1/L2 updates held in memory and written back in crash-safe order
+ *   qcow2_header_write.c    encoding and rewriting the header cluster
+ *   qcow2_write.c           alloc()/alloc_commit(): allocation, copy-on-write, COPIED handling
+ *   qcow2_zero.c            zero() and discard()
+ *   qcow2_compressed_write.c write_compressed()
+ *   qcow2_resize.c          resize(): L1 growth, shrinking, preallocation
+ *   qcow2_create.c          create()
+ *   qcow2_flush.c           flush()
+ *
+ * Locking: every metadata change happens with s->lock held. The backend's write entries take
+ * it themselves; other code that changes metadata (check repairs, snapshots) takes it around
+ * its work and calls the functions below with it held. qcow2_refcount_get() and
+ * qcow2_refcount_load_table() take s->lock themselves: with it held, use
+ * qcow2_refcount_get_locked(). (The refcount table is loaded when a writable image is opened.)
+ *
+ * Crash safety (a crash may leak clusters, never corrupt data):
+ *  - new clusters get their refcounts on disk before any L2/L1 entry points to them;
+ *  - guest data reaches the disk before the L2 entry that links it;
+ *  - L2 entries set through qcow2_l2_set() and L1 entries marked with qcow2_l1_mark_dirty()
+ *    are held in memory (the L2 slices stay pinned in the cache, so map() sees them at once)
+ *    and written by qcow2_flush_caches(), which first fsyncs data and refcounts;
+ *  - refcount decreases given to qcow2_free_clusters() are applied only after the metadata
+ *    that dropped those references is on disk.
+ * Code that rewrites L1/L2 tables or refcount blocks directly in the file must first call
+ * qcow2_flush_caches() and afterwards qcow2_cache_invalidate() the rewritten range.
+ */
+
+/* Sets up the write side for a writable open (called last by open; repairs a dirty image). */
+int qcow2_writer_open(struct img *img);
+/* Writes back everything held, clears the dirty bit this session set, frees. NULL-safe. */
+void qcow2_writer_close(struct qcow2_state *s);
+
+/* The refcount of host cluster `cluster_index`, with s->lock held (0 past the table). */
+int qcow2_refcount_get_locked(struct qcow2_state *s, uint64_t cluster_index, uint64_t *value);
+
+/*
+ * Adds `delta` to the refcount of every host cluster that [host_offset, host_offset + length)
+ * touches, writing the blocks at once. Increases allocate refcount blocks (and grow the
+ * refcount table) where needed. Fails with -EIO, changing nothing, when a refcount would
+ * overflow or drop below zero. A decrease takes effect immediately: for clusters that on-disk
+ * metadata may still reference, use qcow2_free_clusters() instead.
+ */
+int qcow2_refcount_update(struct qcow2_state *s, uint64_t host_offset, uint64_t length,
+                          int64_t delta);
+
+/* Sets the refcount of one host cluster (repairs), allocating its block when needed. */
+int qcow2_refcount_set(struct qcow2_state *s, uint64_t cluster_index, uint64_t value);
+
+/*
+ * Allocates `count` contiguous free host clusters (refcount 0, reused or past the end of the
+ * file), sets their refcounts to 1 on disk and returns the offset of the first.
+ */
+int qcow2_alloc_clusters(struct qcow2_state *s, uint64_t count, uint64_t *host_offset);
+
+/*
+ * Drops one reference from every host cluster that [host_offset, host_offset + length)
+ * touches, once the metadata that referenced them is on disk (at the next
+ * qcow2_flush_caches()). Clusters left unreferenced are discarded on the host.
+ */
+int qcow2_free_clusters(struct qcow2_state *s, uint64_t host_offset, uint64_t length);
+
+/*
+ * Writes everything held in memory in crash-safe order: fsync (data, refcounts, new tables),
+ * new refcount table entries, dirty L2 slices and L1 entries, fsync, deferred refcount
+ * decreases. With `sync` the file (and an external data file) is fsynced at the end, so all
+ * of it is durable.
+ */
+int qcow2_flush_caches(struct qcow2_state *s, bool sync);
+
+/*
+ * Sets the L2 entry (and the subcluster bitmap with extended L2 entries) of guest cluster
+ * `guest_cluster` in the active L2 table, which must exist and be unshared (L1 entry COPIED;
+ * see qcow2_l2_prepare()). Held in memory until qcow2_flush_caches().
+ */
+int qcow2_l2_set(struct qcow2_state *s, uint64_t guest_cluster, uint64_t entry, uint64_t bitmap);
+
+/*
+ * Makes the active L2 table for guest cluster `guest_cluster` present and unshared: allocates
+ * a zeroed table for an empty L1 entry, copies a table shared with a snapshot. Fails with
+ * -EIO past the L1 table.
+ */
+int qcow2_l2_prepare(struct qcow2_state *s, uint64_t guest_cluster);
+
+/* Marks active L1 entries [first, first + count) of s->l1_table to be written back. */
+void qcow2_l1_mark_dirty(struct qcow2_state *s, uint32_t first, uint32_t count);
+
+/*
+ * Encodes a header cluster (`cluster_size` bytes into `buf`): the fixed fields of `h`, the
+ * extensions of `ext` (backing format, data file, feature names, bitmaps, unknown ones kept),
+ * the end marker and the backing file name. Sets h->header_length, backing_file_offset and
+ * backing_file_size. -EFBIG when it does not fit in one cluster.
+ */
+int qcow2_header_encode(struct qcow2_header *h, const struct qcow2_extensions *ext,
+                        const char *backing_name, const uint8_t *unknown_fields,
+                        size_t unknown_len, uint8_t *buf, size_t cluster_size);
+
+/* Rewrites the header cluster from s->hdr, s->ext and img->backing_name, then fsyncs. */
+int qcow2_write_header(struct img *img);
+
+/*
+ * Rewrites the incompatible feature bits in the header (one field, fsynced) and s->hdr:
+ * for the dirty and corrupt bits.
+ */
+int qcow2_write_incompat(struct qcow2_state *s, uint64_t incompatible_features);
+
+/* The backend's write entries. */
+struct img_create_args;
+struct img_alloc;
+struct img_opts;
+int qcow2_create(const struct img_create_args *args);
+int qcow2_alloc(struct img *img, uint64_t offset, uint64_t length, struct img_extent *ext,
+                struct img_alloc **token);
+int qcow2_alloc_commit(struct img *img, struct img_alloc *token, int write_result);
+int qcow2_zero(struct img *img, uint64_t offset, uint64_t length, unsigned flags);
+int qcow2_discard(struct img *img, uint64_t offset, uint64_t length);
+int qcow2_flush(struct img *img);
+int qcow2_resize(struct img *img, uint64_t new_size, unsigned flags,
+                 const struct img_opts *opts);
+int qcow2_write_compressed(struct img *img, uint64_t offset, const void *buf, size_t len);
 
 #endif

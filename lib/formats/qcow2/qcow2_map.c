@@ -6,6 +6,9 @@
  * of one type with extended L2 entries, otherwise a cluster. Units join the run while they are
  * of the same kind and, where they have host space, continue it contiguously, so a run of DATA
  * can be read with one request. A compressed cluster is always a run of its own.
+ *
+ * Without IMG_OPEN_ALLOW_DATA_FILE an image with an external data file is open for its metadata
+ * only: the data file is not opened, and a run that would have to be read from it fails.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -14,7 +17,17 @@
 #include "error.h"
 #include "formats/format.h"
 #include "formats/qcow2/qcow2.h"
+#include "io/io.h"
 #include "util/checked.h"
+
+/* Values of qcow2_state.metadata_preallocation. */
+enum { PREALLOC_UNKNOWN = 0, PREALLOC_NO, PREALLOC_YES };
+
+/*
+ * The metadata-preallocation test counts refcounts of at most this many host clusters (256 TiB
+ * with 64 KiB clusters), so a crafted file with a huge hole cannot make it run for long.
+ */
+#define PREALLOC_MAX_SCAN_CLUSTERS (1ull << 32)
 
 struct unit {
     enum extent_kind kind;
@@ -46,7 +59,8 @@ static int place_on_host(struct qcow2_state *s, uint64_t entry, uint64_t cluster
             host_cluster, cluster_start);
     u->host_valid = true;
     u->host = host_cluster + (pos - cluster_start);
-    u->file = s->data_file ? s->data_file : s->file;
+    /* NULL when the data file was not opened: only the location is known then. */
+    u->file = has_data_file(s) ? s->data_file : s->file;
     return 0;
 }
 
@@ -90,6 +104,11 @@ static int classify(struct qcow2_state *s, struct qcow2_l2_cursor *cur, uint64_t
         qcow2_compressed_decode(s, entry, &u->comp_offset, &u->comp_length);
         return 0;
     case QCOW2_SC_NORMAL:
+        if (data_file && !s->data_file)
+            return img_error(-EPERM,
+                             "qcow2: image uses the external data file '%s'; reading it needs "
+                             "IMG_OPEN_ALLOW_DATA_FILE",
+                             s->ext.data_file);
         u->kind = EXTENT_DATA;
         return place_on_host(s, entry, cluster_start, pos, u);
     case QCOW2_SC_ZERO_ALLOC:
@@ -121,6 +140,95 @@ static bool continues(const struct img_extent *ext, uint64_t offset, uint64_t po
     if (u->host_valid != ext->host_offset_valid)
         return false;
     return !u->host_valid || (u->file == ext->file && u->host == ext->host_offset + (pos - offset));
+}
+
+/*
+ * Counts the host clusters below `end_cluster` whose refcount is not zero, stopping once the
+ * count reaches `limit`. Walks the refcount blocks slice by slice; absent blocks count nothing.
+ * Called with s->lock held (the refcount table is loaded).
+ */
+static int count_referenced_clusters(struct qcow2_state *s, uint64_t end_cluster, uint64_t limit,
+                                     uint64_t *count)
+{
+    uint64_t block_entries = 1ull << s->refcount_block_bits;
+    uint32_t slice_bytes = qcow2_cache_slice_bytes(s->refcount_cache);
+    uint64_t slice_entries = ((uint64_t)slice_bytes << 3) >> s->refcount_order;
+    *count = 0;
+    for (uint64_t t = 0; t < s->refcount_table_entries && *count < limit; t++) {
+        /* The table is at most 8 MiB and a block at most 2^24 entries: no overflow. */
+        uint64_t first = t << s->refcount_block_bits;
+        if (first >= end_cluster)
+            break;
+        uint64_t block = s->refcount_table[t] & QCOW2_REFT_OFFSET_MASK;
+        if (block == 0)
+            continue;
+        if (block & (s->cluster_size - 1))
+            return img_error(-EIO,
+                             "qcow2: refcount block offset 0x%" PRIx64 " is not cluster-aligned "
+                             "(refcount table index %" PRIu64 ")",
+                             block, t);
+        uint64_t entries = min_u64(block_entries, end_cluster - first);
+        for (uint64_t i = 0; i < entries && *count < limit; i += slice_entries) {
+            struct qcow2_cache_entry *slice;
+            const uint8_t *data;
+            uint64_t slice_offset = (i << s->refcount_order) >> 3;
+            int ret = qcow2_cache_get(s->refcount_cache, block + slice_offset, &slice, &data);
+            if (ret < 0)
+                return ret;
+            uint64_t n = min_u64(slice_entries, entries - i);
+            /* Whole slices of zeros are common (and all a crafted file needs): skip them. */
+            if (!buffer_is_zero(data, slice_bytes)) {
+                for (uint64_t j = 0; j < n && *count < limit; j++)
+                    *count += qcow2_refcount_entry_get(data, j, s->refcount_order) != 0;
+            }
+            qcow2_cache_put(s->refcount_cache, slice);
+        }
+    }
+    return 0;
+}
+
+/*
+ * QEMU judges an image metadata-preallocated when its refcounts claim clearly more clusters
+ * (10/9 as many, and at least two more) than the image file has allocated on the host. Only
+ * then does its block status ask the host file where DATA clusters lie, reporting holes and
+ * the space past the end of the file as zeros. Failures count as "no": the answer only
+ * refines block status.
+ */
+static bool detect_metadata_preallocation(struct qcow2_state *s)
+{
+    int64_t file_length = io_file_size(s->file);
+    int64_t allocated = io_file_allocated(s->file);
+    if (file_length < 0 || allocated < 0 || !s->refcount_table_loaded)
+        return false;
+    uint64_t real_clusters = (uint64_t)allocated >> s->cluster_bits;
+    uint64_t threshold = real_clusters * 10 / 9;
+    if (threshold < real_clusters + 2)
+        threshold = real_clusters + 2;
+    uint64_t end_cluster =
+        ((uint64_t)file_length >> s->cluster_bits) + ((file_length & (s->cluster_size - 1)) != 0);
+    end_cluster = min_u64(end_cluster, PREALLOC_MAX_SCAN_CLUSTERS);
+    uint64_t count;
+    if (count_referenced_clusters(s, end_cluster, threshold, &count) < 0)
+        return false;
+    return count >= threshold;
+}
+
+/* Worked out once per open, on the first DATA run, under s->lock (writers change refcounts). */
+static bool metadata_preallocated(struct qcow2_state *s)
+{
+    int state = s->metadata_preallocation;
+    if (state == PREALLOC_UNKNOWN) {
+        /* Takes s->lock itself; a failure leaves the table unloaded, and the answer "no". */
+        (void)qcow2_refcount_load_table(s);
+        pthread_mutex_lock(&s->lock);
+        state = s->metadata_preallocation;
+        if (state == PREALLOC_UNKNOWN) {
+            state = detect_metadata_preallocation(s) ? PREALLOC_YES : PREALLOC_NO;
+            s->metadata_preallocation = state;
+        }
+        pthread_mutex_unlock(&s->lock);
+    }
+    return state == PREALLOC_YES;
 }
 
 int qcow2_map(struct img *img, uint64_t offset, uint64_t length, struct img_extent *ext)
@@ -168,5 +276,7 @@ int qcow2_map(struct img *img, uint64_t offset, uint64_t length, struct img_exte
     if (ret < 0)
         return ret;
     ext->length = pos - offset;
+    if (ext->kind == EXTENT_DATA)
+        ext->refine_with_host = metadata_preallocated(s);
     return 0;
 }

@@ -8,6 +8,8 @@
 #include "error.h"
 #include "formats/format.h"
 #include "formats/qcow2/qcow2.h"
+#include "formats/qcow2/qcow2_check.h"
+#include "formats/qcow2/qcow2_snapshot_write.h"
 #include "io/io.h"
 #include "util/checked.h"
 #include "util/endian.h"
@@ -31,6 +33,7 @@ static void state_free(struct qcow2_state *s)
 {
     if (!s)
         return;
+    qcow2_writer_close(s);
     qcow2_cache_free(s->l2_cache);
     qcow2_cache_free(s->refcount_cache);
     qcow2_snapshots_free(s);
@@ -207,11 +210,19 @@ static int qcow2_open(struct img *img, const img_opts *opts)
         goto fail;
 
     if (h->incompatible_features & QCOW2_INCOMPAT_DATA_FILE) {
-        ret = img_open_named_file(img, s->ext.data_file, IMG_OPEN_ALLOW_DATA_FILE, "data file",
-                                  &s->data_file);
-        if (ret < 0)
-            goto fail;
         s->data_file_raw = (h->autoclear_features & QCOW2_AUTOCLEAR_DATA_FILE_RAW) != 0;
+        /*
+         * Without permission the image is opened for its metadata only (info never opens a
+         * data file) and map() refuses data in it. Writing needs the data file, and an
+         * untrusted image naming another file is refused outright: both go through the
+         * core's policy check, which says why.
+         */
+        if (img->flags & (IMG_OPEN_ALLOW_DATA_FILE | IMG_OPEN_UNTRUSTED) || img->writable) {
+            ret = img_open_named_file(img, s->ext.data_file, IMG_OPEN_ALLOW_DATA_FILE, "data file",
+                                      &s->data_file);
+            if (ret < 0)
+                goto fail;
+        }
     }
 
     free(first_cluster);
@@ -222,6 +233,14 @@ static int qcow2_open(struct img *img, const img_opts *opts)
     img->dirty = (h->incompatible_features & QCOW2_INCOMPAT_DIRTY) != 0;
     img->backing_name = backing;
     img->backing_format = backing_format;
+    if (img->writable) {
+        ret = qcow2_writer_open(img);
+        if (ret < 0) {
+            state_free(s);
+            img->priv = NULL;
+            return ret;
+        }
+    }
     return 0;
 
 fail:
@@ -247,4 +266,16 @@ const struct img_format format_qcow2 = {
     .map = qcow2_map,
     .info_specific = qcow2_info_specific,
     .snapshot_list = qcow2_snapshot_list,
+    .check = qcow2_check,
+    .snapshot_create = qcow2_snapshot_create,
+    .snapshot_apply = qcow2_snapshot_apply,
+    .snapshot_delete = qcow2_snapshot_delete,
+    .create = qcow2_create,
+    .alloc = qcow2_alloc,
+    .alloc_commit = qcow2_alloc_commit,
+    .zero = qcow2_zero,
+    .discard = qcow2_discard,
+    .flush = qcow2_flush,
+    .resize = qcow2_resize,
+    .write_compressed = qcow2_write_compressed,
 };

@@ -303,6 +303,91 @@ static void test_map_extended_l2(void **state)
     qt_free(&im);
 }
 
+/*
+ * Writes `im` with everything from host cluster `hole_from` on left as a hole, so the file has
+ * exactly `hole_from` clusters allocated on the host. False where the file system cannot.
+ */
+static bool write_with_hole(const struct qt_image *im, const char *path, unsigned hole_from)
+{
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    size_t written = (size_t)qt_cluster(im, hole_from);
+    assert_int_equal(fwrite(im->buf, 1, written, f), written);
+    assert_int_equal(ftruncate(fileno(f), (off_t)im->len), 0);
+    fclose(f);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    return (uint64_t)st.st_blocks * 512 == written;
+}
+
+/* Opens the image written with a hole and returns the refine flag of the DATA run at 0. */
+static bool refine_flag(const struct qt_image *im, const char *name, unsigned hole_from,
+                        bool *sparse)
+{
+    char *path = qt_path(name);
+    *sparse = write_with_hole(im, path, hole_from);
+    struct img *img;
+    assert_int_equal(qt_open(path, 0, &img), 0);
+    struct img_extent ext;
+    assert_int_equal(format_qcow2.map(img, 0, UINT64_MAX, &ext), 0);
+    assert_int_equal(ext.kind, EXTENT_DATA);
+    bool refine = ext.refine_with_host;
+    /* Other kinds never carry it. */
+    assert_int_equal(format_qcow2.map(img, 2 * im->cluster_size, UINT64_MAX, &ext), 0);
+    assert_int_equal(ext.kind, EXTENT_ZERO);
+    assert_false(ext.refine_with_host);
+    qt_close(img);
+    free(path);
+    return refine;
+}
+
+/*
+ * QEMU's test for metadata preallocation: the clusters with a nonzero refcount inside the file
+ * must reach max(allocated * 10 / 9, allocated + 2), counted in clusters.
+ */
+static void test_metadata_preallocation(void **state)
+{
+    struct qt_image im;
+    const uint64_t C = 65536;
+    qt_build(&im, 3, 16, 64 * C, false);
+    uint64_t a = qt_add_cluster(&im, 0xa1); /* host cluster 5 */
+    qt_set_l2(&im, 0, a | QCOW2_OFLAG_COPIED, 0);
+    qt_set_l2(&im, 1, (a + C) | QCOW2_OFLAG_COPIED, 0); /* in the hole */
+    qt_set_l2(&im, 2, QCOW2_OFLAG_ZERO, 0);
+    qt_grow(&im, 10 * C);
+    /* Six clusters allocated on the host: the threshold is eight referenced clusters. */
+    bool sparse;
+    qt_set_refcount(&im, 6, 1);
+    qt_set_refcount(&im, 20, 1); /* past the end of the file: not counted */
+    bool refine = refine_flag(&im, "prealloc-7.qcow2", 6, &sparse);
+    if (!sparse) {
+        qt_free(&im);
+        skip();
+    }
+    assert_false(refine);
+    qt_set_refcount(&im, 7, 1);
+    assert_true(refine_flag(&im, "prealloc-8.qcow2", 6, &sparse));
+    /* The same image with every cluster on the host is not preallocated. */
+    assert_false(refine_flag(&im, "prealloc-full.qcow2", 10, &sparse));
+
+    /* Through the core: the DATA cluster in the hole reads as zeros in block status. */
+    char *path = qt_path("prealloc-8.qcow2");
+    struct img *pub;
+    assert_int_equal(img_open(&pub, path, "qcow2", IMG_OPEN_READ_ONLY, NULL), 0);
+    uint64_t pnum;
+    unsigned status;
+    assert_int_equal(img_block_status(pub, 0, 64 * C, &pnum, &status, NULL, NULL), 0);
+    assert_int_equal(pnum, C);
+    assert_int_equal(status, IMG_BLOCK_DATA | IMG_BLOCK_ALLOCATED | IMG_BLOCK_OFFSET_VALID);
+    assert_int_equal(img_block_status(pub, C, 63 * C, &pnum, &status, NULL, NULL), 0);
+    assert_int_equal(pnum, C);
+    assert_int_equal(status, IMG_BLOCK_DATA | IMG_BLOCK_ZERO | IMG_BLOCK_ALLOCATED |
+                                 IMG_BLOCK_OFFSET_VALID);
+    img_close(pub);
+    free(path);
+    qt_free(&im);
+}
+
 static int teardown(void **state)
 {
     qt_cleanup();
@@ -312,9 +397,13 @@ static int teardown(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_geometry),     cmocka_unit_test(test_compressed_descriptors),
-        cmocka_unit_test(test_entry_types),  cmocka_unit_test(test_map_standard),
-        cmocka_unit_test(test_map_empty_l1), cmocka_unit_test(test_map_extended_l2),
+        cmocka_unit_test(test_geometry),
+        cmocka_unit_test(test_compressed_descriptors),
+        cmocka_unit_test(test_entry_types),
+        cmocka_unit_test(test_map_standard),
+        cmocka_unit_test(test_map_empty_l1),
+        cmocka_unit_test(test_map_extended_l2),
+        cmocka_unit_test(test_metadata_preallocation),
     };
     return cmocka_run_group_tests(tests, NULL, teardown);
 }

@@ -431,6 +431,7 @@ static void test_data_file(void **state)
     qt_set_l2(&im, 1, (1 << 16) | QCOW2_OFLAG_COPIED, 0);
     qt_set_l2(&im, 3, (5 << 16) | QCOW2_OFLAG_COPIED, 0);
     qt_set_l2(&im, 4, QCOW2_OFLAG_COMPRESSED | 12345, 0);
+    qt_set_l2(&im, 5, (5 << 16) | QCOW2_OFLAG_ZERO | QCOW2_OFLAG_COPIED, 0);
 
     char *data_path = qt_path("df.data");
     FILE *f = fopen(data_path, "wb");
@@ -444,14 +445,58 @@ static void test_data_file(void **state)
 
     char *path = qt_path("df.qcow2");
     qt_write(&im, path);
-    assert_int_equal(qt_open(path, 0, &img), -EPERM);
-    assert_message_contains("IMG_OPEN_ALLOW_DATA_FILE");
+    /* Writing needs the data file; an untrusted image may name no other file at all. */
+    assert_int_equal(qt_open(path, IMG_OPEN_READ_WRITE, &img), -EPERM);
+    assert_message_contains("uses the data file 'df.data'; opening it needs "
+                            "IMG_OPEN_ALLOW_DATA_FILE");
+    assert_int_equal(qt_open(path, IMG_OPEN_UNTRUSTED, &img), -EPERM);
+    assert_message_contains("data file 'df.data', refused for an untrusted image");
     assert_int_equal(qt_open(path, IMG_OPEN_ALLOW_DATA_FILE | IMG_OPEN_UNTRUSTED, &img), -EPERM);
-    assert_int_equal(qt_open(path, IMG_OPEN_ALLOW_DATA_FILE, &img), 0);
+    assert_message_contains("refused for an untrusted image");
+
+    /* Without permission the metadata is there but data in the data file is not. */
+    const char *refused = "qcow2: image uses the external data file 'df.data'; reading it needs "
+                          "IMG_OPEN_ALLOW_DATA_FILE";
+    assert_int_equal(qt_open(path, 0, &img), 0);
     struct qcow2_state *s = img->priv;
+    assert_null(s->data_file);
+    assert_true(s->data_file_raw);
+    struct img_extent ext;
+    assert_int_equal(format_qcow2.map(img, 0, 1 << 20, &ext), -EPERM);
+    assert_string_equal(img_last_error(), refused);
+    assert_int_equal(format_qcow2.map(img, (1 << 16) + 5, 1 << 20, &ext), -EPERM);
+    assert_string_equal(img_last_error(), refused);
+    assert_int_equal(format_qcow2.map(img, 2 << 16, 1 << 20, &ext), 0);
+    assert_int_equal(ext.kind, EXTENT_UNALLOCATED);
+    assert_int_equal(ext.length, 1 << 16);
+    assert_int_equal(format_qcow2.map(img, 5 << 16, 1 << 20, &ext), 0);
+    assert_int_equal(ext.kind, EXTENT_ZERO);
+    assert_true(ext.host_offset_valid);
+    assert_int_equal(ext.host_offset, 5 << 16);
+    assert_null(ext.file);
+    char *json = info_json(img);
+    assert_non_null(strstr(json, "\"data-file\": \"df.data\""));
+    free(json);
+    qt_close(img);
+
+    /* The same through the public API: info works, reads of the data fail. */
+    struct img *pub;
+    assert_int_equal(img_open(&pub, path, NULL, IMG_OPEN_READ_ONLY, NULL), 0);
+    uint8_t sector[512];
+    assert_int_equal(img_pread(pub, sector, sizeof(sector), 100), -EPERM);
+    assert_string_equal(img_last_error(), refused);
+    memset(sector, 0xee, sizeof(sector));
+    assert_int_equal(img_pread(pub, sector, sizeof(sector), 2 << 16), (int64_t)sizeof(sector));
+    assert_true(buffer_is_zero(sector, sizeof(sector)));
+    assert_int_equal(img_info_json(pub, 0, &json), 0);
+    assert_non_null(strstr(json, "\"data-file\": \"df.data\""));
+    img_free(json);
+    img_close(pub);
+
+    assert_int_equal(qt_open(path, IMG_OPEN_ALLOW_DATA_FILE, &img), 0);
+    s = img->priv;
     assert_true(s->data_file_raw);
 
-    struct img_extent ext;
     assert_int_equal(format_qcow2.map(img, 0, 1 << 20, &ext), 0);
     assert_int_equal(ext.kind, EXTENT_DATA);
     assert_int_equal(ext.length, 2 << 16);
@@ -470,8 +515,11 @@ static void test_data_file(void **state)
     assert_message_contains("does not match guest offset 0x30000");
     assert_int_equal(format_qcow2.map(img, 4 << 16, 1 << 20, &ext), -EIO);
     assert_message_contains("compressed");
+    assert_int_equal(format_qcow2.map(img, 5 << 16, 1 << 20, &ext), 0);
+    assert_int_equal(ext.kind, EXTENT_ZERO);
+    assert_ptr_equal(ext.file, s->data_file);
 
-    char *json = info_json(img);
+    json = info_json(img);
     assert_non_null(strstr(json, "\"refcount-bits\": 16,\n"
                                  "        \"data-file\": \"df.data\",\n"
                                  "        \"data-file-raw\": true,\n"

@@ -1,0 +1,421 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The check driver: count every reference, compare with the refcounts on disk, repair in the
+ * order QEMU repairs (refcounts first, then COPIED flags, which depend on them), and when
+ * something was repaired, check again and report that second look, as qemu-img check does.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "formats/format.h"
+#include "formats/qcow2/qcow2.h"
+#include "formats/qcow2/qcow2_check.h"
+#include "formats/qcow2/qcow2_writer.h"
+#include "io/io.h"
+#include "util/checked.h"
+#include "util/endian.h"
+
+/* Refcount changes found in one refcount block, written together. */
+struct block_fixes {
+    uint64_t first_byte, end_byte;
+    uint64_t leaks, corruptions; /* fixed once the write succeeds */
+};
+
+static void note_fix(struct block_fixes *f, const struct qcow2_state *s, uint64_t index, bool leak)
+{
+    uint64_t first = (index << s->refcount_order) >> 3;
+    uint64_t end = (((index + 1) << s->refcount_order) + 7) >> 3;
+    if (f->leaks + f->corruptions == 0 || first < f->first_byte)
+        f->first_byte = first;
+    if (end > f->end_byte)
+        f->end_byte = end;
+    if (leak)
+        f->leaks++;
+    else
+        f->corruptions++;
+}
+
+static void apply_fixes(struct qcow2_check_ctx *c, uint64_t block_offset, const uint8_t *block,
+                        const struct block_fixes *f)
+{
+    if (f->leaks + f->corruptions == 0)
+        return;
+    int ret = qcow2_check_write_refblock_range(c, block_offset, block, f->first_byte, f->end_byte);
+    if (ret < 0) {
+        qcow2_check_report(c, "ERROR: could not write refcount block at 0x%" PRIx64 ": %s",
+                           block_offset, strerror(-ret));
+        c->res->leaks += f->leaks;
+        c->res->corruptions += f->corruptions;
+        return;
+    }
+    c->res->leaks_fixed += f->leaks;
+    c->res->corruptions_fixed += f->corruptions;
+}
+
+/* Where refcount block `index` is (0: none); -EIO when the table entry is unusable. */
+static int refblock_offset(const struct qcow2_state *s, uint64_t index, uint64_t *offset)
+{
+    *offset = 0;
+    if (index >= s->refcount_table_entries)
+        return 0;
+    *offset = s->refcount_table[index] & QCOW2_REFT_OFFSET_MASK;
+    return (*offset & (s->cluster_size - 1)) ? -EIO : 0;
+}
+
+/* Compares the refcounts of the clusters that refcount block `index` covers. */
+static void compare_block(struct qcow2_check_ctx *c, unsigned fix, uint64_t index, uint8_t *block,
+                          uint64_t *highest)
+{
+    struct qcow2_state *s = c->s;
+    uint64_t per_block = 1ull << s->refcount_block_bits;
+    uint64_t first = index << s->refcount_block_bits;
+    uint64_t count = min_u64(per_block, c->nb_clusters - first);
+    uint64_t block_offset;
+    int ret = refblock_offset(s, index, &block_offset);
+    if (ret == 0 && block_offset)
+        ret = io_pread(s->file, block, s->cluster_size, block_offset);
+    if (ret < 0) {
+        /* QEMU cannot read these refcounts either and says so for each cluster. */
+        for (uint64_t k = 0; k < count; k++)
+            qcow2_check_report(c, "Can't get refcount for cluster %" PRIu64 ": %s", first + k,
+                               strerror(-ret));
+        c->res->check_errors += count;
+        return;
+    }
+
+    struct block_fixes fixes = {0};
+    for (uint64_t k = 0; k < count; k++) {
+        uint64_t cluster = first + k;
+        uint64_t on_disk = block_offset ? qcow2_refcount_entry_get(block, k, s->refcount_order) : 0;
+        uint64_t counted = qcow2_check_ref(c, cluster);
+        if (on_disk || counted)
+            *highest = cluster;
+        if (on_disk == counted)
+            continue;
+
+        bool can_fix = false;
+        if (on_disk == 0)
+            c->rebuild = true; /* the refcount block may not even exist */
+        else if (on_disk > counted)
+            can_fix = (fix & IMG_CHECK_REPAIR_LEAKS) != 0;
+        else
+            can_fix = (fix & IMG_CHECK_REPAIR_ERRORS) != 0;
+        qcow2_check_report(c, "%s cluster %" PRIu64 " refcount=%" PRIu64 " reference=%" PRIu64,
+                           can_fix             ? "Repairing"
+                           : on_disk < counted ? "ERROR"
+                                               : "Leaked",
+                           cluster, on_disk, counted);
+        if (can_fix) {
+            qcow2_refcount_entry_set(block, k, s->refcount_order, counted);
+            note_fix(&fixes, s, k, on_disk > counted);
+        } else if (on_disk < counted) {
+            c->res->corruptions++;
+        } else {
+            c->res->leaks++;
+        }
+    }
+    apply_fixes(c, block_offset, block, &fixes);
+}
+
+static int compare_refcounts(struct qcow2_check_ctx *c, unsigned fix, uint64_t *highest)
+{
+    uint8_t *block = malloc(c->s->cluster_size);
+    if (!block) {
+        c->res->check_errors++;
+        return img_error(-ENOMEM, "out of memory");
+    }
+    uint64_t blocks =
+        (c->nb_clusters + (1ull << c->s->refcount_block_bits) - 1) >> c->s->refcount_block_bits;
+    for (uint64_t i = 0; i < blocks; i++)
+        compare_block(c, fix, i, block, highest);
+    free(block);
+    return 0;
+}
+
+/* The refcount a COPIED flag must agree with; false when it cannot be read (already reported). */
+static bool refcount_for_copied(struct qcow2_check_ctx *c, uint64_t offset, uint64_t *refcount)
+{
+    if (qcow2_refcount_get_locked(c->s, offset >> c->s->cluster_bits, refcount) < 0) {
+        img_error_clear();
+        return false;
+    }
+    return true;
+}
+
+static int check_copied_l2(struct qcow2_check_ctx *c, uint64_t l2_offset, bool repair,
+                           uint8_t *table)
+{
+    struct qcow2_state *s = c->s;
+    int ret = io_pread(s->file, table, s->cluster_size, l2_offset);
+    if (ret < 0) {
+        qcow2_check_report(c, "ERROR: Could not read L2 table: %s", strerror(-ret));
+        c->res->check_errors++;
+        return ret;
+    }
+    uint64_t dirty = 0;
+    for (uint32_t j = 0; j < s->l2_entries; j++) {
+        uint8_t *p = table + (size_t)j * s->l2_entry_bytes;
+        uint64_t entry = load_be64(p);
+        if (entry & QCOW2_OFLAG_COMPRESSED)
+            continue;
+        uint64_t data_offset = qcow2_l2_entry_offset(entry);
+        bool zero_flag = !s->extended_l2 && (entry & QCOW2_OFLAG_ZERO);
+        bool allocated =
+            data_offset != 0 || (c->has_data_file && !zero_flag && (entry & QCOW2_OFLAG_COPIED));
+        if (!allocated)
+            continue;
+        uint64_t refcount = 1; /* every cluster of an external data file */
+        if (!c->has_data_file && !refcount_for_copied(c, data_offset, &refcount))
+            continue;
+        if ((refcount == 1) == ((entry & QCOW2_OFLAG_COPIED) != 0))
+            continue;
+        c->res->corruptions++;
+        qcow2_check_report(c,
+                           "%s OFLAG_COPIED data cluster: l2_entry=%" PRIx64 " refcount=%" PRIu64,
+                           repair ? "Repairing" : "ERROR", entry, refcount);
+        if (repair) {
+            store_be64(p, refcount == 1 ? entry | QCOW2_OFLAG_COPIED : entry & ~QCOW2_OFLAG_COPIED);
+            dirty++;
+        }
+    }
+    if (dirty) {
+        ret = qcow2_check_write_l2_table(c, l2_offset, table);
+        if (ret < 0) {
+            qcow2_check_report(c, "ERROR: Could not write L2 table: %s", strerror(-ret));
+            c->res->check_errors++;
+            return ret;
+        }
+        c->res->corruptions -= dirty;
+        c->res->corruptions_fixed += dirty;
+    }
+    return 0;
+}
+
+/* COPIED must be set exactly where the refcount is one, in the active L1 and L2 tables. */
+static int check_copied(struct qcow2_check_ctx *c, unsigned fix)
+{
+    struct qcow2_state *s = c->s;
+    bool repair;
+    if (fix & IMG_CHECK_REPAIR_ERRORS)
+        repair = true;
+    else if (fix & IMG_CHECK_REPAIR_LEAKS)
+        /* Only when the refcounts are known to be right after their repair. */
+        repair = !c->res->check_errors && !c->res->corruptions && !c->res->leaks;
+    else
+        repair = false;
+
+    uint8_t *table = malloc(s->cluster_size);
+    if (!table) {
+        c->res->check_errors++;
+        return img_error(-ENOMEM, "out of memory");
+    }
+    int ret = 0;
+    for (uint32_t i = 0; i < s->l1_size; i++) {
+        uint64_t l1_entry = s->l1_table[i];
+        uint64_t l2_offset = l1_entry & QCOW2_L1E_OFFSET_MASK;
+        if (!l2_offset)
+            continue;
+        uint64_t refcount;
+        if (!refcount_for_copied(c, l2_offset, &refcount))
+            continue;
+        if ((refcount == 1) != ((l1_entry & QCOW2_OFLAG_COPIED) != 0)) {
+            c->res->corruptions++;
+            qcow2_check_report(c,
+                               "%s OFLAG_COPIED L2 cluster: l1_index=%" PRIu32 " l1_entry=%" PRIx64
+                               " refcount=%" PRIu64,
+                               repair ? "Repairing" : "ERROR", i, l1_entry, refcount);
+            if (repair) {
+                s->l1_table[i] =
+                    refcount == 1 ? l1_entry | QCOW2_OFLAG_COPIED : l1_entry & ~QCOW2_OFLAG_COPIED;
+                ret = qcow2_check_write_l1_entry(c, i);
+                if (ret < 0) {
+                    s->l1_table[i] = l1_entry;
+                    c->res->check_errors++;
+                    break;
+                }
+                c->res->corruptions--;
+                c->res->corruptions_fixed++;
+            }
+        }
+        ret = check_copied_l2(c, l2_offset, repair, table);
+        if (ret < 0)
+            break;
+    }
+    free(table);
+    return ret;
+}
+
+static int count_refs(struct qcow2_check_ctx *c)
+{
+    int64_t size = io_file_size(c->s->file);
+    if (size < 0) {
+        c->res->check_errors++;
+        return (int)size;
+    }
+    c->file_size = (uint64_t)size;
+    uint64_t clusters = (c->file_size + c->s->cluster_size - 1) >> c->s->cluster_bits;
+    qcow2_check_refs_free(c);
+    int ret = qcow2_check_refs_init(c, clusters);
+    if (ret < 0)
+        return ret;
+    c->rebuild = false;
+    return qcow2_check_count_all(c);
+}
+
+/* The refcount structure is beyond repairing entry by entry: replace it, then look again. */
+static int rebuild_and_recount(struct qcow2_check_ctx *c, uint64_t *highest)
+{
+    struct img_check_result old = *c->res;
+    qcow2_check_report(c, "Rebuilding refcount structure");
+    int ret = qcow2_check_rebuild_refcounts(c);
+    if (ret < 0)
+        return ret;
+    c->res->corruptions = 0;
+    c->res->leaks = 0;
+    unsigned fix = c->fix;
+    c->fix = 0;
+    ret = count_refs(c);
+    c->fix = fix;
+    if (ret < 0)
+        return ret;
+
+    uint64_t fresh_leaks = 0;
+    if (c->fix & IMG_CHECK_REPAIR_LEAKS) {
+        struct img_check_result saved = *c->res;
+        memset(c->res, 0, sizeof(*c->res));
+        ret = compare_refcounts(c, IMG_CHECK_REPAIR_LEAKS, highest);
+        if (c->rebuild)
+            qcow2_check_report(c, "ERROR rebuilt refcount structure is still broken");
+        fresh_leaks = c->res->leaks;
+        *c->res = saved;
+        if (ret < 0)
+            return ret;
+    }
+    if (c->res->corruptions < old.corruptions)
+        c->res->corruptions_fixed += old.corruptions - c->res->corruptions;
+    if (c->res->leaks < old.leaks)
+        c->res->leaks_fixed += old.leaks - c->res->leaks;
+    c->res->leaks += fresh_leaks;
+    return 0;
+}
+
+/* One pass of QEMU's qcow2_check_refcounts. */
+static int check_pass(struct qcow2_check_ctx *c)
+{
+    struct qcow2_state *s = c->s;
+    c->res->total_clusters = (c->img->size + s->cluster_size - 1) >> s->cluster_bits;
+    int ret = count_refs(c);
+    if (ret < 0)
+        return ret;
+
+    struct img_check_result before_compare = *c->res;
+    uint64_t highest = 0;
+    ret = compare_refcounts(c, 0, &highest);
+    if (ret < 0)
+        return ret;
+
+    if (c->rebuild && (c->fix & IMG_CHECK_REPAIR_ERRORS)) {
+        ret = rebuild_and_recount(c, &highest);
+        if (ret < 0)
+            return ret;
+    } else if (c->fix) {
+        if (c->rebuild) {
+            qcow2_check_report(c, "ERROR need to rebuild refcount structures");
+            c->res->check_errors++;
+            return img_error(-EIO, "qcow2: the refcount structure must be rebuilt, which needs "
+                                   "repairing errors (check -r all)");
+        }
+        if (c->res->leaks || c->res->corruptions) {
+            *c->res = before_compare;
+            ret = compare_refcounts(c, c->fix, &highest);
+            if (ret < 0)
+                return ret;
+        }
+    }
+
+    /* Refcounts reach the disk before COPIED flags that rely on them. */
+    if (c->wrote) {
+        ret = io_fsync(s->file);
+        if (ret < 0)
+            return ret;
+        c->wrote = false;
+    }
+    ret = check_copied(c, c->fix);
+    if (ret < 0)
+        return ret;
+    c->res->image_end_offset = (highest + 1) << s->cluster_bits;
+    return 0;
+}
+
+static int run_pass(struct img *img, unsigned fix, struct img_check_result *result,
+                    qcow2_check_log_fn log, void *user)
+{
+    struct qcow2_state *s = img->priv;
+    struct qcow2_check_ctx c = {
+        .img = img,
+        .s = s,
+        .res = result,
+        .fix = fix,
+        .log = log,
+        .log_user = user,
+        .has_data_file = (s->hdr.incompatible_features & QCOW2_INCOMPAT_DATA_FILE) != 0,
+    };
+    memset(result, 0, sizeof(*result));
+    int ret = check_pass(&c);
+    if (ret == 0 && fix && !result->check_errors && !result->corruptions)
+        ret = qcow2_check_mark_clean(&c);
+    if (c.wrote) {
+        int sync = io_fsync(s->file);
+        if (ret == 0)
+            ret = sync;
+    }
+    qcow2_check_refs_free(&c);
+    return ret;
+}
+
+int qcow2_check_logged(struct img *img, unsigned flags, struct img_check_result *result,
+                       qcow2_check_log_fn log, void *user)
+{
+    struct qcow2_state *s = img->priv;
+    unsigned fix = flags & (IMG_CHECK_REPAIR_LEAKS | IMG_CHECK_REPAIR_ERRORS);
+    memset(result, 0, sizeof(*result));
+    if (fix && !s->writer)
+        return img_error(-EROFS, "qcow2: repairing needs the image opened read-write");
+    int ret = qcow2_refcount_load_table(s);
+    if (ret < 0) {
+        result->check_errors++;
+        return ret;
+    }
+
+    /*
+     * The check reads the file itself: what the writer holds in memory goes there first, and
+     * allocations in progress (counted but not yet linked) finish, or they would look leaked.
+     */
+    pthread_mutex_lock(&s->lock);
+    if (s->writer) {
+        qcow2_inflight_wait(s, 0, UINT64_MAX);
+        ret = qcow2_flush_caches(s, true);
+    }
+    if (ret == 0)
+        ret = run_pass(img, fix, result, log, user);
+    if (ret == 0 && result->corruptions_fixed + result->leaks_fixed > 0) {
+        /* Report the repaired image as it now is, keeping the counts of what was repaired. */
+        struct img_check_result after;
+        ret = run_pass(img, 0, &after, log, user);
+        if (ret == 0) {
+            after.corruptions_fixed = result->corruptions_fixed;
+            after.leaks_fixed = result->leaks_fixed;
+            *result = after;
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    return ret;
+}
+
+int qcow2_check(struct img *img, unsigned flags, struct img_check_result *result)
+{
+    return qcow2_check_logged(img, flags, result, NULL, NULL);
+}

@@ -1,0 +1,537 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Counting references: every structure the image uses, found from the header, adds one to the
+ * in-memory refcount of each host cluster it touches. Entries are checked on the way with the
+ * rules (and the wording) of QEMU's check, so that the counts of corruptions agree.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "formats/format.h"
+#include "formats/qcow2/qcow2.h"
+#include "formats/qcow2/qcow2_check.h"
+#include "io/io.h"
+#include "util/checked.h"
+#include "util/endian.h"
+
+/* QEMU refuses to check images of more clusters than an int counts. */
+#define CHECK_MAX_CLUSTERS ((uint64_t)INT32_MAX)
+/* And the in-memory refcounts stay within this, whatever the file claims to be. */
+#define CHECK_MAX_REFS_BYTES (1ull << 30)
+
+/* Bits that must be zero in table entries. */
+#define L1E_RESERVED_MASK 0x7f000000000001ffull
+#define L2E_STD_RESERVED_MASK 0x3f000000000001feull
+#define REFT_RESERVED_MASK 0x1ffull
+#define BME_OFFSET_MASK 0x00fffffffffffe00ull
+#define BME_RESERVED_MASK 0xff000000000001feull
+#define BME_ALL_ONES 1ull
+#define L2_BITMAP_ALL_ALLOC 0xffffffffull
+#define L2_BITMAP_ALL_ZEROES (L2_BITMAP_ALL_ALLOC << 32)
+
+/* Reading big tables in pieces keeps memory small for bitmap tables. */
+#define TABLE_CHUNK_ENTRIES 8192u
+
+void qcow2_check_report(struct qcow2_check_ctx *c, const char *fmt, ...)
+{
+    if (!c->log)
+        return;
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    c->log(c->log_user, line);
+}
+
+int qcow2_check_refs_init(struct qcow2_check_ctx *c, uint64_t clusters)
+{
+    c->ref_bytes = c->s->refcount_order > 4 ? 4 : 2;
+    c->ref_max = min_u64(c->s->refcount_max, c->ref_bytes == 2 ? UINT16_MAX : UINT32_MAX);
+    c->refs = NULL;
+    c->nb_clusters = c->refs_cap = 0;
+    return qcow2_check_refs_grow(c, clusters);
+}
+
+void qcow2_check_refs_free(struct qcow2_check_ctx *c)
+{
+    free(c->refs);
+    c->refs = NULL;
+    c->nb_clusters = c->refs_cap = 0;
+}
+
+int qcow2_check_refs_grow(struct qcow2_check_ctx *c, uint64_t clusters)
+{
+    if (clusters <= c->nb_clusters)
+        return 0;
+    if (clusters > CHECK_MAX_CLUSTERS || clusters > CHECK_MAX_REFS_BYTES / c->ref_bytes) {
+        c->res->check_errors++;
+        return img_error(-EFBIG,
+                         "qcow2: cannot check an image of %" PRIu64
+                         " clusters (the check handles at most %" PRIu64 ")",
+                         clusters,
+                         min_u64(CHECK_MAX_CLUSTERS, CHECK_MAX_REFS_BYTES / c->ref_bytes));
+    }
+    if (clusters > c->refs_cap) {
+        /* Growth past the end of the file is at most a cluster at a time: leave some room. */
+        uint64_t cap = clusters + clusters / 8 + 64;
+        cap = min_u64(cap, CHECK_MAX_REFS_BYTES / c->ref_bytes);
+        void *p = realloc(c->refs, (size_t)(cap * c->ref_bytes));
+        if (!p) {
+            c->res->check_errors++;
+            return img_error(-ENOMEM, "out of memory");
+        }
+        c->refs = p;
+        c->refs_cap = cap;
+    }
+    memset((uint8_t *)c->refs + c->nb_clusters * c->ref_bytes, 0,
+           (size_t)((clusters - c->nb_clusters) * c->ref_bytes));
+    c->nb_clusters = clusters;
+    return 0;
+}
+
+int qcow2_check_count_range(struct qcow2_check_ctx *c, uint64_t offset, uint64_t size)
+{
+    const struct qcow2_state *s = c->s;
+    if (size == 0)
+        return 0;
+    uint64_t end;
+    /*
+     * The last cluster may be partly past the end of the file (an image need not end on a
+     * cluster boundary), but a range reaching a cluster or more past it is broken.
+     */
+    if (add_overflows_u64(offset, size, &end) ||
+        (end > c->file_size && end - c->file_size >= s->cluster_size)) {
+        qcow2_check_report(c,
+                           "ERROR: counting reference for region exceeding the end of the file "
+                           "by one cluster or more: offset 0x%" PRIx64 " size 0x%" PRIx64,
+                           offset, size);
+        c->res->corruptions++;
+        return 0;
+    }
+    uint64_t first = offset >> s->cluster_bits;
+    uint64_t last = (end - 1) >> s->cluster_bits;
+    if (last >= c->nb_clusters) {
+        int ret = qcow2_check_refs_grow(c, last + 1);
+        if (ret < 0)
+            return ret;
+    }
+    for (uint64_t k = first; k <= last; k++) {
+        uint64_t ref = qcow2_check_ref(c, k);
+        if (ref >= c->ref_max) {
+            qcow2_check_report(c, "ERROR: overflow cluster offset=0x%" PRIx64,
+                               k << s->cluster_bits);
+            c->res->corruptions++;
+            continue;
+        }
+        qcow2_check_set_ref(c, k, ref + 1);
+    }
+    return 0;
+}
+
+static int read_metadata(struct qcow2_check_ctx *c, void *buf, size_t len, uint64_t offset,
+                         const char *what)
+{
+    int ret = io_pread(c->s->file, buf, len, offset);
+    if (ret < 0) {
+        qcow2_check_report(c, "ERROR: I/O error reading %s at 0x%" PRIx64, what, offset);
+        c->res->check_errors++;
+    }
+    return ret;
+}
+
+/* An allocated cluster at an unaligned offset that holds no data can become a zero cluster. */
+static int fix_unaligned_prealloc(struct qcow2_check_ctx *c, uint64_t l2_offset, uint32_t index,
+                                  uint64_t bitmap)
+{
+    uint64_t entry = QCOW2_OFLAG_ZERO;
+    if (c->s->extended_l2) {
+        entry = 0;
+        bitmap = (bitmap | (bitmap << 32)) & L2_BITMAP_ALL_ZEROES;
+    }
+    int ret = qcow2_check_write_l2_entry(c, l2_offset, index, entry, bitmap);
+    if (ret < 0) {
+        qcow2_check_report(c, "ERROR: Failed to overwrite L2 table entry: %s", strerror(-ret));
+        c->res->check_errors++;
+        return ret;
+    }
+    c->res->corruptions--;
+    c->res->corruptions_fixed++;
+    return 0;
+}
+
+/* QEMU's cluster type of an L2 entry (the subcluster bitmap aside). */
+enum cluster_type { CT_UNALLOCATED, CT_ZERO_PLAIN, CT_ZERO_ALLOC, CT_NORMAL, CT_COMPRESSED };
+
+static enum cluster_type cluster_type(const struct qcow2_check_ctx *c, uint64_t entry)
+{
+    if (entry & QCOW2_OFLAG_COMPRESSED)
+        return CT_COMPRESSED;
+    uint64_t offset = qcow2_l2_entry_offset(entry);
+    if ((entry & QCOW2_OFLAG_ZERO) && !c->s->extended_l2)
+        return offset ? CT_ZERO_ALLOC : CT_ZERO_PLAIN;
+    if (!offset)
+        return c->has_data_file && (entry & QCOW2_OFLAG_COPIED) ? CT_NORMAL : CT_UNALLOCATED;
+    return CT_NORMAL;
+}
+
+struct l2_walk {
+    bool frag_info;           /* the active table: count allocation figures */
+    uint64_t next_contiguous; /* host offset that would continue the previous cluster */
+};
+
+static int check_allocated_entry(struct qcow2_check_ctx *c, uint64_t l2_offset, uint32_t i,
+                                 uint64_t entry, uint64_t bitmap, struct l2_walk *w)
+{
+    const struct qcow2_state *s = c->s;
+    uint64_t offset = qcow2_l2_entry_offset(entry);
+
+    if ((bitmap >> 32) & bitmap) {
+        c->res->corruptions++;
+        qcow2_check_report(c,
+                           "ERROR offset=%" PRIx64 ": Allocated cluster has corrupted subcluster "
+                           "allocation bitmap",
+                           offset);
+    }
+    if (offset & (s->cluster_size - 1)) {
+        c->res->corruptions++;
+        bool contains_data =
+            s->extended_l2 ? (bitmap & L2_BITMAP_ALL_ALLOC) != 0 : !(entry & QCOW2_OFLAG_ZERO);
+        if (contains_data) {
+            qcow2_check_report(c,
+                               "ERROR offset=%" PRIx64 ": Data cluster is not properly aligned; "
+                               "L2 entry corrupted.",
+                               offset);
+        } else {
+            bool repair = (c->fix & IMG_CHECK_REPAIR_ERRORS) != 0;
+            qcow2_check_report(c,
+                               "%s offset=%" PRIx64 ": Preallocated cluster is not properly "
+                               "aligned; L2 entry corrupted.",
+                               repair ? "Repairing" : "ERROR", offset);
+            /* Once repaired, the entry references nothing: skip counting it. */
+            if (repair && fix_unaligned_prealloc(c, l2_offset, i, bitmap) == 0)
+                return 0;
+        }
+    }
+    if (w->frag_info) {
+        c->res->allocated_clusters++;
+        if (w->next_contiguous && offset != w->next_contiguous)
+            c->res->fragmented_clusters++;
+        w->next_contiguous = offset + s->cluster_size;
+    }
+    /* Clusters of an external data file are not counted in this file's refcounts. */
+    if (c->has_data_file)
+        return 0;
+    return qcow2_check_count_range(c, offset, s->cluster_size);
+}
+
+static int check_compressed_entry(struct qcow2_check_ctx *c, uint32_t i, uint64_t entry,
+                                  uint64_t bitmap, const struct l2_walk *w)
+{
+    const struct qcow2_state *s = c->s;
+    if (entry & QCOW2_OFLAG_COPIED) {
+        qcow2_check_report(c,
+                           "ERROR: coffset=0x%" PRIx64 ": copied flag must never be set for "
+                           "compressed clusters",
+                           entry & s->compressed_offset_mask);
+        entry &= ~QCOW2_OFLAG_COPIED;
+        c->res->corruptions++;
+    }
+    if (c->has_data_file) {
+        qcow2_check_report(
+            c, "ERROR compressed cluster %" PRIu32 " with data file, entry=0x%" PRIx64, i, entry);
+        c->res->corruptions++;
+        return 0;
+    }
+    if (bitmap) {
+        qcow2_check_report(c,
+                           "ERROR compressed cluster %" PRIu32 " with non-zero subcluster "
+                           "allocation bitmap, entry=0x%" PRIx64,
+                           i, entry);
+        c->res->corruptions++;
+        return 0;
+    }
+    uint64_t coffset, csize;
+    qcow2_compressed_decode(s, entry, &coffset, &csize);
+    int ret = qcow2_check_count_range(c, coffset, csize);
+    if (ret < 0)
+        return ret;
+    if (w->frag_info) {
+        /* Compressed clusters share sectors with their neighbours: QEMU counts them fragmented. */
+        c->res->allocated_clusters++;
+        c->res->compressed_clusters++;
+        c->res->fragmented_clusters++;
+    }
+    return 0;
+}
+
+static int check_l2(struct qcow2_check_ctx *c, uint64_t l2_offset, bool frag_info, uint8_t *table)
+{
+    const struct qcow2_state *s = c->s;
+    int ret = read_metadata(c, table, s->cluster_size, l2_offset, "an L2 table");
+    if (ret < 0)
+        return ret;
+    struct l2_walk w = {.frag_info = frag_info};
+    for (uint32_t i = 0; i < s->l2_entries; i++) {
+        const uint8_t *p = table + (size_t)i * s->l2_entry_bytes;
+        uint64_t entry = load_be64(p);
+        uint64_t bitmap = s->extended_l2 ? load_be64(p + 8) : 0;
+        enum cluster_type type = cluster_type(c, entry);
+
+        if (type != CT_COMPRESSED && (entry & L2E_STD_RESERVED_MASK)) {
+            qcow2_check_report(c, "ERROR found l2 entry with reserved bits set: %" PRIx64, entry);
+            c->res->corruptions++;
+        }
+        switch (type) {
+        case CT_COMPRESSED:
+            ret = check_compressed_entry(c, i, entry, bitmap, &w);
+            break;
+        case CT_ZERO_ALLOC:
+        case CT_NORMAL:
+            ret = check_allocated_entry(c, l2_offset, i, entry, bitmap, &w);
+            break;
+        case CT_ZERO_PLAIN:
+            break;
+        case CT_UNALLOCATED:
+            if (bitmap & L2_BITMAP_ALL_ALLOC) {
+                c->res->corruptions++;
+                qcow2_check_report(c, "ERROR: Unallocated cluster has non-zero subcluster "
+                                      "allocation map");
+            }
+            break;
+        }
+        if (ret < 0)
+            return ret;
+    }
+    return 0;
+}
+
+static int check_l1(struct qcow2_check_ctx *c, uint64_t l1_offset, uint32_t l1_size, bool frag_info)
+{
+    const struct qcow2_state *s = c->s;
+    if (l1_size == 0)
+        return 0;
+    size_t bytes = (size_t)l1_size * sizeof(uint64_t); /* at most 32 MiB, checked by callers */
+    int ret = qcow2_check_count_range(c, l1_offset, bytes);
+    if (ret < 0)
+        return ret;
+    uint64_t *l1 = malloc(bytes);
+    uint8_t *table = malloc(s->cluster_size);
+    if (!l1 || !table) {
+        free(l1);
+        free(table);
+        c->res->check_errors++;
+        return img_error(-ENOMEM, "out of memory");
+    }
+    ret = read_metadata(c, l1, bytes, l1_offset, "an L1 table");
+    for (uint32_t i = 0; ret >= 0 && i < l1_size; i++) {
+        uint64_t e = load_be64(&l1[i]);
+        if (!e)
+            continue;
+        if (e & L1E_RESERVED_MASK) {
+            qcow2_check_report(c, "ERROR found L1 entry with reserved bits set: %" PRIx64, e);
+            c->res->corruptions++;
+        }
+        uint64_t l2_offset = e & QCOW2_L1E_OFFSET_MASK;
+        ret = qcow2_check_count_range(c, l2_offset, s->cluster_size);
+        if (ret < 0)
+            break;
+        if (l2_offset & (s->cluster_size - 1)) {
+            qcow2_check_report(c,
+                               "ERROR l2_offset=%" PRIx64 ": Table is not cluster aligned; L1 "
+                               "entry corrupted",
+                               l2_offset);
+            c->res->corruptions++;
+        }
+        ret = check_l2(c, l2_offset, frag_info, table);
+    }
+    free(l1);
+    free(table);
+    return ret < 0 ? ret : 0;
+}
+
+static int check_snapshots(struct qcow2_check_ctx *c)
+{
+    const struct qcow2_state *s = c->s;
+    if (c->has_data_file && s->nb_snapshots) {
+        qcow2_check_report(c, "ERROR %" PRIu32 " snapshots in image with data file",
+                           s->nb_snapshots);
+        c->res->corruptions++;
+    }
+    for (uint32_t i = 0; i < s->nb_snapshots; i++) {
+        const struct qcow2_snapshot *sn = &s->snapshots[i];
+        if (sn->l1_table_offset & (s->cluster_size - 1)) {
+            qcow2_check_report(c,
+                               "ERROR snapshot %s (%s) l1_offset=%#" PRIx64 ": L1 table is not "
+                               "cluster aligned; snapshot table entry corrupted",
+                               sn->id, sn->name, sn->l1_table_offset);
+            c->res->corruptions++;
+            continue;
+        }
+        if (sn->l1_size > QCOW2_MAX_L1_BYTES / sizeof(uint64_t)) {
+            qcow2_check_report(c,
+                               "ERROR snapshot %s (%s) l1_size=%#" PRIx32 ": L1 table is too "
+                               "large; snapshot table entry corrupted",
+                               sn->id, sn->name, sn->l1_size);
+            c->res->corruptions++;
+            continue;
+        }
+        int ret = check_l1(c, sn->l1_table_offset, sn->l1_size, false);
+        if (ret < 0)
+            return ret;
+    }
+    return qcow2_check_count_range(c, s->hdr.snapshots_offset, s->snapshot_table_bytes);
+}
+
+static bool bitmap_entry_valid(uint64_t entry, uint32_t cluster_size)
+{
+    if (entry & BME_RESERVED_MASK)
+        return false;
+    uint64_t offset = entry & BME_OFFSET_MASK;
+    /* With an offset, bit 0 ("all ones") is reserved. */
+    return offset == 0 || (!(entry & BME_ALL_ONES) && !(offset & (cluster_size - 1)));
+}
+
+static int check_bitmap_table(struct qcow2_check_ctx *c, const struct qcow2_bitmap *b)
+{
+    const struct qcow2_state *s = c->s;
+    int ret = qcow2_check_count_range(c, b->table_offset, (uint64_t)b->table_size * 8);
+    if (ret < 0)
+        return ret;
+    uint64_t chunk[TABLE_CHUNK_ENTRIES];
+    for (uint32_t done = 0; done < b->table_size;) {
+        uint32_t n = (uint32_t)min_u64(TABLE_CHUNK_ENTRIES, b->table_size - done);
+        ret = read_metadata(c, chunk, (size_t)n * 8, b->table_offset + (uint64_t)done * 8,
+                            "a bitmap table");
+        if (ret < 0)
+            return ret;
+        for (uint32_t i = 0; i < n; i++) {
+            uint64_t e = load_be64(&chunk[i]);
+            if (!bitmap_entry_valid(e, s->cluster_size)) {
+                qcow2_check_report(
+                    c, "ERROR bitmap '%s' table entry %" PRIu32 " is invalid: 0x%" PRIx64, b->name,
+                    done + i, e);
+                c->res->corruptions++;
+                continue;
+            }
+            if (e & BME_OFFSET_MASK) {
+                ret = qcow2_check_count_range(c, e & BME_OFFSET_MASK, s->cluster_size);
+                if (ret < 0)
+                    return ret;
+            }
+        }
+        done += n;
+    }
+    return 0;
+}
+
+static int check_bitmaps(struct qcow2_check_ctx *c)
+{
+    const struct qcow2_state *s = c->s;
+    if (!s->ext.has_bitmaps || s->nb_bitmaps == 0)
+        return 0;
+    int ret =
+        qcow2_check_count_range(c, s->ext.bitmap_directory_offset, s->ext.bitmap_directory_size);
+    for (uint32_t i = 0; ret >= 0 && i < s->nb_bitmaps; i++)
+        ret = check_bitmap_table(c, &s->bitmaps[i]);
+    return ret;
+}
+
+/* Refcount blocks: aligned, inside the file, and used by nothing else. */
+static int check_refblocks(struct qcow2_check_ctx *c)
+{
+    struct qcow2_state *s = c->s;
+    for (uint64_t i = 0; i < s->refcount_table_entries; i++) {
+        uint64_t raw = s->refcount_table[i];
+        uint64_t offset = raw & QCOW2_REFT_OFFSET_MASK;
+        uint64_t cluster = offset >> s->cluster_bits;
+        if (raw & REFT_RESERVED_MASK) {
+            qcow2_check_report(c, "ERROR refcount table entry %" PRIu64 " has reserved bits set",
+                               i);
+            c->res->corruptions++;
+            c->rebuild = true;
+            continue;
+        }
+        if (offset & (s->cluster_size - 1)) {
+            qcow2_check_report(c,
+                               "ERROR refcount block %" PRIu64 " is not cluster aligned; "
+                               "refcount table entry corrupted",
+                               i);
+            c->res->corruptions++;
+            c->rebuild = true;
+            continue;
+        }
+        if (cluster >= c->nb_clusters) {
+            c->res->corruptions++;
+            bool repair = (c->fix & IMG_CHECK_REPAIR_ERRORS) != 0;
+            qcow2_check_report(c, "%s refcount block %" PRIu64 " is outside image",
+                               repair ? "Repairing" : "ERROR", i);
+            if (repair) {
+                /* As QEMU does: grow the file so that the block exists (it reads as zeros). */
+                uint64_t end;
+                int ret = -EFBIG;
+                if (!add_overflows_u64(offset, s->cluster_size, &end) && end <= INT64_MAX)
+                    ret = io_truncate(s->file, end);
+                if (ret == 0) {
+                    c->file_size = end;
+                    ret = qcow2_check_refs_grow(c, cluster + 1);
+                    if (ret < 0)
+                        return ret;
+                    c->res->corruptions--;
+                    c->res->corruptions_fixed++;
+                    ret = qcow2_check_count_range(c, offset, s->cluster_size);
+                    if (ret < 0)
+                        return ret;
+                    continue;
+                }
+                qcow2_check_report(c, "ERROR could not resize image: %s", strerror(-ret));
+                c->rebuild = true;
+            }
+            continue;
+        }
+        if (offset == 0)
+            continue;
+        int ret = qcow2_check_count_range(c, offset, s->cluster_size);
+        if (ret < 0)
+            return ret;
+        uint64_t ref = qcow2_check_ref(c, cluster);
+        if (ref != 1) {
+            qcow2_check_report(c, "ERROR refcount block %" PRIu64 " refcount=%" PRIu64, i, ref);
+            c->res->corruptions++;
+            c->rebuild = true;
+        }
+    }
+    return 0;
+}
+
+int qcow2_check_count_all(struct qcow2_check_ctx *c)
+{
+    struct qcow2_state *s = c->s;
+    int ret = qcow2_check_count_range(c, 0, s->cluster_size); /* the header */
+    if (ret < 0)
+        return ret;
+    ret = check_l1(c, s->hdr.l1_table_offset, s->l1_size, true);
+    if (ret < 0)
+        return ret;
+    ret = check_snapshots(c);
+    if (ret < 0)
+        return ret;
+    ret = qcow2_check_count_range(c, s->hdr.refcount_table_offset,
+                                  s->refcount_table_entries * sizeof(uint64_t));
+    if (ret < 0)
+        return ret;
+    if (s->ext.has_crypto_header) {
+        ret = qcow2_check_count_range(c, s->ext.crypto_header_offset, s->ext.crypto_header_length);
+        if (ret < 0)
+            return ret;
+    }
+    ret = check_bitmaps(c);
+    if (ret < 0)
+        return ret;
+    return check_refblocks(c);
+}

@@ -1,0 +1,135 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#ifndef IMG_QCOW2_WRITER_H
+#define IMG_QCOW2_WRITER_H
+
+/*
+ * The write side's private state, shared by the qcow2_*write*.c files. Everything here is
+ * guarded by s->lock (the qcow2 state's lock) unless a comment says otherwise.
+ */
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "formats/qcow2/qcow2.h"
+
+struct img;
+struct qcow2_cache_entry;
+
+/* A guest range whose allocation is in progress: [first, end) in guest clusters. */
+struct qcow2_inflight {
+    uint64_t first, end;
+    struct qcow2_inflight *next;
+};
+
+/* An L2 slice changed in memory and not yet written; the cache entry stays pinned. */
+struct qcow2_dirty_slice {
+    struct qcow2_cache_entry *entry;
+    uint64_t offset;     /* host offset of the slice */
+    uint8_t *data;       /* the cached bytes */
+    uint32_t lo, hi;     /* changed bytes [lo, hi) within the slice */
+};
+
+/* A refcount decrease waiting for the metadata that dropped the reference to reach the disk. */
+struct qcow2_pending_free {
+    uint64_t offset, length;
+};
+
+struct qcow2_writer {
+    struct img *img;
+    pthread_cond_t inflight_done;
+    struct qcow2_inflight *inflight;
+
+    /* No cluster below this index is free (a search starts here). */
+    uint64_t free_cluster_index;
+    /* Clusters at or past this index are neither in the file nor allocated. */
+    uint64_t end_cluster;
+    /* Compressed clusters are packed from here (byte offset, 0 when no cluster is open). */
+    uint64_t free_byte_offset;
+
+    struct qcow2_dirty_slice *dirty;
+    size_t nb_dirty, cap_dirty, max_dirty;
+
+    bool l1_dirty;
+    uint32_t l1_dirty_lo, l1_dirty_hi; /* entries [lo, hi) */
+
+    /* Refcount table entries set in memory (new blocks) and not yet written. */
+    bool reftable_dirty;
+    uint64_t reftable_dirty_lo, reftable_dirty_hi;
+
+    struct qcow2_pending_free *frees;
+    size_t nb_frees, cap_frees;
+
+    /* Data or refcounts written since the last fsync. */
+    bool unsynced;
+
+    /* The dirty bit was set by this session (lazy refcounts) and is cleared on close. */
+    bool set_dirty_bit;
+    /* Persistent bitmaps were marked in use (they no longer track the writes). */
+    bool bitmaps_in_use;
+
+    /* Replaced in-memory tables, freed at close: map() may still read them without the lock. */
+    void **retired;
+    size_t nb_retired;
+};
+
+/* Guest clusters [first, first + count) overlap an allocation in progress. */
+bool qcow2_inflight_overlaps(const struct qcow2_writer *w, uint64_t first, uint64_t count);
+/* Waits (dropping s->lock) until no allocation in progress overlaps the range. */
+void qcow2_inflight_wait(struct qcow2_state *s, uint64_t first, uint64_t count);
+/* Records an allocation in progress; -ENOMEM. */
+int qcow2_inflight_add(struct qcow2_state *s, struct qcow2_inflight *node, uint64_t first,
+                       uint64_t count);
+void qcow2_inflight_remove(struct qcow2_state *s, struct qcow2_inflight *node);
+
+/* Keeps `ptr` (a replaced table) until close. */
+int qcow2_retire(struct qcow2_writer *w, void *ptr);
+
+/*
+ * Called before the first change of guest-visible content or metadata in a session: sets the
+ * dirty bit with lazy refcounts and marks persistent bitmaps in use.
+ */
+int qcow2_writer_begin_change(struct qcow2_state *s);
+
+/* Flushes the held metadata when it has grown past its bound. */
+int qcow2_writer_maybe_flush(struct qcow2_state *s);
+
+/* Allocation for compressed clusters: `size` bytes packed into host clusters, refcounted. */
+int qcow2_alloc_bytes(struct qcow2_state *s, uint64_t size, uint64_t *host_offset);
+
+/* Grows the refcount table to at least `min_entries` entries (a new table, then a switch). */
+int qcow2_refcount_table_grow(struct qcow2_state *s, uint64_t min_entries);
+
+/* The refcount block for table index `index` exists (allocating and linking it in memory). */
+int qcow2_refcount_block_ensure(struct qcow2_state *s, uint64_t index, bool *allocated);
+
+/* Writes `len` zero bytes at `offset` of `file` (unmapping where possible). */
+int qcow2_write_zero_bytes(struct io_file *file, uint64_t offset, uint64_t len);
+
+/* True when the image keeps its data in an external data file. */
+static inline bool qcow2_has_data_file(const struct qcow2_state *s)
+{
+    return (s->hdr.incompatible_features & QCOW2_INCOMPAT_DATA_FILE) != 0;
+}
+
+/* The file guest data clusters live in. */
+static inline struct io_file *qcow2_data_io(const struct qcow2_state *s)
+{
+    return s->data_file ? s->data_file : s->file;
+}
+
+/* Preallocates guest range [start, end) (create and resize): metadata, falloc or full. */
+enum qcow2_prealloc {
+    QCOW2_PREALLOC_OFF,
+    QCOW2_PREALLOC_METADATA,
+    QCOW2_PREALLOC_FALLOC,
+    QCOW2_PREALLOC_FULL,
+};
+int qcow2_parse_prealloc(const char *text, enum qcow2_prealloc *out);
+int qcow2_preallocate(struct img *img, uint64_t start, uint64_t end, enum qcow2_prealloc mode);
+
+/* Grows the active L1 table to at least `entries` entries (new table, header switch). */
+int qcow2_l1_grow(struct qcow2_state *s, uint64_t entries, bool exact);
+
+#endif
