@@ -54,17 +54,6 @@ static int find_free_run(struct qcow2_state *s, uint64_t from, uint64_t count, u
     return 0;
 }
 
-/* True when no cluster of [start, start + count) has a refcount (blocks may be new). */
-static bool run_still_free(struct qcow2_state *s, uint64_t start, uint64_t count)
-{
-    for (uint64_t i = start; i < start + count; i++) {
-        uint64_t v;
-        if (qcow2_refcount_get_locked(s, i, &v) < 0 || v != 0)
-            return false;
-    }
-    return true;
-}
-
 int qcow2_alloc_clusters(struct qcow2_state *s, uint64_t count, uint64_t *host_offset)
 {
     struct qcow2_writer *w = s->writer;
@@ -81,34 +70,35 @@ int qcow2_alloc_clusters(struct qcow2_state *s, uint64_t count, uint64_t *host_o
         if ((end << s->cluster_bits) >> s->cluster_bits != end ||
             (end << s->cluster_bits) > (uint64_t)INT64_MAX)
             return img_error(-EFBIG, "qcow2: the image file would grow past the largest offset");
-
         /*
-         * Refcount blocks the run needs go after it (as in QEMU): searches for them start
-         * past the run. Should one land inside it anyway, search again.
+         * As in QEMU, the search goes on after the run: gaps it skipped are used again only
+         * once something below them is freed. Refcount blocks the run needs go after it.
          */
-        uint64_t saved_free = w->free_cluster_index;
         w->free_cluster_index = end;
         if (end > w->end_cluster)
             w->end_cluster = end;
-        bool moved = false;
+        uint64_t missing = UINT64_MAX;
         for (uint64_t t = start >> s->refcount_block_bits;
              t <= (end - 1) >> s->refcount_block_bits; t++) {
+            if (t >= s->refcount_table_entries ||
+                !(s->refcount_table[t] & QCOW2_REFT_OFFSET_MASK)) {
+                missing = t;
+                break;
+            }
+        }
+        if (missing != UINT64_MAX) {
             bool allocated;
-            ret = qcow2_refcount_block_ensure(s, t, &allocated);
+            ret = qcow2_refcount_block_ensure(s, missing, &allocated);
             if (ret < 0)
                 return ret;
-            moved |= allocated;
-        }
-        w->free_cluster_index = saved_free;
-        if (moved && !run_still_free(s, start, count))
+            /* Part of the run lay before the new block: search from the run again. */
+            if ((missing << s->refcount_block_bits) > start)
+                w->free_cluster_index = start;
             continue;
-
+        }
         ret = qcow2_refcount_update(s, start << s->cluster_bits, count << s->cluster_bits, 1);
         if (ret < 0)
             return ret;
-        w->free_cluster_index = first_free == start ? end : first_free;
-        if (end > w->end_cluster)
-            w->end_cluster = end;
         *host_offset = start << s->cluster_bits;
         return 0;
     }

@@ -13,6 +13,7 @@
 #include "formats/format.h"
 #include "formats/qcow2/qcow2.h"
 #include "formats/qcow2/qcow2_check.h"
+#include "formats/qcow2/qcow2_offset_map.h"
 #include "formats/qcow2/qcow2_writer.h"
 #include "io/io.h"
 #include "util/checked.h"
@@ -145,8 +146,12 @@ static bool refcount_for_copied(struct qcow2_check_ctx *c, uint64_t offset, uint
     return true;
 }
 
-static int check_copied_l2(struct qcow2_check_ctx *c, uint64_t l2_offset, bool repair,
-                           uint8_t *table)
+/*
+ * COPIED flags of one active L2 table named `times` times. A repair is written at the first
+ * reading (later ones find it done); otherwise each reading finds the same faults.
+ */
+static int check_copied_l2(struct qcow2_check_ctx *c, uint64_t l2_offset, uint64_t times,
+                           bool repair, uint8_t *table)
 {
     struct qcow2_state *s = c->s;
     int ret = io_pread(s->file, table, s->cluster_size, l2_offset);
@@ -155,7 +160,7 @@ static int check_copied_l2(struct qcow2_check_ctx *c, uint64_t l2_offset, bool r
         c->res->check_errors++;
         return ret;
     }
-    uint64_t dirty = 0;
+    uint64_t wrong = 0;
     for (uint32_t j = 0; j < s->l2_entries; j++) {
         uint8_t *p = table + (size_t)j * s->l2_entry_bytes;
         uint64_t entry = load_be64(p);
@@ -172,27 +177,62 @@ static int check_copied_l2(struct qcow2_check_ctx *c, uint64_t l2_offset, bool r
             continue;
         if ((refcount == 1) == ((entry & QCOW2_OFLAG_COPIED) != 0))
             continue;
-        c->res->corruptions++;
+        wrong++;
         qcow2_check_report(c,
                            "%s OFLAG_COPIED data cluster: l2_entry=%" PRIx64 " refcount=%" PRIu64,
                            repair ? "Repairing" : "ERROR", entry, refcount);
-        if (repair) {
+        if (repair)
             store_be64(p, refcount == 1 ? entry | QCOW2_OFLAG_COPIED : entry & ~QCOW2_OFLAG_COPIED);
-            dirty++;
-        }
     }
-    if (dirty) {
-        ret = qcow2_check_write_l2_table(c, l2_offset, table);
-        if (ret < 0) {
-            qcow2_check_report(c, "ERROR: Could not write L2 table: %s", strerror(-ret));
-            c->res->check_errors++;
-            return ret;
-        }
-        c->res->corruptions -= dirty;
-        c->res->corruptions_fixed += dirty;
+    if (!wrong)
+        return 0;
+    if (!repair) {
+        c->res->corruptions += wrong * times;
+        return 0;
     }
+    ret = qcow2_check_write_l2_table(c, l2_offset, table);
+    if (ret < 0) {
+        qcow2_check_report(c, "ERROR: Could not write L2 table: %s", strerror(-ret));
+        c->res->corruptions += wrong;
+        c->res->check_errors++;
+        return ret;
+    }
+    c->res->corruptions_fixed += wrong;
     return 0;
 }
+
+/* The L1 entry's own flag. *usable is false when the refcount of its table cannot be read. */
+static int check_copied_l1_entry(struct qcow2_check_ctx *c, uint32_t i, bool repair, bool *usable)
+{
+    struct qcow2_state *s = c->s;
+    uint64_t l1_entry = s->l1_table[i];
+    uint64_t refcount;
+    *usable = refcount_for_copied(c, l1_entry & QCOW2_L1E_OFFSET_MASK, &refcount);
+    if (!*usable || (refcount == 1) == ((l1_entry & QCOW2_OFLAG_COPIED) != 0))
+        return 0;
+    qcow2_check_report(c,
+                       "%s OFLAG_COPIED L2 cluster: l1_index=%" PRIu32 " l1_entry=%" PRIx64
+                       " refcount=%" PRIu64,
+                       repair ? "Repairing" : "ERROR", i, l1_entry, refcount);
+    if (!repair) {
+        c->res->corruptions++;
+        return 0;
+    }
+    s->l1_table[i] = refcount == 1 ? l1_entry | QCOW2_OFLAG_COPIED : l1_entry & ~QCOW2_OFLAG_COPIED;
+    int ret = qcow2_check_write_l1_entry(c, i);
+    if (ret < 0) {
+        s->l1_table[i] = l1_entry;
+        c->res->corruptions++;
+        c->res->check_errors++;
+        return ret;
+    }
+    c->res->corruptions_fixed++;
+    return 0;
+}
+
+struct copied_use {
+    uint64_t offset, times;
+};
 
 /* COPIED must be set exactly where the refcount is one, in the active L1 and L2 tables. */
 static int check_copied(struct qcow2_check_ctx *c, unsigned fix)
@@ -207,43 +247,37 @@ static int check_copied(struct qcow2_check_ctx *c, unsigned fix)
     else
         repair = false;
 
+    /* Each L2 table is read once however often the L1 table names it (see the walk). */
+    struct qcow2_offset_map map;
+    qcow2_offset_map_init(&map, s->l1_size);
+    struct copied_use *uses = malloc(((size_t)s->l1_size + 1) * sizeof(*uses));
     uint8_t *table = malloc(s->cluster_size);
-    if (!table) {
-        c->res->check_errors++;
-        return img_error(-ENOMEM, "out of memory");
-    }
-    int ret = 0;
-    for (uint32_t i = 0; i < s->l1_size; i++) {
-        uint64_t l1_entry = s->l1_table[i];
-        uint64_t l2_offset = l1_entry & QCOW2_L1E_OFFSET_MASK;
+    int ret = uses && table ? 0 : -ENOMEM;
+    for (uint32_t i = 0; ret == 0 && i < s->l1_size; i++) {
+        uint64_t l2_offset = s->l1_table[i] & QCOW2_L1E_OFFSET_MASK;
         if (!l2_offset)
             continue;
-        uint64_t refcount;
-        if (!refcount_for_copied(c, l2_offset, &refcount))
+        bool usable;
+        ret = check_copied_l1_entry(c, i, repair, &usable);
+        /* A table wholly past the end of the file reads as zeros: nothing to check there. */
+        if (ret < 0 || !usable || l2_offset >= c->file_size)
             continue;
-        if ((refcount == 1) != ((l1_entry & QCOW2_OFLAG_COPIED) != 0)) {
-            c->res->corruptions++;
-            qcow2_check_report(c,
-                               "%s OFLAG_COPIED L2 cluster: l1_index=%" PRIu32 " l1_entry=%" PRIx64
-                               " refcount=%" PRIu64,
-                               repair ? "Repairing" : "ERROR", i, l1_entry, refcount);
-            if (repair) {
-                s->l1_table[i] =
-                    refcount == 1 ? l1_entry | QCOW2_OFLAG_COPIED : l1_entry & ~QCOW2_OFLAG_COPIED;
-                ret = qcow2_check_write_l1_entry(c, i);
-                if (ret < 0) {
-                    s->l1_table[i] = l1_entry;
-                    c->res->check_errors++;
-                    break;
-                }
-                c->res->corruptions--;
-                c->res->corruptions_fixed++;
-            }
-        }
-        ret = check_copied_l2(c, l2_offset, repair, table);
-        if (ret < 0)
-            break;
+        size_t n;
+        bool added;
+        ret = qcow2_offset_map_add(&map, l2_offset, &n, &added);
+        if (ret == 0 && added)
+            uses[n] = (struct copied_use){l2_offset, 0};
+        if (ret == 0)
+            uses[n].times++;
     }
+    if (ret == -ENOMEM) {
+        c->res->check_errors++;
+        img_error(ret, "out of memory");
+    }
+    for (size_t n = 0; ret == 0 && n < map.count; n++)
+        ret = check_copied_l2(c, uses[n].offset, uses[n].times, repair, table);
+    qcow2_offset_map_free(&map);
+    free(uses);
     free(table);
     return ret;
 }

@@ -91,6 +91,9 @@ static inline void qcow2_check_set_ref(struct qcow2_check_ctx *c, uint64_t clust
  * cluster or more past the end of the file is a corruption and is not counted.
  */
 int qcow2_check_count_range(struct qcow2_check_ctx *c, uint64_t offset, uint64_t size);
+/* The same for `times` references at once. */
+int qcow2_check_count_range_n(struct qcow2_check_ctx *c, uint64_t offset, uint64_t size,
+                              uint64_t times);
 
 /*
  * Counts every reference in the image (QEMU's calculate_refcounts), with the refcount table

@@ -15,6 +15,7 @@
 #include "formats/format.h"
 #include "formats/qcow2/qcow2.h"
 #include "formats/qcow2/qcow2_check.h"
+#include "formats/qcow2/qcow2_offset_map.h"
 #include "io/io.h"
 #include "util/checked.h"
 #include "util/endian.h"
@@ -33,6 +34,9 @@
 #define BME_ALL_ONES 1ull
 #define L2_BITMAP_ALL_ALLOC 0xffffffffull
 #define L2_BITMAP_ALL_ZEROES (L2_BITMAP_ALL_ALLOC << 32)
+
+/* A repair grows the file by at most its size or this much, whichever is larger. */
+#define MAX_REPAIR_GROWTH (1ull << 30)
 
 /* Reading big tables in pieces keeps memory small for bitmap tables. */
 #define TABLE_CHUNK_ENTRIES 8192u
@@ -95,10 +99,11 @@ int qcow2_check_refs_grow(struct qcow2_check_ctx *c, uint64_t clusters)
     return 0;
 }
 
-int qcow2_check_count_range(struct qcow2_check_ctx *c, uint64_t offset, uint64_t size)
+int qcow2_check_count_range_n(struct qcow2_check_ctx *c, uint64_t offset, uint64_t size,
+                              uint64_t times)
 {
     const struct qcow2_state *s = c->s;
-    if (size == 0)
+    if (size == 0 || times == 0)
         return 0;
     uint64_t end;
     /*
@@ -111,7 +116,7 @@ int qcow2_check_count_range(struct qcow2_check_ctx *c, uint64_t offset, uint64_t
                            "ERROR: counting reference for region exceeding the end of the file "
                            "by one cluster or more: offset 0x%" PRIx64 " size 0x%" PRIx64,
                            offset, size);
-        c->res->corruptions++;
+        c->res->corruptions += times;
         return 0;
     }
     uint64_t first = offset >> s->cluster_bits;
@@ -122,16 +127,22 @@ int qcow2_check_count_range(struct qcow2_check_ctx *c, uint64_t offset, uint64_t
             return ret;
     }
     for (uint64_t k = first; k <= last; k++) {
+        /* Every reference that finds the refcount at its largest is an overflow. */
         uint64_t ref = qcow2_check_ref(c, k);
-        if (ref >= c->ref_max) {
+        uint64_t room = c->ref_max - ref;
+        if (times > room) {
             qcow2_check_report(c, "ERROR: overflow cluster offset=0x%" PRIx64,
                                k << s->cluster_bits);
-            c->res->corruptions++;
-            continue;
+            c->res->corruptions += times - room;
         }
-        qcow2_check_set_ref(c, k, ref + 1);
+        qcow2_check_set_ref(c, k, ref + min_u64(times, room));
     }
     return 0;
+}
+
+int qcow2_check_count_range(struct qcow2_check_ctx *c, uint64_t offset, uint64_t size)
+{
+    return qcow2_check_count_range_n(c, offset, size, 1);
 }
 
 static int read_metadata(struct qcow2_check_ctx *c, void *buf, size_t len, uint64_t offset,
@@ -144,6 +155,80 @@ static int read_metadata(struct qcow2_check_ctx *c, void *buf, size_t len, uint6
     }
     return ret;
 }
+
+/*
+ * Walking the L1 tables. A first pass reads every L1 table (the active one and the snapshots')
+ * and notes how often each L2 table is named; a second reads each L2 table once and counts
+ * what it references as often as it is named. The figures are those of QEMU's walk, which reads
+ * a table each time it is named, but the work stays proportional to the file: a crafted image
+ * cannot make the check read one table millions of times.
+ */
+struct l2_use {
+    uint64_t offset;
+    uint64_t times;        /* named by this many L1 entries in all */
+    uint64_t active_times; /* ... of them in the active L1 table */
+};
+
+struct walk {
+    struct qcow2_offset_map map;
+    struct l2_use *uses;
+    size_t nb_uses, cap_uses;
+    uint64_t entries_read; /* L1 and bitmap table entries, against CHECK_MAX_TABLE_ENTRIES */
+    uint8_t *table;        /* one L2 table */
+};
+
+/* Reading more table entries than this means a crafted image: the check gives up. */
+#define CHECK_MAX_TABLE_ENTRIES (1ull << 30)
+
+static int charge_entries(struct qcow2_check_ctx *c, struct walk *w, uint64_t entries)
+{
+    w->entries_read += entries;
+    if (w->entries_read <= CHECK_MAX_TABLE_ENTRIES)
+        return 0;
+    c->res->check_errors++;
+    return img_error(-EFBIG,
+                     "qcow2: the image's tables have more than %llu entries in all; not "
+                     "checking it",
+                     (unsigned long long)CHECK_MAX_TABLE_ENTRIES);
+}
+
+static int note_l2_use(struct qcow2_check_ctx *c, struct walk *w, uint64_t l2_offset, bool active)
+{
+    size_t n;
+    bool added;
+    int ret = qcow2_offset_map_add(&w->map, l2_offset, &n, &added);
+    if (ret < 0) {
+        c->res->check_errors++;
+        if (ret == -EFBIG)
+            return img_error(ret, "qcow2: the L1 tables name more L2 tables than the file holds");
+        return img_error(ret, "out of memory");
+    }
+    if (added) {
+        if (w->nb_uses == w->cap_uses) {
+            size_t cap = w->cap_uses ? w->cap_uses * 2 : 64;
+            struct l2_use *grown = realloc(w->uses, cap * sizeof(*grown));
+            if (!grown) {
+                c->res->check_errors++;
+                return img_error(-ENOMEM, "out of memory");
+            }
+            w->uses = grown;
+            w->cap_uses = cap;
+        }
+        w->uses[n] = (struct l2_use){.offset = l2_offset};
+        w->nb_uses++;
+    }
+    w->uses[n].times++;
+    if (active)
+        w->uses[n].active_times++;
+    return 0;
+}
+
+/* What one reading of an L2 table found: counted as often as the table is named. */
+struct l2_findings {
+    uint64_t corruptions;
+    uint64_t allocated, fragmented, compressed;
+    uint64_t next_contiguous; /* host offset that would continue the previous cluster */
+};
 
 /* An allocated cluster at an unaligned offset that holds no data can become a zero cluster. */
 static int fix_unaligned_prealloc(struct qcow2_check_ctx *c, uint64_t l2_offset, uint32_t index,
@@ -160,7 +245,7 @@ static int fix_unaligned_prealloc(struct qcow2_check_ctx *c, uint64_t l2_offset,
         c->res->check_errors++;
         return ret;
     }
-    c->res->corruptions--;
+    /* Fixed on the first reading: later readings of the table see a zero cluster. */
     c->res->corruptions_fixed++;
     return 0;
 }
@@ -180,29 +265,24 @@ static enum cluster_type cluster_type(const struct qcow2_check_ctx *c, uint64_t 
     return CT_NORMAL;
 }
 
-struct l2_walk {
-    bool frag_info;           /* the active table: count allocation figures */
-    uint64_t next_contiguous; /* host offset that would continue the previous cluster */
-};
-
-static int check_allocated_entry(struct qcow2_check_ctx *c, uint64_t l2_offset, uint32_t i,
-                                 uint64_t entry, uint64_t bitmap, struct l2_walk *w)
+static int check_allocated_entry(struct qcow2_check_ctx *c, const struct l2_use *use, uint32_t i,
+                                 uint64_t entry, uint64_t bitmap, struct l2_findings *f)
 {
     const struct qcow2_state *s = c->s;
     uint64_t offset = qcow2_l2_entry_offset(entry);
 
     if ((bitmap >> 32) & bitmap) {
-        c->res->corruptions++;
+        f->corruptions++;
         qcow2_check_report(c,
                            "ERROR offset=%" PRIx64 ": Allocated cluster has corrupted subcluster "
                            "allocation bitmap",
                            offset);
     }
     if (offset & (s->cluster_size - 1)) {
-        c->res->corruptions++;
         bool contains_data =
             s->extended_l2 ? (bitmap & L2_BITMAP_ALL_ALLOC) != 0 : !(entry & QCOW2_OFLAG_ZERO);
         if (contains_data) {
+            f->corruptions++;
             qcow2_check_report(c,
                                "ERROR offset=%" PRIx64 ": Data cluster is not properly aligned; "
                                "L2 entry corrupted.",
@@ -214,24 +294,23 @@ static int check_allocated_entry(struct qcow2_check_ctx *c, uint64_t l2_offset, 
                                "aligned; L2 entry corrupted.",
                                repair ? "Repairing" : "ERROR", offset);
             /* Once repaired, the entry references nothing: skip counting it. */
-            if (repair && fix_unaligned_prealloc(c, l2_offset, i, bitmap) == 0)
+            if (repair && fix_unaligned_prealloc(c, use->offset, i, bitmap) == 0)
                 return 0;
+            f->corruptions++;
         }
     }
-    if (w->frag_info) {
-        c->res->allocated_clusters++;
-        if (w->next_contiguous && offset != w->next_contiguous)
-            c->res->fragmented_clusters++;
-        w->next_contiguous = offset + s->cluster_size;
-    }
+    f->allocated++;
+    if (f->next_contiguous && offset != f->next_contiguous)
+        f->fragmented++;
+    f->next_contiguous = offset + s->cluster_size;
     /* Clusters of an external data file are not counted in this file's refcounts. */
     if (c->has_data_file)
         return 0;
-    return qcow2_check_count_range(c, offset, s->cluster_size);
+    return qcow2_check_count_range_n(c, offset, s->cluster_size, use->times);
 }
 
-static int check_compressed_entry(struct qcow2_check_ctx *c, uint32_t i, uint64_t entry,
-                                  uint64_t bitmap, const struct l2_walk *w)
+static int check_compressed_entry(struct qcow2_check_ctx *c, const struct l2_use *use, uint32_t i,
+                                  uint64_t entry, uint64_t bitmap, struct l2_findings *f)
 {
     const struct qcow2_state *s = c->s;
     if (entry & QCOW2_OFLAG_COPIED) {
@@ -240,12 +319,12 @@ static int check_compressed_entry(struct qcow2_check_ctx *c, uint32_t i, uint64_
                            "compressed clusters",
                            entry & s->compressed_offset_mask);
         entry &= ~QCOW2_OFLAG_COPIED;
-        c->res->corruptions++;
+        f->corruptions++;
     }
     if (c->has_data_file) {
         qcow2_check_report(
             c, "ERROR compressed cluster %" PRIu32 " with data file, entry=0x%" PRIx64, i, entry);
-        c->res->corruptions++;
+        f->corruptions++;
         return 0;
     }
     if (bitmap) {
@@ -253,31 +332,26 @@ static int check_compressed_entry(struct qcow2_check_ctx *c, uint32_t i, uint64_
                            "ERROR compressed cluster %" PRIu32 " with non-zero subcluster "
                            "allocation bitmap, entry=0x%" PRIx64,
                            i, entry);
-        c->res->corruptions++;
+        f->corruptions++;
         return 0;
     }
     uint64_t coffset, csize;
     qcow2_compressed_decode(s, entry, &coffset, &csize);
-    int ret = qcow2_check_count_range(c, coffset, csize);
-    if (ret < 0)
-        return ret;
-    if (w->frag_info) {
-        /* Compressed clusters share sectors with their neighbours: QEMU counts them fragmented. */
-        c->res->allocated_clusters++;
-        c->res->compressed_clusters++;
-        c->res->fragmented_clusters++;
-    }
-    return 0;
+    /* Compressed clusters share sectors with their neighbours: QEMU counts them fragmented. */
+    f->allocated++;
+    f->compressed++;
+    f->fragmented++;
+    return qcow2_check_count_range_n(c, coffset, csize, use->times);
 }
 
-static int check_l2(struct qcow2_check_ctx *c, uint64_t l2_offset, bool frag_info, uint8_t *table)
+static int check_l2(struct qcow2_check_ctx *c, const struct l2_use *use, uint8_t *table)
 {
     const struct qcow2_state *s = c->s;
-    int ret = read_metadata(c, table, s->cluster_size, l2_offset, "an L2 table");
+    int ret = read_metadata(c, table, s->cluster_size, use->offset, "an L2 table");
     if (ret < 0)
         return ret;
-    struct l2_walk w = {.frag_info = frag_info};
-    for (uint32_t i = 0; i < s->l2_entries; i++) {
+    struct l2_findings f = {0};
+    for (uint32_t i = 0; i < s->l2_entries && ret == 0; i++) {
         const uint8_t *p = table + (size_t)i * s->l2_entry_bytes;
         uint64_t entry = load_be64(p);
         uint64_t bitmap = s->extended_l2 ? load_be64(p + 8) : 0;
@@ -285,46 +359,50 @@ static int check_l2(struct qcow2_check_ctx *c, uint64_t l2_offset, bool frag_inf
 
         if (type != CT_COMPRESSED && (entry & L2E_STD_RESERVED_MASK)) {
             qcow2_check_report(c, "ERROR found l2 entry with reserved bits set: %" PRIx64, entry);
-            c->res->corruptions++;
+            f.corruptions++;
         }
         switch (type) {
         case CT_COMPRESSED:
-            ret = check_compressed_entry(c, i, entry, bitmap, &w);
+            ret = check_compressed_entry(c, use, i, entry, bitmap, &f);
             break;
         case CT_ZERO_ALLOC:
         case CT_NORMAL:
-            ret = check_allocated_entry(c, l2_offset, i, entry, bitmap, &w);
+            ret = check_allocated_entry(c, use, i, entry, bitmap, &f);
             break;
         case CT_ZERO_PLAIN:
             break;
         case CT_UNALLOCATED:
             if (bitmap & L2_BITMAP_ALL_ALLOC) {
-                c->res->corruptions++;
+                f.corruptions++;
                 qcow2_check_report(c, "ERROR: Unallocated cluster has non-zero subcluster "
                                       "allocation map");
             }
             break;
         }
-        if (ret < 0)
-            return ret;
     }
-    return 0;
+    c->res->corruptions += f.corruptions * use->times;
+    /* The allocation figures describe the active table only. */
+    c->res->allocated_clusters += f.allocated * use->active_times;
+    c->res->fragmented_clusters += f.fragmented * use->active_times;
+    c->res->compressed_clusters += f.compressed * use->active_times;
+    return ret;
 }
 
-static int check_l1(struct qcow2_check_ctx *c, uint64_t l1_offset, uint32_t l1_size, bool frag_info)
+/* First pass over one L1 table: its own clusters, its entries, the L2 tables it names. */
+static int check_l1(struct qcow2_check_ctx *c, struct walk *w, uint64_t l1_offset, uint32_t l1_size,
+                    bool active)
 {
     const struct qcow2_state *s = c->s;
     if (l1_size == 0)
         return 0;
     size_t bytes = (size_t)l1_size * sizeof(uint64_t); /* at most 32 MiB, checked by callers */
-    int ret = qcow2_check_count_range(c, l1_offset, bytes);
+    int ret = charge_entries(c, w, l1_size);
+    if (ret == 0)
+        ret = qcow2_check_count_range(c, l1_offset, bytes);
     if (ret < 0)
         return ret;
     uint64_t *l1 = malloc(bytes);
-    uint8_t *table = malloc(s->cluster_size);
-    if (!l1 || !table) {
-        free(l1);
-        free(table);
+    if (!l1) {
         c->res->check_errors++;
         return img_error(-ENOMEM, "out of memory");
     }
@@ -348,14 +426,15 @@ static int check_l1(struct qcow2_check_ctx *c, uint64_t l1_offset, uint32_t l1_s
                                l2_offset);
             c->res->corruptions++;
         }
-        ret = check_l2(c, l2_offset, frag_info, table);
+        /* A table wholly past the end of the file reads as zeros: it references nothing. */
+        if (l2_offset && l2_offset < c->file_size)
+            ret = note_l2_use(c, w, l2_offset, active);
     }
     free(l1);
-    free(table);
     return ret < 0 ? ret : 0;
 }
 
-static int check_snapshots(struct qcow2_check_ctx *c)
+static int check_snapshots(struct qcow2_check_ctx *c, struct walk *w)
 {
     const struct qcow2_state *s = c->s;
     if (c->has_data_file && s->nb_snapshots) {
@@ -381,11 +460,35 @@ static int check_snapshots(struct qcow2_check_ctx *c)
             c->res->corruptions++;
             continue;
         }
-        int ret = check_l1(c, sn->l1_table_offset, sn->l1_size, false);
+        int ret = check_l1(c, w, sn->l1_table_offset, sn->l1_size, false);
         if (ret < 0)
             return ret;
     }
-    return qcow2_check_count_range(c, s->hdr.snapshots_offset, s->snapshot_table_bytes);
+    return 0;
+}
+
+/* Every L1 table, then every L2 table they name, once each. */
+static int check_tables(struct qcow2_check_ctx *c)
+{
+    const struct qcow2_state *s = c->s;
+    struct walk w = {0};
+    /* Each real L2 table is a cluster of the file; a little slack for damaged entries. */
+    qcow2_offset_map_init(&w.map,
+                          (size_t)min_u64((c->file_size >> s->cluster_bits) + 1024, SIZE_MAX / 64));
+    w.table = malloc(s->cluster_size);
+    int ret = w.table ? 0 : img_error(-ENOMEM, "out of memory");
+    if (ret == 0)
+        ret = check_l1(c, &w, s->hdr.l1_table_offset, s->l1_size, true);
+    if (ret == 0)
+        ret = check_snapshots(c, &w);
+    for (size_t i = 0; ret == 0 && i < w.nb_uses; i++)
+        ret = check_l2(c, &w.uses[i], w.table);
+    if (ret == 0)
+        ret = qcow2_check_count_range(c, s->hdr.snapshots_offset, s->snapshot_table_bytes);
+    qcow2_offset_map_free(&w.map);
+    free(w.uses);
+    free(w.table);
+    return ret;
 }
 
 static bool bitmap_entry_valid(uint64_t entry, uint32_t cluster_size)
@@ -397,10 +500,13 @@ static bool bitmap_entry_valid(uint64_t entry, uint32_t cluster_size)
     return offset == 0 || (!(entry & BME_ALL_ONES) && !(offset & (cluster_size - 1)));
 }
 
-static int check_bitmap_table(struct qcow2_check_ctx *c, const struct qcow2_bitmap *b)
+static int check_bitmap_table(struct qcow2_check_ctx *c, struct walk *w,
+                              const struct qcow2_bitmap *b)
 {
     const struct qcow2_state *s = c->s;
-    int ret = qcow2_check_count_range(c, b->table_offset, (uint64_t)b->table_size * 8);
+    int ret = charge_entries(c, w, b->table_size);
+    if (ret == 0)
+        ret = qcow2_check_count_range(c, b->table_offset, (uint64_t)b->table_size * 8);
     if (ret < 0)
         return ret;
     uint64_t chunk[TABLE_CHUNK_ENTRIES];
@@ -435,10 +541,11 @@ static int check_bitmaps(struct qcow2_check_ctx *c)
     const struct qcow2_state *s = c->s;
     if (!s->ext.has_bitmaps || s->nb_bitmaps == 0)
         return 0;
+    struct walk w = {0};
     int ret =
         qcow2_check_count_range(c, s->ext.bitmap_directory_offset, s->ext.bitmap_directory_size);
     for (uint32_t i = 0; ret >= 0 && i < s->nb_bitmaps; i++)
-        ret = check_bitmap_table(c, &s->bitmaps[i]);
+        ret = check_bitmap_table(c, &w, &s->bitmaps[i]);
     return ret;
 }
 
@@ -472,10 +579,15 @@ static int check_refblocks(struct qcow2_check_ctx *c)
             qcow2_check_report(c, "%s refcount block %" PRIu64 " is outside image",
                                repair ? "Repairing" : "ERROR", i);
             if (repair) {
-                /* As QEMU does: grow the file so that the block exists (it reads as zeros). */
+                /*
+                 * As QEMU does, grow the file so that the block exists (it reads as zeros), but
+                 * only as far as a truncated file plausibly lost: a block named terabytes past
+                 * the end is damage, and the structure is rebuilt instead.
+                 */
                 uint64_t end;
                 int ret = -EFBIG;
-                if (!add_overflows_u64(offset, s->cluster_size, &end) && end <= INT64_MAX)
+                if (!add_overflows_u64(offset, s->cluster_size, &end) &&
+                    end - c->file_size <= max_u64(c->file_size, MAX_REPAIR_GROWTH))
                     ret = io_truncate(s->file, end);
                 if (ret == 0) {
                     c->file_size = end;
@@ -515,10 +627,7 @@ int qcow2_check_count_all(struct qcow2_check_ctx *c)
     int ret = qcow2_check_count_range(c, 0, s->cluster_size); /* the header */
     if (ret < 0)
         return ret;
-    ret = check_l1(c, s->hdr.l1_table_offset, s->l1_size, true);
-    if (ret < 0)
-        return ret;
-    ret = check_snapshots(c);
+    ret = check_tables(c);
     if (ret < 0)
         return ret;
     ret = qcow2_check_count_range(c, s->hdr.refcount_table_offset,

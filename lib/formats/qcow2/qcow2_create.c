@@ -276,7 +276,7 @@ int qcow2_create(const struct img_create_args *args)
     ret = img_opts_new(&ropts);
     if (ret == 0 && o.prealloc != QCOW2_PREALLOC_OFF)
         ret = img_opts_set(ropts, "preallocation", names[o.prealloc]);
-    if (ret == 0 && size)
+    if (ret == 0 && (size || o.prealloc != QCOW2_PREALLOC_OFF))
         ret = img_resize(img, size, 0, ropts);
     img_opts_free(ropts);
     if (ret == 0)

@@ -167,130 +167,113 @@ static int first_free_cluster(struct qcow2_state *s, uint64_t from, uint64_t *ou
     }
 }
 
-int qcow2_refcount_block_ensure(struct qcow2_state *s, uint64_t index, bool *allocated)
+/* Sets to 1 the entries of clusters [lo, hi) in the existing block at `block` covering `first`. */
+static int block_set_ones(struct qcow2_state *s, uint64_t block, uint64_t first, uint64_t lo,
+                          uint64_t hi)
 {
-    struct qcow2_writer *w = s->writer;
-    *allocated = false;
-    if (index >= s->refcount_table_entries) {
-        int ret = qcow2_refcount_table_grow(s, index + 1);
+    uint32_t slice_bytes = qcow2_cache_slice_bytes(s->refcount_cache);
+    uint64_t per_slice = ((uint64_t)slice_bytes << 3) >> s->refcount_order;
+    for (uint64_t i = lo; i < hi;) {
+        uint64_t slice_index = (i - first) / per_slice;
+        struct rc_slice sl;
+        const uint8_t *data;
+        int ret = qcow2_cache_get(s->refcount_cache, block + slice_index * slice_bytes, &sl.entry,
+                                  &data);
         if (ret < 0)
             return ret;
-        *allocated = true;
-    }
-    uint64_t block;
-    int ret = block_offset_of(s, index, &block);
-    if (ret < 0 || block)
-        return ret;
-
-    uint64_t c;
-    ret = first_free_cluster(s, w->free_cluster_index, &c);
-    if (ret < 0)
-        return ret;
-    uint64_t owner = c >> s->refcount_block_bits;
-    uint64_t first = index << s->refcount_block_bits;
-    /* A block in its own range counts itself; elsewhere its owner's block counts it. */
-    ret = write_new_block(s, c, first, owner == index ? c : 0, owner == index ? c + 1 : 0);
-    if (ret < 0)
-        return ret;
-    s->refcount_table[index] = c << s->cluster_bits;
-    *allocated = true;
-    if (c + 1 > w->end_cluster)
-        w->end_cluster = c + 1;
-    if (owner != index) {
-        /* The owner's block, if it must be made, goes after this one (as in QEMU). */
-        uint64_t saved = w->free_cluster_index;
-        w->free_cluster_index = c + 1;
-        ret = qcow2_refcount_update(s, c << s->cluster_bits, s->cluster_size, 1);
-        w->free_cluster_index = saved;
-        if (ret < 0) {
-            s->refcount_table[index] = 0;
+        sl.data = (uint8_t *)data;
+        sl.host = block + slice_index * slice_bytes;
+        sl.first = first + slice_index * per_slice;
+        sl.nb_entries = per_slice;
+        uint64_t stop = min_u64(hi, sl.first + per_slice);
+        for (uint64_t k = i; k < stop; k++)
+            qcow2_refcount_entry_set(sl.data, k - sl.first, s->refcount_order, 1);
+        ret = rc_slice_write(s, &sl, i - sl.first, stop - sl.first);
+        qcow2_cache_put(s->refcount_cache, sl.entry);
+        if (ret < 0)
             return ret;
-        }
+        i = stop;
     }
-    mark_reftable_dirty(w, index);
     return 0;
 }
 
-/* Table indexes in [first_cluster, end_cluster) that have no refcount block. */
-static uint64_t uncovered_blocks(struct qcow2_state *s, uint64_t first_cluster,
-                                 uint64_t end_cluster)
+/*
+ * Refcount blocks and table clusters needed to count `clusters` clusters plus themselves
+ * (QEMU's fixed point; `generous` adds room for half the table again, for later growth).
+ */
+static uint64_t metadata_blocks(struct qcow2_state *s, uint64_t clusters, bool generous)
 {
-    uint64_t n = 0;
-    for (uint64_t t = first_cluster >> s->refcount_block_bits;
-         t <= (end_cluster - 1) >> s->refcount_block_bits; t++)
-        if (t >= s->refcount_table_entries || !(s->refcount_table[t] & QCOW2_REFT_OFFSET_MASK))
-            n++;
-    return n;
+    uint64_t per_table_cluster = s->cluster_size / sizeof(uint64_t);
+    uint64_t per_block = 1ull << s->refcount_block_bits;
+    uint64_t table = 0, blocks = 0, n = 0, last;
+    do {
+        last = n;
+        blocks = (clusters + table + blocks + per_block - 1) / per_block;
+        table = (blocks + per_table_cluster - 1) / per_table_cluster;
+        n = clusters + blocks + table;
+        if (n == last && generous) {
+            clusters += (table + 1) / 2;
+            n = 0;
+            generous = false;
+        }
+    } while (n != last);
+    return blocks;
 }
 
-int qcow2_refcount_table_grow(struct qcow2_state *s, uint64_t min_entries)
+int qcow2_refcount_area(struct qcow2_state *s, uint64_t start, uint64_t additional, bool exact,
+                        uint64_t new_index, uint64_t new_block, uint64_t *area_end)
 {
     struct qcow2_writer *w = s->writer;
-    uint64_t per_cluster = s->cluster_size / sizeof(uint64_t);
-    uint64_t max_clusters = QCOW2_MAX_REFTABLE_BYTES >> s->cluster_bits;
-    uint64_t old_clusters = s->hdr.refcount_table_clusters;
-    uint64_t old_offset = s->hdr.refcount_table_offset;
-
-    /* Grow by half again (as QEMU does) so that growing stays rare. */
-    uint64_t clusters = old_clusters ? old_clusters : 1;
-    while (clusters * per_cluster < min_entries)
-        clusters = (clusters * 3 + 1) / 2;
-
-    /* The new table and the blocks describing it go past everything else. */
-    uint64_t p = w->end_cluster;
-    uint64_t nb_blocks;
-    for (;;) {
-        if (clusters > max_clusters)
-            return img_error(-EFBIG,
-                             "qcow2: the refcount table would exceed the 8 MiB limit "
-                             "(the image is too large for cluster size %" PRIu32 ")",
-                             s->cluster_size);
-        nb_blocks = 0;
-        for (;;) {
-            uint64_t n = uncovered_blocks(s, p, p + clusters + nb_blocks);
-            if (n == nb_blocks)
-                break;
-            nb_blocks = n;
-        }
-        uint64_t last_index = (p + clusters + nb_blocks - 1) >> s->refcount_block_bits;
-        uint64_t need = max_u64(min_entries, last_index + 1);
-        if (need <= clusters * per_cluster)
-            break;
-        while (clusters * per_cluster < need)
-            clusters = (clusters * 3 + 1) / 2;
-    }
-
-    uint64_t entries = clusters * per_cluster;
+    uint64_t per_table_cluster = s->cluster_size / sizeof(uint64_t);
+    uint64_t per_block = 1ull << s->refcount_block_bits;
+    uint64_t total_blocks = metadata_blocks(s, start + additional, !exact);
+    /* Half again as many entries as needed, so that the table rarely grows (as QEMU). */
+    uint64_t want = exact ? total_blocks : total_blocks + (total_blocks + 1) / 2;
+    uint64_t entries = align_up_u64(max_u64(want, s->refcount_table_entries), per_table_cluster);
+    uint64_t table_clusters = entries / per_table_cluster;
+    if (table_clusters > (QCOW2_MAX_REFTABLE_BYTES >> s->cluster_bits))
+        return img_error(-EFBIG,
+                         "qcow2: the refcount table would exceed the 8 MiB limit (the image is "
+                         "too large for cluster size %" PRIu32 ")",
+                         s->cluster_size);
     uint64_t *table = calloc(entries, sizeof(uint64_t));
-    uint8_t *disk = malloc(clusters << s->cluster_bits);
+    uint8_t *disk = malloc(table_clusters << s->cluster_bits);
     if (!table || !disk) {
         free(table);
         free(disk);
         return img_error(-ENOMEM, "out of memory");
     }
     memcpy(table, s->refcount_table, s->refcount_table_entries * sizeof(uint64_t));
+    if (new_block)
+        table[new_index] = new_block << s->cluster_bits;
 
-    uint64_t region_end = p + clusters + nb_blocks;
-    uint64_t next_block = p + clusters;
+    uint64_t area_index = start / per_block;
+    uint64_t new_blocks = 0;
+    for (uint64_t i = area_index; i < total_blocks; i++)
+        new_blocks += !(table[i] & QCOW2_REFT_OFFSET_MASK);
+    uint64_t table_at = start + new_blocks;
+    uint64_t end = table_at + table_clusters;
+
+    /* The blocks count the new structures: [start, end). */
+    uint64_t next = start;
     int ret = 0;
-    for (uint64_t t = p >> s->refcount_block_bits;
-         ret == 0 && t <= (region_end - 1) >> s->refcount_block_bits; t++) {
-        if (t < s->refcount_table_entries && (s->refcount_table[t] & QCOW2_REFT_OFFSET_MASK)) {
-            /* An existing block covers part of the region: count the region there. */
-            uint64_t lo = max_u64(p, t << s->refcount_block_bits);
-            uint64_t hi = min_u64(region_end, (t + 1) << s->refcount_block_bits);
-            ret = qcow2_refcount_update(s, lo << s->cluster_bits, (hi - lo) << s->cluster_bits,
-                                        1);
+    for (uint64_t i = area_index; ret == 0 && i < total_blocks; i++) {
+        uint64_t first = i * per_block;
+        uint64_t lo = max_u64(start, first), hi = min_u64(end, first + per_block);
+        if (table[i] & QCOW2_REFT_OFFSET_MASK) {
+            if (lo < hi)
+                ret = block_set_ones(s, table[i] & QCOW2_REFT_OFFSET_MASK, first, lo, hi);
             continue;
         }
-        ret = write_new_block(s, next_block, t << s->refcount_block_bits, p, region_end);
-        table[t] = next_block << s->cluster_bits;
-        next_block++;
+        ret = write_new_block(s, next, first, lo, hi);
+        table[i] = next << s->cluster_bits;
+        next++;
     }
     for (uint64_t i = 0; i < entries; i++)
         store_be64(disk + i * 8, table[i]);
     if (ret == 0) {
-        ret = io_pwrite(s->file, disk, clusters << s->cluster_bits, p << s->cluster_bits);
+        ret = io_pwrite(s->file, disk, table_clusters << s->cluster_bits,
+                        table_at << s->cluster_bits);
         if (ret < 0)
             img_error(ret, "qcow2: cannot write the new refcount table: %s", img_strerror(ret));
     }
@@ -300,8 +283,8 @@ int qcow2_refcount_table_grow(struct qcow2_state *s, uint64_t min_entries)
     if (ret == 0) {
         /* The switch: offset and cluster count are adjacent header fields, one write. */
         uint8_t field[12];
-        store_be64(field, p << s->cluster_bits);
-        store_be32(field + 8, (uint32_t)clusters);
+        store_be64(field, table_at << s->cluster_bits);
+        store_be32(field + 8, (uint32_t)table_clusters);
         ret = io_pwrite(s->file, field, sizeof(field), 48);
         if (ret == 0)
             ret = io_fsync(s->file);
@@ -314,19 +297,76 @@ int qcow2_refcount_table_grow(struct qcow2_state *s, uint64_t min_entries)
         return ret;
     }
 
+    uint64_t old_offset = s->hdr.refcount_table_offset;
+    uint64_t old_clusters = s->hdr.refcount_table_clusters;
     if (qcow2_retire(w, s->refcount_table) < 0)
-        free(s->refcount_table); /* nobody reads it without the lock but map's detection */
+        free(s->refcount_table);
     s->refcount_table = table;
     s->refcount_table_entries = entries;
-    s->hdr.refcount_table_offset = p << s->cluster_bits;
-    s->hdr.refcount_table_clusters = (uint32_t)clusters;
+    s->hdr.refcount_table_offset = table_at << s->cluster_bits;
+    s->hdr.refcount_table_clusters = (uint32_t)table_clusters;
     w->reftable_dirty = false; /* the new table holds every entry */
-    w->end_cluster = max_u64(w->end_cluster, region_end);
+    w->end_cluster = max_u64(w->end_cluster, end);
     w->unsynced = false;
-
+    if (area_end)
+        *area_end = end;
     /* The header no longer names the old table. */
     if (old_clusters)
         return qcow2_refcount_update(s, old_offset, old_clusters << s->cluster_bits, -1);
+    return 0;
+}
+
+int qcow2_refcount_block_ensure(struct qcow2_state *s, uint64_t index, bool *allocated)
+{
+    struct qcow2_writer *w = s->writer;
+    *allocated = false;
+    uint64_t block;
+    int ret = block_offset_of(s, index, &block);
+    if (ret < 0 || block)
+        return ret;
+
+    uint64_t c;
+    ret = first_free_cluster(s, w->free_cluster_index, &c);
+    if (ret < 0)
+        return ret;
+    uint64_t owner = c >> s->refcount_block_bits;
+    uint64_t owner_block = 0;
+    if (owner != index) {
+        ret = block_offset_of(s, owner, &owner_block);
+        if (ret < 0)
+            return ret;
+    }
+    bool fits = index < s->refcount_table_entries;
+    *allocated = true;
+    if (!fits && owner != index && !owner_block) {
+        /* Nowhere simple to count a block: the new area holds them all. */
+        uint64_t start = (index + 1) << s->refcount_block_bits;
+        return qcow2_refcount_area(s, start, 0, false, 0, 0, NULL);
+    }
+
+    uint64_t first = index << s->refcount_block_bits;
+    /* A block in its own range counts itself; elsewhere its owner's block counts it. */
+    ret = write_new_block(s, c, first, owner == index ? c : 0, owner == index ? c + 1 : 0);
+    if (ret < 0)
+        return ret;
+    if (c + 1 > w->end_cluster)
+        w->end_cluster = c + 1;
+    if (owner != index) {
+        /* The owner's block, if it must be made, goes after this one (as in QEMU). */
+        uint64_t saved = w->free_cluster_index;
+        w->free_cluster_index = c + 1;
+        ret = qcow2_refcount_update(s, c << s->cluster_bits, s->cluster_size, 1);
+        w->free_cluster_index = saved;
+        if (ret < 0)
+            return ret;
+    }
+    if (!fits) {
+        /* The table is full: a larger one, with the blocks it needs, goes past this range. */
+        uint64_t used = max_u64(index + 1, owner + 1);
+        return qcow2_refcount_area(s, used << s->refcount_block_bits, 0, false, index, c, NULL);
+    }
+    s->refcount_table[index] = c << s->cluster_bits;
+    mark_reftable_dirty(w, index);
     return 0;
 }
 

@@ -192,21 +192,103 @@ static int preallocate_locked(struct qcow2_state *s, uint64_t first, uint64_t en
     return ret;
 }
 
+/* The index just past the last host cluster still in use. */
+static int used_end(struct qcow2_state *s, uint64_t *end)
+{
+    for (uint64_t c = s->writer->end_cluster; c > 0; c--) {
+        uint64_t v;
+        int ret = qcow2_refcount_get_locked(s, c - 1, &v);
+        if (ret < 0)
+            return ret;
+        if (v) {
+            *end = c;
+            return 0;
+        }
+    }
+    *end = 0;
+    return 0;
+}
+
+/*
+ * falloc/full without an external data file, laid out as QEMU lays it out: a refcount area
+ * sized for the new clusters past the last used cluster, then the data clusters right after
+ * it; L2 tables come from the first free clusters.
+ */
+static int preallocate_area(struct qcow2_state *s, uint64_t first, uint64_t end,
+                            uint64_t *data_start, uint64_t *nb_data)
+{
+    uint64_t used;
+    int ret = qcow2_writer_begin_change(s);
+    if (ret == 0)
+        ret = used_end(s, &used);
+    if (ret < 0)
+        return ret;
+    uint64_t n = end - first;
+    uint64_t nb_l2 = (n + s->l2_entries - 1) / s->l2_entries + 1;
+    uint64_t area_end;
+    ret = qcow2_refcount_area(s, used, n + nb_l2, true, 0, 0, &area_end);
+    if (ret == 0)
+        ret = qcow2_refcount_update(s, area_end << s->cluster_bits, n << s->cluster_bits, 1);
+    if (ret < 0)
+        return ret;
+    s->writer->end_cluster = max_u64(s->writer->end_cluster, area_end + n);
+    struct qcow2_l2_cursor cur = {0};
+    for (uint64_t k = 0; ret == 0 && k < n; k++) {
+        uint64_t c = first + k, entry, bitmap;
+        bool no_l2;
+        uint64_t host = (area_end + k) << s->cluster_bits;
+        ret = qcow2_l2_lookup(s, &cur, c, &entry, &bitmap, &no_l2);
+        qcow2_l2_cursor_release(s, &cur);
+        if (ret < 0)
+            break;
+        bool empty = s->extended_l2 ? entry == 0 && bitmap == 0
+                                    : (entry & ~QCOW2_OFLAG_ZERO) == 0;
+        if (!empty) {
+            /* Already has space: the cluster reserved for it goes back. */
+            ret = qcow2_refcount_update(s, host, s->cluster_size, -1);
+            continue;
+        }
+        ret = qcow2_l2_prepare(s, c);
+        if (ret == 0)
+            ret = qcow2_l2_set(s, c, host | QCOW2_OFLAG_COPIED, 0);
+        if (ret == 0)
+            ret = qcow2_writer_maybe_flush(s);
+    }
+    *data_start = area_end << s->cluster_bits;
+    *nb_data = n;
+    return ret;
+}
+
 int qcow2_preallocate(struct img *img, uint64_t start, uint64_t end, enum qcow2_prealloc mode)
 {
     struct qcow2_state *s = img->priv;
-    if (mode == QCOW2_PREALLOC_OFF || start >= end)
+    bool area = mode != QCOW2_PREALLOC_METADATA && !qcow2_has_data_file(s);
+    /* QEMU sizes a refcount area for falloc/full even when nothing is added. */
+    if (mode == QCOW2_PREALLOC_OFF || (start >= end && !area))
         return 0;
     uint64_t first = start >> s->cluster_bits;
     uint64_t last_end = align_up_u64(end, s->cluster_size) >> s->cluster_bits;
     uint64_t file_end = 0;
+    uint64_t data_start = 0, nb_data = 0;
     pthread_mutex_lock(&s->lock);
-    int ret = preallocate_locked(s, first, last_end, mode, &file_end);
+    int ret = area ? preallocate_area(s, first, last_end, &data_start, &nb_data)
+                   : preallocate_locked(s, first, last_end, mode, &file_end);
     if (ret == 0)
         ret = qcow2_flush_caches(s, true);
     pthread_mutex_unlock(&s->lock);
     if (ret < 0)
         return ret;
+    if (area) {
+        uint64_t bytes = nb_data << s->cluster_bits;
+        ret = mode == QCOW2_PREALLOC_FULL ? fill_zeros(s->file, data_start, bytes)
+                                          : io_preallocate(s->file, data_start, bytes);
+        if (ret == -ENOTSUP)
+            ret = io_truncate(s->file, data_start + bytes);
+        if (ret < 0)
+            return img_error(ret, "qcow2: cannot preallocate %" PRIu64 " bytes: %s", bytes,
+                             img_strerror(ret));
+        return 0;
+    }
     /* The reserved clusters exist in the file (sparse for metadata preallocation). */
     struct io_file *data = qcow2_data_io(s);
     int64_t size = io_file_size(data);
@@ -268,23 +350,6 @@ static int release_tail(struct qcow2_state *s, uint64_t first, uint64_t new_l1)
     }
     qcow2_l2_cursor_release(s, &cur);
     return ret;
-}
-
-/* The index just past the last host cluster still in use. */
-static int used_end(struct qcow2_state *s, uint64_t *end)
-{
-    for (uint64_t c = s->writer->end_cluster; c > 0; c--) {
-        uint64_t v;
-        int ret = qcow2_refcount_get_locked(s, c - 1, &v);
-        if (ret < 0)
-            return ret;
-        if (v) {
-            *end = c;
-            return 0;
-        }
-    }
-    *end = 0;
-    return 0;
 }
 
 static int shrink(struct img *img, struct qcow2_state *s, uint64_t new_size)
@@ -372,7 +437,7 @@ int qcow2_resize(struct img *img, uint64_t new_size, unsigned flags,
     if (ret == 0)
         img->size = align_down_u64(new_size, 512);
     pthread_mutex_unlock(&s->lock);
-    if (ret == 0 && new_size > old_size)
+    if (ret == 0 && new_size >= old_size)
         ret = qcow2_preallocate(img, old_size, new_size, mode);
     return ret;
 }

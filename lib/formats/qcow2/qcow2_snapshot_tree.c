@@ -11,6 +11,7 @@
 
 #include "error.h"
 #include "formats/qcow2/qcow2.h"
+#include "formats/qcow2/qcow2_offset_map.h"
 #include "formats/qcow2/qcow2_snapshot_write.h"
 #include "io/io.h"
 #include "util/checked.h"
@@ -51,9 +52,13 @@ static int file_size(struct qcow2_state *s, uint64_t *size)
     return 0;
 }
 
-/* An L2 table the walk may read and count: aligned and inside the file. */
-static int check_l2_offset(const struct qcow2_state *s, uint64_t l2_offset, uint32_t l1_index,
-                           uint64_t fsize)
+/*
+ * An L2 table the walk may read and count: aligned, inside the file, and named once by this L1
+ * table (QEMU never shares a table within one L1 table; a crafted image that does would make
+ * the walk count the same table over and over).
+ */
+static int check_l2_offset(const struct qcow2_state *s, struct qcow2_offset_map *seen,
+                           uint64_t l2_offset, uint32_t l1_index, uint64_t fsize)
 {
     if (l2_offset & (s->cluster_size - 1))
         return img_error(-EIO,
@@ -64,6 +69,16 @@ static int check_l2_offset(const struct qcow2_state *s, uint64_t l2_offset, uint
         return img_error(-EIO,
                          "qcow2: L2 table offset 0x%" PRIx64 " is beyond the end of the file "
                          "(L1 index %" PRIu32 ")",
+                         l2_offset, l1_index);
+    size_t number;
+    bool added;
+    int ret = qcow2_offset_map_add(seen, l2_offset, &number, &added);
+    if (ret < 0)
+        return img_error(ret, "out of memory");
+    if (!added)
+        return img_error(-EIO,
+                         "qcow2: L2 table 0x%" PRIx64 " is named twice by one L1 table (L1 "
+                         "index %" PRIu32 ")",
                          l2_offset, l1_index);
     return 0;
 }
@@ -116,11 +131,13 @@ int qcow2_snapshot_tree_refs(struct qcow2_state *s, const uint64_t *l1, uint32_t
     uint8_t *table = malloc(s->cluster_size);
     if (!table)
         return img_error(-ENOMEM, "out of memory");
+    struct qcow2_offset_map seen;
+    qcow2_offset_map_init(&seen, l1_size);
     for (uint32_t i = 0; i < l1_size && ret == 0; i++) {
         uint64_t l2_offset = l1[i] & QCOW2_L1E_OFFSET_MASK;
         if (!l2_offset)
             continue;
-        ret = check_l2_offset(s, l2_offset, i, fsize);
+        ret = check_l2_offset(s, &seen, l2_offset, i, fsize);
         if (ret == 0)
             ret = io_pread(s->file, table, s->cluster_size, l2_offset);
         if (ret == 0)
@@ -128,6 +145,7 @@ int qcow2_snapshot_tree_refs(struct qcow2_state *s, const uint64_t *l1, uint32_t
         if (ret == 0)
             ret = qcow2_refcount_update(s, l2_offset, s->cluster_size, delta);
     }
+    qcow2_offset_map_free(&seen);
     free(table);
     return ret;
 }
@@ -168,11 +186,13 @@ int qcow2_snapshot_tree_fix_copied(struct qcow2_state *s, uint64_t *l1, uint32_t
     if (!table)
         return img_error(-ENOMEM, "out of memory");
     bool wrote = false;
+    struct qcow2_offset_map seen;
+    qcow2_offset_map_init(&seen, l1_size);
     for (uint32_t i = 0; i < l1_size && ret == 0; i++) {
         uint64_t l2_offset = l1[i] & QCOW2_L1E_OFFSET_MASK;
         if (!l2_offset)
             continue;
-        ret = check_l2_offset(s, l2_offset, i, fsize);
+        ret = check_l2_offset(s, &seen, l2_offset, i, fsize);
         if (ret == 0)
             ret = io_pread(s->file, table, s->cluster_size, l2_offset);
         bool changed = false;
@@ -194,6 +214,7 @@ int qcow2_snapshot_tree_fix_copied(struct qcow2_state *s, uint64_t *l1, uint32_t
             }
         }
     }
+    qcow2_offset_map_free(&seen);
     free(table);
     if (ret == 0 && wrote)
         ret = io_fsync(s->file);

@@ -280,11 +280,14 @@ static int switch_active_l1(struct qcow2_state *s, uint64_t *new_l1, uint64_t **
     uint64_t *old = malloc(bytes ? bytes : 1);
     if (!old)
         return img_error(-ENOMEM, "out of memory");
-    memcpy(old, s->l1_table, bytes);
-    memcpy(s->l1_table, new_l1, bytes);
+    if (bytes) {
+        memcpy(old, s->l1_table, bytes);
+        memcpy(s->l1_table, new_l1, bytes);
+    }
     int ret = qcow2_snapshot_write_active_l1(s);
     if (ret < 0) {
-        memcpy(s->l1_table, old, bytes);
+        if (bytes)
+            memcpy(s->l1_table, old, bytes);
         free(old);
         return ret;
     }

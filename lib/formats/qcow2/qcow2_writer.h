@@ -98,8 +98,15 @@ int qcow2_writer_maybe_flush(struct qcow2_state *s);
 /* Allocation for compressed clusters: `size` bytes packed into host clusters, refcounted. */
 int qcow2_alloc_bytes(struct qcow2_state *s, uint64_t size, uint64_t *host_offset);
 
-/* Grows the refcount table to at least `min_entries` entries (a new table, then a switch). */
-int qcow2_refcount_table_grow(struct qcow2_state *s, uint64_t min_entries);
+/*
+ * Writes a new refcount table, and the refcount blocks it lacks, at host cluster `start` (past
+ * everything in use), large enough to count everything up to `start + additional` clusters
+ * (with room to grow unless `exact`) plus itself, then switches the header to it (QEMU's
+ * refcount area). `new_block`, when not 0, is a block (host cluster index) already written for
+ * table index `new_index`. *area_end (may be NULL) receives the cluster just past the area.
+ */
+int qcow2_refcount_area(struct qcow2_state *s, uint64_t start, uint64_t additional, bool exact,
+                        uint64_t new_index, uint64_t new_block, uint64_t *area_end);
 
 /* The refcount block for table index `index` exists (allocating and linking it in memory). */
 int qcow2_refcount_block_ensure(struct qcow2_state *s, uint64_t index, bool *allocated);

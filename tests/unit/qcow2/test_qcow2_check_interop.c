@@ -364,6 +364,38 @@ static void test_dirty_images(void **state)
     }
 }
 
+/* Changes the first snapshot table entry's L1 table offset and size. */
+static void poke_snapshot_l1(const char *path, uint64_t offset, uint32_t size)
+{
+    int fd = open(path, O_RDWR);
+    assert_true(fd >= 0);
+    uint8_t h[72], e[12];
+    assert_int_equal(pread(fd, h, sizeof(h), 0), sizeof(h));
+    store_be64(e, offset);
+    store_be32(e + 8, size);
+    assert_int_equal(pwrite(fd, e, sizeof(e), (off_t)load_be64(h + 64)), sizeof(e));
+    close(fd);
+}
+
+/* A snapshot whose L1 table cannot be used: its clusters look leaked, the entry corrupt. */
+static void test_damaged_snapshot_table(void **state)
+{
+    char *path = qt_path("bad-snapshot.qcow2");
+    assert_int_equal(qt_run("qemu-img create -q -f qcow2 '%s' 16M", path), 0);
+    assert_int_equal(qt_run("qemu-io -c 'write -P 1 0 1M' '%s' >/dev/null", path), 0);
+    assert_int_equal(qt_run("qemu-img snapshot -c s '%s'", path), 0);
+    struct img *img;
+    assert_int_equal(qt_open(path, 0, &img), 0);
+    uint64_t l1 = ((struct qcow2_state *)img->priv)->snapshots[0].l1_table_offset;
+    qt_close(img);
+
+    poke_snapshot_l1(path, l1 + 512, 1);
+    compare_all_modes(path);
+    poke_snapshot_l1(path, l1, 0x10000000);
+    compare_all_modes(path);
+    free(path);
+}
+
 /* The public entry point reports through JSON, with qemu-img's field names. */
 static void test_public_report(void **state)
 {
@@ -387,6 +419,16 @@ static void test_public_report(void **state)
     assert_int_equal(img_check(image, IMG_CHECK_REPAIR_LEAKS, &report), 0);
     assert_non_null(strstr(report, "\"leaks-fixed\": 1"));
     assert_null(strstr(report, "\"leaks\": "));
+    img_free(report);
+
+    /* Metadata the writer still holds in memory is part of what a check sees. */
+    static uint8_t buf[3 * 65536];
+    memset(buf, 0x5a, sizeof(buf));
+    assert_int_equal(img_pwrite(image, buf, sizeof(buf), 20 << 20), (int64_t)sizeof(buf));
+    assert_int_equal(img_check(image, 0, &report), 0);
+    assert_null(strstr(report, "\"leaks\": "));
+    assert_null(strstr(report, "\"corruptions\": "));
+    assert_non_null(strstr(report, "\"allocated-clusters\": 19"));
     img_free(report);
     img_close(image);
     assert_int_equal(qt_run("qemu-img check -q '%s'", path), 0);
@@ -413,6 +455,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_images),
         cmocka_unit_test(test_dirty_images),
+        cmocka_unit_test(test_damaged_snapshot_table),
         cmocka_unit_test(test_public_report),
     };
     return cmocka_run_group_tests(tests, NULL, teardown);

@@ -312,6 +312,96 @@ static void test_refusals(void **state)
     free(path);
 }
 
+static void expect_read(img *image, uint64_t offset, size_t len, uint8_t fill)
+{
+    uint8_t *buf = malloc(len);
+    assert_int_equal(img_pread(image, buf, len, offset), (int64_t)len);
+    for (size_t i = 0; i < len; i++)
+        if (buf[i] != fill)
+            fail_msg("byte %" PRIu64 " reads 0x%02x, not 0x%02x", offset + i, buf[i], fill);
+    free(buf);
+}
+
+/* One handle throughout: what it reads follows each operation at once. */
+static void test_same_handle(void **state)
+{
+    char *path = qt_path("handle.qcow2");
+    assert_int_equal(qt_run("qemu-img create -q -f qcow2 -o cluster_size=4096 '%s' 8M", path), 0);
+    img *image = open_rw(path);
+    write_pattern(image, 0, 3 * MiB, 0xa1);
+    assert_int_equal(img_snapshot_create(image, "a"), 0);
+    char *list = NULL;
+    assert_int_equal(img_snapshot_list(image, &list), 0);
+    assert_non_null(strstr(list, "\"name\": \"a\""));
+    img_free(list);
+
+    write_pattern(image, MiB, MiB, 0xb2);
+    expect_read(image, MiB, MiB, 0xb2);
+    assert_int_equal(img_snapshot_create(image, "b"), 0);
+    write_pattern(image, 0, 4096, 0xc3);
+
+    assert_int_equal(img_snapshot_apply(image, "a"), 0);
+    expect_read(image, 0, 3 * MiB, 0xa1);
+    expect_read(image, 3 * MiB, MiB, 0);
+    write_pattern(image, 2 * MiB, 8192, 0xd4); /* the tables are shared with "a" again */
+    assert_int_equal(img_snapshot_apply(image, "b"), 0);
+    expect_read(image, 0, MiB, 0xa1);
+    expect_read(image, MiB, MiB, 0xb2);
+    expect_read(image, 2 * MiB, MiB, 0xa1);
+    assert_int_equal(img_snapshot_delete(image, "a"), 0);
+    assert_int_equal(img_snapshot_delete(image, "b"), 0);
+    write_pattern(image, 0, MiB, 0xe5);
+    expect_read(image, 0, MiB, 0xe5);
+    expect_read(image, MiB, MiB, 0xb2);
+    img_close(image);
+    expect_clean(path);
+    expect_list(path, "");
+    free(path);
+}
+
+/* A snapshot entry naming an unusable L1 table is refused before anything is written. */
+static void test_hostile_entry(void **state)
+{
+    char *path = qt_path("hostile.qcow2");
+    char *copy = qt_path("hostile-before.qcow2");
+    assert_int_equal(qt_run("qemu-img create -q -f qcow2 '%s' 16M", path), 0);
+    assert_int_equal(qt_run("qemu-io -c 'write -P 1 0 1M' '%s' >/dev/null", path), 0);
+    assert_int_equal(qt_run("qemu-img snapshot -c s '%s'", path), 0);
+    struct img *raw;
+    assert_int_equal(qt_open(path, 0, &raw), 0);
+    struct qcow2_state *s = raw->priv;
+    uint64_t entry = s->hdr.snapshots_offset, l1 = s->snapshots[0].l1_table_offset;
+    qt_close(raw);
+
+    static const struct {
+        uint64_t offset;
+        uint32_t size;
+        int err;
+    } bad[] = {
+        {1, 1, -EIO},            /* unaligned */
+        {1ull << 50, 1, -EIO},   /* past the end of the file */
+        {0, 0x10000000, -EFBIG}, /* larger than QEMU's limit */
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        int fd = open(path, O_RDWR);
+        assert_true(fd >= 0);
+        uint8_t e[12];
+        store_be64(e, bad[i].offset ? (bad[i].offset == 1 ? l1 + 512 : bad[i].offset) : l1);
+        store_be32(e + 8, bad[i].size);
+        assert_int_equal(pwrite(fd, e, sizeof(e), (off_t)entry), sizeof(e));
+        close(fd);
+        assert_int_equal(qt_run("cp '%s' '%s'", path, copy), 0);
+
+        img *image = open_rw(path);
+        assert_int_equal(img_snapshot_apply(image, "s"), bad[i].err);
+        assert_int_equal(img_snapshot_delete(image, "s"), bad[i].err);
+        img_close(image);
+        assert_int_equal(qt_run("cmp -s '%s' '%s'", path, copy), 0);
+    }
+    free(copy);
+    free(path);
+}
+
 /* The entry as qemu-img lists it: id, name, no VM state, and the instruction count qemu-img
  * records (0). */
 static void test_entry_fields(void **state)
@@ -359,10 +449,9 @@ int main(void)
         return 1;
     }
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_interchange),
-        cmocka_unit_test(test_apply_restores_size),
-        cmocka_unit_test(test_refusals),
-        cmocka_unit_test(test_entry_fields),
+        cmocka_unit_test(test_interchange),   cmocka_unit_test(test_apply_restores_size),
+        cmocka_unit_test(test_refusals),      cmocka_unit_test(test_same_handle),
+        cmocka_unit_test(test_hostile_entry), cmocka_unit_test(test_entry_fields),
     };
     return cmocka_run_group_tests(tests, NULL, teardown);
 }
