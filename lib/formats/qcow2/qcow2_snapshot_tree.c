@@ -17,27 +17,52 @@
 #include "util/checked.h"
 #include "util/endian.h"
 
-/* A run of host clusters that are next to each other: one refcount update for all of them. */
-struct run {
-    uint64_t start, length;
+/*
+ * The updates made for one L2 table, so that an increase refused half way (a refcount would
+ * overflow) can be taken back: a failed operation then leaves the refcounts as they were.
+ */
+struct update_log {
+    struct run {
+        uint64_t start, length;
+    } * v;
+    size_t n;
 };
 
-static int run_flush(struct qcow2_state *s, struct run *r, int delta)
+static int update(struct qcow2_state *s, struct update_log *log, uint64_t start, uint64_t length,
+                  int delta)
+{
+    int ret = qcow2_refcount_update(s, start, length, delta);
+    if (ret == 0 && log)
+        log->v[log->n++] = (struct run){start, length};
+    return ret;
+}
+
+static void undo(struct qcow2_state *s, struct update_log *log, int delta)
+{
+    while (log->n) {
+        struct run *r = &log->v[--log->n];
+        qcow2_refcount_update(s, r->start, r->length, -delta);
+    }
+}
+
+/* A run of host clusters that are next to each other: one refcount update for all of them. */
+static int run_flush(struct qcow2_state *s, struct update_log *log, struct run *r, int delta)
 {
     int ret = 0;
     if (r->length)
-        ret = qcow2_refcount_update(s, r->start, r->length, delta);
+        ret = update(s, log, r->start, r->length, delta);
     r->length = 0;
     return ret;
 }
 
-static int run_add(struct qcow2_state *s, struct run *r, uint64_t offset, int delta)
+static int run_add(struct qcow2_state *s, struct update_log *log, struct run *r, uint64_t offset,
+                   int delta)
 {
     if (r->length && r->start + r->length == offset) {
         r->length += s->cluster_size;
         return 0;
     }
-    int ret = run_flush(s, r, delta);
+    int ret = run_flush(s, log, r, delta);
     r->start = offset;
     r->length = s->cluster_size;
     return ret;
@@ -83,8 +108,9 @@ static int check_l2_offset(const struct qcow2_state *s, struct qcow2_offset_map 
     return 0;
 }
 
-static int count_l2_entries(struct qcow2_state *s, const uint8_t *table, uint64_t l2_offset,
-                            uint64_t fsize, int delta)
+/* Counts what one L2 table references, then the table itself. */
+static int count_l2_table(struct qcow2_state *s, const uint8_t *table, uint64_t l2_offset,
+                          uint64_t fsize, int delta, struct update_log *log)
 {
     struct run r = {0};
     int ret = 0;
@@ -99,9 +125,9 @@ static int count_l2_entries(struct qcow2_state *s, const uint8_t *table, uint64_
                                  ", entry %" PRIu32 ") is beyond the end of the file",
                                  offset, l2_offset, j);
             /* Neighbours may share host clusters: each stream counts on its own. */
-            ret = run_flush(s, &r, delta);
+            ret = run_flush(s, log, &r, delta);
             if (ret == 0)
-                ret = qcow2_refcount_update(s, offset, length, delta);
+                ret = update(s, log, offset, length, delta);
             continue;
         }
         /* Any host offset holds a reference (data, or preallocated zeros). */
@@ -115,11 +141,24 @@ static int count_l2_entries(struct qcow2_state *s, const uint8_t *table, uint64_
                              offset, l2_offset, j,
                              offset >= fsize ? "beyond the end of the file"
                                              : "not cluster-aligned");
-        ret = run_add(s, &r, offset, delta);
+        ret = run_add(s, log, &r, offset, delta);
     }
     if (ret == 0)
-        ret = run_flush(s, &r, delta);
+        ret = run_flush(s, log, &r, delta);
+    if (ret == 0)
+        ret = update(s, log, l2_offset, s->cluster_size, delta);
     return ret;
+}
+
+/* Takes back the increases made for the first `count` L1 entries (all succeeded before). */
+static void undo_tables(struct qcow2_state *s, const uint64_t *l1, uint32_t count, uint64_t fsize,
+                        int delta, uint8_t *table)
+{
+    for (uint32_t i = 0; i < count; i++) {
+        uint64_t l2_offset = l1[i] & QCOW2_L1E_OFFSET_MASK;
+        if (l2_offset && io_pread(s->file, table, s->cluster_size, l2_offset) == 0)
+            count_l2_table(s, table, l2_offset, fsize, -delta, NULL);
+    }
 }
 
 int qcow2_snapshot_tree_refs(struct qcow2_state *s, const uint64_t *l1, uint32_t l1_size, int delta)
@@ -129,23 +168,37 @@ int qcow2_snapshot_tree_refs(struct qcow2_state *s, const uint64_t *l1, uint32_t
     if (ret < 0)
         return ret;
     uint8_t *table = malloc(s->cluster_size);
-    if (!table)
+    /* At most one update per entry and one for the table. */
+    struct update_log log = {malloc(((size_t)s->l2_entries + 1) * sizeof(*log.v)), 0};
+    if (!table || !log.v) {
+        free(table);
+        free(log.v);
         return img_error(-ENOMEM, "out of memory");
+    }
     struct qcow2_offset_map seen;
     qcow2_offset_map_init(&seen, l1_size);
-    for (uint32_t i = 0; i < l1_size && ret == 0; i++) {
+    uint32_t i;
+    for (i = 0; i < l1_size && ret == 0; i++) {
         uint64_t l2_offset = l1[i] & QCOW2_L1E_OFFSET_MASK;
         if (!l2_offset)
             continue;
+        log.n = 0;
         ret = check_l2_offset(s, &seen, l2_offset, i, fsize);
         if (ret == 0)
             ret = io_pread(s->file, table, s->cluster_size, l2_offset);
         if (ret == 0)
-            ret = count_l2_entries(s, table, l2_offset, fsize, delta);
-        if (ret == 0)
-            ret = qcow2_refcount_update(s, l2_offset, s->cluster_size, delta);
+            ret = count_l2_table(s, table, l2_offset, fsize, delta, &log);
+    }
+    /*
+     * A refused increase is taken back. (A decrease runs only once nothing points to the tree:
+     * what it could not drop stays leaked, which taking back would not change.)
+     */
+    if (ret < 0 && delta > 0) {
+        undo(s, &log, delta);
+        undo_tables(s, l1, i - 1, fsize, delta, table);
     }
     qcow2_offset_map_free(&seen);
+    free(log.v);
     free(table);
     return ret;
 }

@@ -273,26 +273,32 @@ int qcow2_snapshot_create(struct img *img, const char *name)
 
 /* ---- apply -------------------------------------------------------------------------------- */
 
-/* Makes `new_l1` (s->l1_size entries, its references already counted) the active L1 table. */
-static int switch_active_l1(struct qcow2_state *s, uint64_t *new_l1, uint64_t **old_l1)
+/*
+ * Makes `new_l1` (s->l1_size entries, its references already counted) the active L1 table, in
+ * memory and on disk; *old_l1 receives the previous one. When the write fails the previous
+ * table is written back; *undone says whether that worked, so that the new tree's references
+ * may be given back (if not, the disk may name either tree: both stay counted).
+ */
+static int switch_active_l1(struct qcow2_state *s, uint64_t *new_l1, uint64_t **old_l1,
+                            bool *undone)
 {
-    size_t bytes = (size_t)s->l1_size * sizeof(uint64_t);
-    uint64_t *old = malloc(bytes ? bytes : 1);
-    if (!old)
-        return img_error(-ENOMEM, "out of memory");
-    if (bytes) {
-        memcpy(old, s->l1_table, bytes);
-        memcpy(s->l1_table, new_l1, bytes);
-    }
+    uint64_t *old = s->l1_table;
+    s->l1_table = new_l1;
     int ret = qcow2_snapshot_write_active_l1(s);
     if (ret < 0) {
-        if (bytes)
-            memcpy(s->l1_table, old, bytes);
-        free(old);
+        s->l1_table = old;
+        *undone = qcow2_snapshot_write_active_l1(s) == 0;
         return ret;
     }
     *old_l1 = old;
     return 0;
+}
+
+/* A replaced table: readers that do not take the lock (map) may still hold it until close. */
+static void retire(struct qcow2_state *s, uint64_t *table)
+{
+    if (qcow2_retire(s->writer, table) < 0)
+        free(table);
 }
 
 static int set_virtual_size(struct img *img, uint64_t size)
@@ -328,7 +334,7 @@ static int apply_locked(struct img *img, const struct qcow2_snapshot *sn)
         return ret;
 
     /* Count the snapshot's tree once more, and clear COPIED in it, before it becomes active. */
-    bool l1_changed;
+    bool l1_changed, undone = true;
     uint64_t *old_l1 = NULL;
     ret = qcow2_snapshot_tree_refs(s, new_l1, sn->l1_size, 1);
     if (ret == 0) {
@@ -336,17 +342,18 @@ static int apply_locked(struct img *img, const struct qcow2_snapshot *sn)
         if (ret == 0)
             ret = qcow2_snapshot_tree_fix_copied(s, new_l1, s->l1_size, &l1_changed);
         if (ret == 0)
-            ret = switch_active_l1(s, new_l1, &old_l1);
-        if (ret < 0)
+            ret = switch_active_l1(s, new_l1, &old_l1, &undone);
+        if (ret < 0 && undone)
             qcow2_snapshot_tree_refs(s, new_l1, sn->l1_size, -1);
     }
-    free(new_l1);
-    if (ret < 0)
+    if (ret < 0) {
+        free(new_l1);
         return ret;
+    }
 
     /* Nothing on disk points to the old tree any more. */
     ret = qcow2_snapshot_tree_refs(s, old_l1, s->l1_size, -1);
-    free(old_l1);
+    retire(s, old_l1);
     after_frees(s);
     int ret2 = fix_active_copied(s);
     if (ret == 0)

@@ -299,6 +299,29 @@ static void test_refusals(void **state)
     expect_clean(narrow);
     expect_list(narrow, "");
 
+    /*
+     * Two-bit refcounts: clusters shared by two snapshots and the active layer are at the
+     * largest count, others are not. The refused snapshot gives back what it had counted.
+     */
+    char *two = qt_path("refcount2.qcow2");
+    char *two_raw = qt_path("refcount2.raw");
+    assert_int_equal(qt_run("qemu-img create -q -f qcow2 -o refcount_bits=2 '%s' 16M", two), 0);
+    assert_int_equal(qt_run("qemu-io -c 'write -P 1 2M 1M' '%s' >/dev/null", two), 0);
+    assert_int_equal(qt_run("qemu-img snapshot -c a '%s' && qemu-img snapshot -c b '%s'", two, two),
+                     0);
+    assert_int_equal(qt_run("qemu-io -c 'write -P 2 0 1M' '%s' >/dev/null", two), 0);
+    save_raw(two, two_raw);
+    image = open_rw(two);
+    assert_int_equal(img_snapshot_create(image, "c"), -EIO);
+    assert_non_null(strstr(img_last_error(), "would overflow"));
+    assert_int_equal(img_snapshot_apply(image, "a"), -EIO);
+    img_close(image);
+    expect_clean(two);
+    expect_list(two, "a b");
+    expect_content(two, two_raw);
+    free(two_raw);
+    free(two);
+
     /* Snapshots need this file's refcounts for the data: not with an external data file. */
     char *df = qt_path("datafile.qcow2");
     assert_int_equal(qt_run("qemu-img create -q -f qcow2 -o data_file=datafile.raw '%s' 16M", df),
