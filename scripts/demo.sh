@@ -17,7 +17,7 @@ python3 - <<'PY'
 import os
 with open("data.raw", "wb") as f:
     f.truncate(64 << 20)
-    for off in (0, 5 << 20, 33 << 20 | 4096, (64 << 20) - 65536):
+    for off in (0, 5 << 20, 33 << 20 | 4096, (64 << 20) - (256 << 10)):
         f.seek(off)
         f.write(os.urandom(65536) + b"libimgutil demo " * 4096)
 PY
@@ -36,7 +36,8 @@ run "$imgutil" snapshot -c before-resize overlay.qcow2
 run "$imgutil" resize overlay.qcow2 +64M
 run "$imgutil" snapshot -l overlay.qcow2
 run "$imgutil" info --backing-chain --output=json overlay.qcow2 | head -30
-run "$imgutil" map compressed.qcow2 | head -5
+run "$imgutil" map disk.qcow2
+run "$imgutil" map --output=json compressed.qcow2 | head -3
 
 step "convert everything back to raw and compare"
 run "$imgutil" convert -O raw disk.qcow2 disk.raw
