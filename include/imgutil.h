@@ -165,7 +165,9 @@ IMG_API int img_map_json(img *img, char **out);
  * Options: target creation options (as for img_create) plus
  *   "sparse_size"  bytes: runs of zeros at least this long become holes (default 4096,
  *                  "0" writes every byte),
- *   "compress"     "on": write compressed clusters where the target format can.
+ *   "compress"     "on": write compressed clusters where the target format can,
+ *   "sync"         "on": flush the target to stable storage before renaming it into place
+ *                  (off by default, as qemu-img convert does not flush either).
  */
 IMG_API int img_convert(img *src, const char *dst_path, const char *dst_format,
                         const img_opts *opts, img_progress_fn progress, void *user);

@@ -29,6 +29,7 @@ struct convert_job {
     void *user;
     uint64_t sparse_size; /* 0: write every byte */
     bool compress;
+    bool sync; /* flush the target before renaming it into place */
     uint64_t done;
 };
 
@@ -321,7 +322,7 @@ static int convert_to_raw(struct convert_job *job, const char *temp)
         img_error(ret, "cannot size the target: %s", img_strerror(ret));
     if (ret == 0)
         ret = copy_to_raw_file(job, dst);
-    if (ret == 0) {
+    if (ret == 0 && job->sync) {
         ret = io_fsync(dst);
         if (ret < 0)
             img_error(ret, "cannot flush the target: %s", img_strerror(ret));
@@ -399,7 +400,8 @@ static int split_options(const img_opts *opts, img_opts **create_opts)
     unsigned i = 0;
     const char *key, *value;
     while (ret == 0 && opts_iter(opts, &i, &key, &value))
-        if (strcmp(key, "sparse_size") != 0 && strcmp(key, "compress") != 0)
+        if (strcmp(key, "sparse_size") != 0 && strcmp(key, "compress") != 0 &&
+            strcmp(key, "sync") != 0)
             ret = img_opts_set(*create_opts, key, value);
     return ret;
 }
@@ -421,6 +423,8 @@ IMG_API int img_convert(img *src, const char *dst_path, const char *dst_format,
     int ret = opts_get_size(opts, "sparse_size", &job.sparse_size);
     if (ret == 0)
         ret = opts_get_bool(opts, "compress", &job.compress);
+    if (ret == 0)
+        ret = opts_get_bool(opts, "sync", &job.sync);
     if (ret < 0)
         return ret;
     if (job.sparse_size &&
