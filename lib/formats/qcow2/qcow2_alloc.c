@@ -28,8 +28,8 @@ static int find_free_run(struct qcow2_state *s, uint64_t from, uint64_t count, u
     *first_free = UINT64_MAX;
     for (uint64_t i = from; run < count;) {
         uint64_t t = i >> s->refcount_block_bits;
-        bool no_block = t >= s->refcount_table_entries ||
-                        !(s->refcount_table[t] & QCOW2_REFT_OFFSET_MASK);
+        bool no_block =
+            t >= s->refcount_table_entries || !(s->refcount_table[t] & QCOW2_REFT_OFFSET_MASK);
         uint64_t v = 0;
         if (!no_block) {
             int ret = qcow2_refcount_get_locked(s, i, &v);
@@ -59,6 +59,9 @@ int qcow2_alloc_clusters(struct qcow2_state *s, uint64_t count, uint64_t *host_o
     struct qcow2_writer *w = s->writer;
     if (!w)
         return img_error(-EROFS, "qcow2: the image is opened read-only");
+    int usable = qcow2_writer_usable(s);
+    if (usable < 0)
+        return usable;
     if (count == 0 || count > (UINT64_MAX >> s->cluster_bits) / 2)
         return img_error(-EINVAL, "qcow2: cannot allocate %" PRIu64 " clusters", count);
     for (int round = 0; round < MAX_ALLOC_ROUNDS; round++) {
@@ -78,8 +81,8 @@ int qcow2_alloc_clusters(struct qcow2_state *s, uint64_t count, uint64_t *host_o
         if (end > w->end_cluster)
             w->end_cluster = end;
         uint64_t missing = UINT64_MAX;
-        for (uint64_t t = start >> s->refcount_block_bits;
-             t <= (end - 1) >> s->refcount_block_bits; t++) {
+        for (uint64_t t = start >> s->refcount_block_bits; t <= (end - 1) >> s->refcount_block_bits;
+             t++) {
             if (t >= s->refcount_table_entries ||
                 !(s->refcount_table[t] & QCOW2_REFT_OFFSET_MASK)) {
                 missing = t;
@@ -96,6 +99,10 @@ int qcow2_alloc_clusters(struct qcow2_state *s, uint64_t count, uint64_t *host_o
                 w->free_cluster_index = start;
             continue;
         }
+        /* Damaged refcounts may call metadata free: never hand it out. */
+        ret = qcow2_overlap_check(s, start << s->cluster_bits, count << s->cluster_bits);
+        if (ret < 0)
+            return ret;
         ret = qcow2_refcount_update(s, start << s->cluster_bits, count << s->cluster_bits, 1);
         if (ret < 0)
             return ret;

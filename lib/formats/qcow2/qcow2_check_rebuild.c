@@ -218,6 +218,7 @@ int qcow2_check_rebuild_refcounts(struct qcow2_check_ctx *c)
         free(s->refcount_table);
     s->refcount_table = t.entries;
     s->refcount_table_entries = t.count;
+    qcow2_overlap_invalidate(s);
     s->refcount_table_loaded = true;
     s->hdr.refcount_table_offset = table_cluster << s->cluster_bits;
     s->hdr.refcount_table_clusters = (uint32_t)table_clusters;

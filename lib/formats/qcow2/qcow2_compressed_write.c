@@ -49,8 +49,8 @@ int qcow2_write_compressed(struct img *img, uint64_t offset, const void *buf, si
     if (!s->writer)
         return img_error(-EROFS, "qcow2: the image is opened read-only");
     if (offset & (s->cluster_size - 1))
-        return img_error(-EINVAL,
-                         "qcow2: compressed write at %" PRIu64 " is not cluster-aligned", offset);
+        return img_error(-EINVAL, "qcow2: compressed write at %" PRIu64 " is not cluster-aligned",
+                         offset);
     /* The image's last cluster may be partial; it is compressed padded with zeros. */
     if (len != s->cluster_size && offset + len != img->size)
         return img_error(-EINVAL,

@@ -36,9 +36,23 @@ struct create_opts {
 };
 
 static const char *const known_options[] = {
-    "size", "compat", "cluster_size", "refcount_bits", "lazy_refcounts", "compression_type",
-    "extended_l2", "preallocation", "data_file", "data_file_raw", "backing_file", "backing_fmt",
-    "encryption", "encrypt.format", "extent_size_hint", "nocow", NULL,
+    "size",
+    "compat",
+    "cluster_size",
+    "refcount_bits",
+    "lazy_refcounts",
+    "compression_type",
+    "extended_l2",
+    "preallocation",
+    "data_file",
+    "data_file_raw",
+    "backing_file",
+    "backing_fmt",
+    "encryption",
+    "encrypt.format",
+    "extent_size_hint",
+    "nocow",
+    NULL,
 };
 
 static int parse_version(const char *text, uint32_t *version)
@@ -51,8 +65,7 @@ static int parse_version(const char *text, uint32_t *version)
     else if (strcmp(text, "1.1") == 0 || strcmp(text, "v3") == 0)
         *version = 3;
     else
-        return img_error(-EINVAL, "qcow2: invalid compat '%s' (allowed: 0.10, v2, 1.1, v3)",
-                         text);
+        return img_error(-EINVAL, "qcow2: invalid compat '%s' (allowed: 0.10, v2, 1.1, v3)", text);
     return 0;
 }
 
@@ -84,8 +97,7 @@ static int parse_options(const struct img_create_args *args, struct create_opts 
     if (o->cluster_size < 512 || o->cluster_size > (2u << 20) ||
         (o->cluster_size & (o->cluster_size - 1)))
         return img_error(-EINVAL,
-                         "qcow2: invalid cluster_size %" PRIu64
-                         " (a power of two from 512 to 2M)",
+                         "qcow2: invalid cluster_size %" PRIu64 " (a power of two from 512 to 2M)",
                          o->cluster_size);
     o->cluster_bits = (uint32_t)__builtin_ctzll(o->cluster_size);
 
@@ -94,8 +106,7 @@ static int parse_options(const struct img_create_args *args, struct create_opts 
         return ret;
     if (refcount_bits == 0 || refcount_bits > 64 || (refcount_bits & (refcount_bits - 1)))
         return img_error(-EINVAL,
-                         "qcow2: invalid refcount_bits %" PRIu64
-                         " (a power of two from 1 to 64)",
+                         "qcow2: invalid refcount_bits %" PRIu64 " (a power of two from 1 to 64)",
                          refcount_bits);
     if (o->version < 3 && refcount_bits != 16)
         return img_error(-EINVAL, "qcow2: refcount_bits other than 16 needs compat=1.1 (v3)");

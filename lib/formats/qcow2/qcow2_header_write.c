@@ -21,14 +21,9 @@ static const struct {
     uint8_t type, bit;
     const char *name;
 } feature_names[] = {
-    {0, 0, "dirty bit"},
-    {0, 1, "corrupt bit"},
-    {0, 2, "external data file"},
-    {0, 3, "compression type"},
-    {0, 4, "extended L2 entries"},
-    {1, 0, "lazy refcounts"},
-    {2, 0, "bitmaps"},
-    {2, 1, "raw external data"},
+    {0, 0, "dirty bit"},        {0, 1, "corrupt bit"},         {0, 2, "external data file"},
+    {0, 3, "compression type"}, {0, 4, "extended L2 entries"}, {1, 0, "lazy refcounts"},
+    {2, 0, "bitmaps"},          {2, 1, "raw external data"},
 };
 
 struct header_buf {
@@ -66,8 +61,8 @@ static void add_feature_table(struct header_buf *b)
 }
 
 int qcow2_header_encode(struct qcow2_header *h, const struct qcow2_extensions *ext,
-                        const char *backing_name, const uint8_t *unknown_fields,
-                        size_t unknown_len, uint8_t *buf, size_t cluster_size)
+                        const char *backing_name, const uint8_t *unknown_fields, size_t unknown_len,
+                        uint8_t *buf, size_t cluster_size)
 {
     memset(buf, 0, cluster_size);
     bool v3 = h->version >= 3;

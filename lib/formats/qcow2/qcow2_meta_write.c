@@ -56,8 +56,13 @@ int qcow2_l2_prepare(struct qcow2_state *s, uint64_t guest_cluster)
                          "qcow2: L2 table offset 0x%" PRIx64 " is not cluster-aligned (L1 index "
                          "%" PRIu64 ")",
                          old, l1_index);
-    if (old && (l1e & QCOW2_OFLAG_COPIED))
-        return 0;
+    if (old && (l1e & QCOW2_OFLAG_COPIED)) {
+        /* Entries set in this table are written back there: it must be a place of its own. */
+        int ret = qcow2_overlap_check_within_file(s, "L2 table", old, s->cluster_size);
+        if (ret == 0)
+            ret = qcow2_overlap_check_rewrite(s, QCOW2_META_ACTIVE_L2, old, s->cluster_size);
+        return ret;
+    }
 
     uint8_t *table = calloc(1, s->cluster_size);
     if (!table)
@@ -87,8 +92,11 @@ int qcow2_l2_prepare(struct qcow2_state *s, uint64_t guest_cluster)
     s->writer->unsynced = true;
     __atomic_store_n(&s->l1_table[l1_index], fresh | QCOW2_OFLAG_COPIED, __ATOMIC_RELEASE);
     qcow2_l1_mark_dirty(s, (uint32_t)l1_index, 1);
-    if (old)
+    qcow2_overlap_link(s, false, fresh);
+    if (old) {
+        qcow2_overlap_unlink_l2(s, old);
         return qcow2_free_clusters(s, old, s->cluster_size);
+    }
     return 0;
 }
 
@@ -181,12 +189,16 @@ static int write_reftable_entries(struct qcow2_state *s)
     struct qcow2_writer *w = s->writer;
     uint64_t lo = w->reftable_dirty_lo, hi = w->reftable_dirty_hi;
     uint64_t n = hi - lo;
+    int ret = qcow2_overlap_check_rewrite(s, QCOW2_META_REFCOUNT_TABLE,
+                                          s->hdr.refcount_table_offset + lo * 8, n * 8);
+    if (ret < 0)
+        return ret;
     uint8_t *buf = malloc(n * 8);
     if (!buf)
         return img_error(-ENOMEM, "out of memory");
     for (uint64_t i = 0; i < n; i++)
         store_be64(buf + i * 8, s->refcount_table[lo + i]);
-    int ret = io_pwrite(s->file, buf, n * 8, s->hdr.refcount_table_offset + lo * 8);
+    ret = io_pwrite(s->file, buf, n * 8, s->hdr.refcount_table_offset + lo * 8);
     free(buf);
     if (ret < 0)
         return img_error(ret, "qcow2: cannot write the refcount table: %s", img_strerror(ret));
@@ -204,12 +216,16 @@ static int write_l1_entries(struct qcow2_state *s)
         w->l1_dirty = false;
         return 0;
     }
+    int ret = qcow2_overlap_check_rewrite(s, QCOW2_META_ACTIVE_L1,
+                                          s->hdr.l1_table_offset + lo * 8ull, (hi - lo) * 8ull);
+    if (ret < 0)
+        return ret;
     uint8_t *buf = malloc((size_t)(hi - lo) * 8);
     if (!buf)
         return img_error(-ENOMEM, "out of memory");
     for (uint32_t i = lo; i < hi; i++)
         store_be64(buf + (size_t)(i - lo) * 8, s->l1_table[i]);
-    int ret = io_pwrite(s->file, buf, (size_t)(hi - lo) * 8, s->hdr.l1_table_offset + lo * 8ull);
+    ret = io_pwrite(s->file, buf, (size_t)(hi - lo) * 8, s->hdr.l1_table_offset + lo * 8ull);
     free(buf);
     if (ret < 0)
         return img_error(ret, "qcow2: cannot write the L1 table: %s", img_strerror(ret));
@@ -268,6 +284,10 @@ int qcow2_flush_caches(struct qcow2_state *s, bool sync)
     struct qcow2_writer *w = s->writer;
     if (!w)
         return 0;
+    /* Held metadata of a corrupt image stays unwritten, as in QEMU. */
+    int usable = qcow2_writer_usable(s);
+    if (usable < 0)
+        return usable;
     bool tables = w->nb_dirty || w->l1_dirty || w->reftable_dirty;
     int ret;
     if (tables || w->nb_frees) {

@@ -27,9 +27,9 @@
 struct rc_slice {
     struct qcow2_cache_entry *entry;
     uint8_t *data;
-    uint64_t host;        /* host offset of the slice */
-    uint64_t first;       /* cluster index of its first entry */
-    uint64_t nb_entries;  /* entries in the slice */
+    uint64_t host;       /* host offset of the slice */
+    uint64_t first;      /* cluster index of its first entry */
+    uint64_t nb_entries; /* entries in the slice */
 };
 
 static int block_offset_of(struct qcow2_state *s, uint64_t table_index, uint64_t *block)
@@ -98,6 +98,15 @@ static int rc_slice_write(struct qcow2_state *s, const struct rc_slice *sl, uint
         return img_error(ret, "qcow2: cannot write a refcount block: %s", img_strerror(ret));
     s->writer->unsynced = true;
     return 0;
+}
+
+/* A damaged image may name as a refcount block space past the file or other metadata. */
+static int block_writable(struct qcow2_state *s, uint64_t offset, uint64_t length)
+{
+    int ret = qcow2_overlap_check_within_file(s, "refcount block", offset, length);
+    if (ret == 0)
+        ret = qcow2_overlap_check_rewrite(s, QCOW2_META_REFCOUNT_BLOCK, offset, length);
+    return ret;
 }
 
 static void note_free(struct qcow2_state *s, uint64_t index)
@@ -173,12 +182,15 @@ static int block_set_ones(struct qcow2_state *s, uint64_t block, uint64_t first,
 {
     uint32_t slice_bytes = qcow2_cache_slice_bytes(s->refcount_cache);
     uint64_t per_slice = ((uint64_t)slice_bytes << 3) >> s->refcount_order;
+    int writable = block_writable(s, block, s->cluster_size);
+    if (writable < 0)
+        return writable;
     for (uint64_t i = lo; i < hi;) {
         uint64_t slice_index = (i - first) / per_slice;
         struct rc_slice sl;
         const uint8_t *data;
-        int ret = qcow2_cache_get(s->refcount_cache, block + slice_index * slice_bytes, &sl.entry,
-                                  &data);
+        int ret =
+            qcow2_cache_get(s->refcount_cache, block + slice_index * slice_bytes, &sl.entry, &data);
         if (ret < 0)
             return ret;
         sl.data = (uint8_t *)data;
@@ -256,7 +268,8 @@ int qcow2_refcount_area(struct qcow2_state *s, uint64_t start, uint64_t addition
 
     /* The blocks count the new structures: [start, end). */
     uint64_t next = start;
-    int ret = 0;
+    /* The area should lie past everything in use; on a damaged image it may not. */
+    int ret = qcow2_overlap_check(s, start << s->cluster_bits, (end - start) << s->cluster_bits);
     for (uint64_t i = area_index; ret == 0 && i < total_blocks; i++) {
         uint64_t first = i * per_block;
         uint64_t lo = max_u64(start, first), hi = min_u64(end, first + per_block);
@@ -289,8 +302,7 @@ int qcow2_refcount_area(struct qcow2_state *s, uint64_t start, uint64_t addition
         if (ret == 0)
             ret = io_fsync(s->file);
         if (ret < 0)
-            img_error(ret, "qcow2: cannot switch to the new refcount table: %s",
-                      img_strerror(ret));
+            img_error(ret, "qcow2: cannot switch to the new refcount table: %s", img_strerror(ret));
     }
     if (ret < 0) {
         free(table);
@@ -306,6 +318,7 @@ int qcow2_refcount_area(struct qcow2_state *s, uint64_t start, uint64_t addition
     s->hdr.refcount_table_offset = table_at << s->cluster_bits;
     s->hdr.refcount_table_clusters = (uint32_t)table_clusters;
     w->reftable_dirty = false; /* the new table holds every entry */
+    qcow2_overlap_invalidate(s);
     w->end_cluster = max_u64(w->end_cluster, end);
     w->unsynced = false;
     if (area_end)
@@ -345,6 +358,9 @@ int qcow2_refcount_block_ensure(struct qcow2_state *s, uint64_t index, bool *all
     }
 
     uint64_t first = index << s->refcount_block_bits;
+    ret = qcow2_overlap_check(s, c << s->cluster_bits, s->cluster_size);
+    if (ret < 0)
+        return ret;
     /* A block in its own range counts itself; elsewhere its owner's block counts it. */
     ret = write_new_block(s, c, first, owner == index ? c : 0, owner == index ? c + 1 : 0);
     if (ret < 0)
@@ -367,6 +383,7 @@ int qcow2_refcount_block_ensure(struct qcow2_state *s, uint64_t index, bool *all
     }
     s->refcount_table[index] = c << s->cluster_bits;
     mark_reftable_dirty(w, index);
+    qcow2_overlap_link(s, true, c << s->cluster_bits);
     return 0;
 }
 
@@ -399,7 +416,13 @@ int qcow2_refcount_update(struct qcow2_state *s, uint64_t host_offset, uint64_t 
         int ret = rc_slice_get(s, i, &sl, &found);
         if (ret < 0)
             return ret;
-        if (!found) {
+        if (found) {
+            ret = block_writable(s, sl.host, qcow2_cache_slice_bytes(s->refcount_cache));
+            if (ret < 0) {
+                qcow2_cache_put(s->refcount_cache, sl.entry);
+                return ret;
+            }
+        } else {
             if (delta < 0)
                 return img_error(-EIO,
                                  "qcow2: refcount of cluster 0x%" PRIx64 " would drop below "
@@ -414,11 +437,9 @@ int qcow2_refcount_update(struct qcow2_state *s, uint64_t host_offset, uint64_t 
             bool bad = delta > 0 ? s->refcount_max - v < magnitude : v < magnitude;
             if (bad) {
                 qcow2_cache_put(s->refcount_cache, sl.entry);
-                return img_error(-EIO,
-                                 "qcow2: refcount of cluster 0x%" PRIx64 " (%" PRIu64
-                                 ") would %s",
-                                 i << s->cluster_bits, v,
-                                 delta > 0 ? "overflow" : "drop below zero");
+                return img_error(
+                    -EIO, "qcow2: refcount of cluster 0x%" PRIx64 " (%" PRIu64 ") would %s",
+                    i << s->cluster_bits, v, delta > 0 ? "overflow" : "drop below zero");
             }
         }
         qcow2_cache_put(s->refcount_cache, sl.entry);
@@ -454,8 +475,8 @@ int qcow2_refcount_set(struct qcow2_state *s, uint64_t cluster_index, uint64_t v
                          value, s->refcount_max);
     if (value) {
         bool allocated;
-        int ret = qcow2_refcount_block_ensure(s, cluster_index >> s->refcount_block_bits,
-                                              &allocated);
+        int ret =
+            qcow2_refcount_block_ensure(s, cluster_index >> s->refcount_block_bits, &allocated);
         if (ret < 0)
             return ret;
     }
@@ -464,6 +485,11 @@ int qcow2_refcount_set(struct qcow2_state *s, uint64_t cluster_index, uint64_t v
     int ret = rc_slice_get(s, cluster_index, &sl, &found);
     if (ret < 0 || !found)
         return ret;
+    ret = block_writable(s, sl.host, qcow2_cache_slice_bytes(s->refcount_cache));
+    if (ret < 0) {
+        qcow2_cache_put(s->refcount_cache, sl.entry);
+        return ret;
+    }
     uint64_t i = cluster_index - sl.first;
     qcow2_refcount_entry_set(sl.data, i, s->refcount_order, value);
     ret = rc_slice_write(s, &sl, i, i + 1);

@@ -35,9 +35,8 @@ int qcow2_parse_prealloc(const char *text, enum qcow2_prealloc *out)
             return 0;
         }
     }
-    return img_error(-EINVAL,
-                     "qcow2: invalid preallocation '%s' (allowed: off, metadata, falloc, full)",
-                     text);
+    return img_error(
+        -EINVAL, "qcow2: invalid preallocation '%s' (allowed: off, metadata, falloc, full)", text);
 }
 
 int qcow2_l1_grow(struct qcow2_state *s, uint64_t entries, bool exact)
@@ -52,9 +51,8 @@ int qcow2_l1_grow(struct qcow2_state *s, uint64_t entries, bool exact)
             size = (size * 3 + 1) / 2;
     }
     if (size > QCOW2_MAX_L1_BYTES / sizeof(uint64_t))
-        return img_error(-EFBIG,
-                         "qcow2: an L1 table of %" PRIu64 " entries exceeds the 32 MiB limit",
-                         size);
+        return img_error(
+            -EFBIG, "qcow2: an L1 table of %" PRIu64 " entries exceeds the 32 MiB limit", size);
     uint64_t bytes = size * sizeof(uint64_t);
     uint64_t *table = calloc(size, sizeof(uint64_t));
     uint8_t *disk = calloc(1, bytes);
@@ -69,8 +67,8 @@ int qcow2_l1_grow(struct qcow2_state *s, uint64_t entries, bool exact)
         store_be64(disk + i * 8, table[i]);
 
     uint64_t offset;
-    int ret = qcow2_alloc_clusters(s, align_up_u64(bytes, s->cluster_size) >> s->cluster_bits,
-                                   &offset);
+    int ret =
+        qcow2_alloc_clusters(s, align_up_u64(bytes, s->cluster_size) >> s->cluster_bits, &offset);
     if (ret == 0) {
         ret = io_pwrite(s->file, disk, bytes, offset);
         if (ret < 0)
@@ -140,9 +138,14 @@ static int fill_zeros(struct io_file *f, uint64_t offset, uint64_t len)
 
 /* Reserves host space for guest clusters [first, end) that have none (s->lock held). */
 static int preallocate_locked(struct qcow2_state *s, uint64_t first, uint64_t end,
-                              enum qcow2_prealloc mode, uint64_t *file_end)
+                              uint64_t guest_end, enum qcow2_prealloc mode, uint64_t *file_end)
 {
     struct io_file *data = qcow2_data_io(s);
+    /* Space past the file's end at the start holds nothing old (only what is written now). */
+    int64_t size = io_file_size(data);
+    if (size < 0)
+        return img_error((int)size, "qcow2: cannot read the size of the data file");
+    uint64_t old_end = (uint64_t)size;
     int ret = qcow2_writer_begin_change(s);
     for (uint64_t c = first; ret == 0 && c < end;) {
         ret = qcow2_l2_prepare(s, c);
@@ -158,7 +161,8 @@ static int preallocate_locked(struct qcow2_state *s, uint64_t first, uint64_t en
             ret = qcow2_l2_lookup(s, &cur, c + run, &entry, &bitmap, &no_l2);
             if (ret < 0)
                 break;
-            bool empty = s->extended_l2 ? entry == 0 && bitmap == 0
+            /* Zero flags stay: such subclusters read zeros from the reserved space too. */
+            bool empty = s->extended_l2 ? entry == 0 && (uint32_t)bitmap == 0
                                         : (entry & ~QCOW2_OFLAG_ZERO) == 0;
             if (!empty)
                 break;
@@ -173,9 +177,21 @@ static int preallocate_locked(struct qcow2_state *s, uint64_t first, uint64_t en
         uint64_t host = c << s->cluster_bits;
         if (!qcow2_has_data_file(s))
             ret = qcow2_alloc_clusters(s, run, &host);
-        for (uint64_t k = 0; ret == 0 && k < run; k++)
-            ret = qcow2_l2_set(s, c + k, (host + (k << s->cluster_bits)) | QCOW2_OFLAG_COPIED, 0);
+        for (uint64_t k = 0; ret == 0 && k < run; k++) {
+            uint64_t entry, bitmap = 0;
+            bool no_l2;
+            if (s->extended_l2) {
+                ret = qcow2_l2_lookup(s, &cur, c + k, &entry, &bitmap, &no_l2);
+                qcow2_l2_cursor_release(s, &cur);
+            }
+            if (ret == 0)
+                ret = qcow2_l2_set(s, c + k, (host + (k << s->cluster_bits)) | QCOW2_OFLAG_COPIED,
+                                   bitmap & ~0xffffffffull);
+        }
         uint64_t bytes = run << s->cluster_bits;
+        /* Reused clusters may hold old bytes; the guest must see zeros there. */
+        if (ret == 0 && host < old_end && mode != QCOW2_PREALLOC_FULL)
+            ret = qcow2_write_zero_bytes(data, host, min_u64(bytes, old_end - host));
         if (ret == 0 && mode == QCOW2_PREALLOC_FALLOC) {
             ret = io_preallocate(data, host, bytes);
             if (ret == -ENOTSUP)
@@ -183,8 +199,16 @@ static int preallocate_locked(struct qcow2_state *s, uint64_t first, uint64_t en
         } else if (ret == 0 && mode == QCOW2_PREALLOC_FULL) {
             ret = fill_zeros(data, host, bytes);
         }
-        if (ret == 0 && host + bytes > *file_end)
-            *file_end = host + bytes;
+        /*
+         * As QEMU: with subclusters nothing fills the rest of the last cluster, so the file
+         * ends where the last guest byte lands; without, the whole cluster is there.
+         */
+        uint64_t run_end = host + bytes;
+        uint64_t tail = align_up_u64(guest_end, s->subcluster_size) & (s->cluster_size - 1);
+        if (s->extended_l2 && c + run == end && tail)
+            run_end -= s->cluster_size - tail;
+        if (ret == 0 && run_end > *file_end)
+            *file_end = run_end;
         if (ret == 0)
             ret = qcow2_writer_maybe_flush(s);
         c += run;
@@ -215,7 +239,7 @@ static int used_end(struct qcow2_state *s, uint64_t *end)
  * it; L2 tables come from the first free clusters.
  */
 static int preallocate_area(struct qcow2_state *s, uint64_t first, uint64_t end,
-                            uint64_t *data_start, uint64_t *nb_data)
+                            enum qcow2_prealloc mode)
 {
     uint64_t used;
     int ret = qcow2_writer_begin_change(s);
@@ -232,6 +256,31 @@ static int preallocate_area(struct qcow2_state *s, uint64_t first, uint64_t end,
     if (ret < 0)
         return ret;
     s->writer->end_cluster = max_u64(s->writer->end_cluster, area_end + n);
+
+    /*
+     * The data area first, before anything else (L2 tables in clusters given back below)
+     * can land in it: zeros for full, reserved space for falloc. Clusters freed earlier may
+     * still hold old bytes inside the file.
+     */
+    uint64_t start = area_end << s->cluster_bits, bytes = n << s->cluster_bits;
+    int64_t file_size = io_file_size(s->file);
+    if (file_size < 0)
+        return (int)file_size;
+    if (mode == QCOW2_PREALLOC_FULL) {
+        ret = fill_zeros(s->file, start, bytes);
+    } else {
+        if (start < (uint64_t)file_size)
+            ret = qcow2_write_zero_bytes(s->file, start,
+                                         min_u64(bytes, (uint64_t)file_size - start));
+        if (ret == 0)
+            ret = io_preallocate(s->file, start, bytes);
+        if (ret == -ENOTSUP)
+            ret = io_truncate(s->file, max_u64(start + bytes, (uint64_t)file_size));
+    }
+    if (ret < 0)
+        return img_error(ret, "qcow2: cannot preallocate %" PRIu64 " bytes: %s", bytes,
+                         img_strerror(ret));
+
     struct qcow2_l2_cursor cur = {0};
     for (uint64_t k = 0; ret == 0 && k < n; k++) {
         uint64_t c = first + k, entry, bitmap;
@@ -241,7 +290,7 @@ static int preallocate_area(struct qcow2_state *s, uint64_t first, uint64_t end,
         qcow2_l2_cursor_release(s, &cur);
         if (ret < 0)
             break;
-        bool empty = s->extended_l2 ? entry == 0 && bitmap == 0
+        bool empty = s->extended_l2 ? entry == 0 && (uint32_t)bitmap == 0
                                     : (entry & ~QCOW2_OFLAG_ZERO) == 0;
         if (!empty) {
             /* Already has space: the cluster reserved for it goes back. */
@@ -250,12 +299,10 @@ static int preallocate_area(struct qcow2_state *s, uint64_t first, uint64_t end,
         }
         ret = qcow2_l2_prepare(s, c);
         if (ret == 0)
-            ret = qcow2_l2_set(s, c, host | QCOW2_OFLAG_COPIED, 0);
+            ret = qcow2_l2_set(s, c, host | QCOW2_OFLAG_COPIED, bitmap & ~0xffffffffull);
         if (ret == 0)
             ret = qcow2_writer_maybe_flush(s);
     }
-    *data_start = area_end << s->cluster_bits;
-    *nb_data = n;
     return ret;
 }
 
@@ -269,26 +316,14 @@ int qcow2_preallocate(struct img *img, uint64_t start, uint64_t end, enum qcow2_
     uint64_t first = start >> s->cluster_bits;
     uint64_t last_end = align_up_u64(end, s->cluster_size) >> s->cluster_bits;
     uint64_t file_end = 0;
-    uint64_t data_start = 0, nb_data = 0;
     pthread_mutex_lock(&s->lock);
-    int ret = area ? preallocate_area(s, first, last_end, &data_start, &nb_data)
-                   : preallocate_locked(s, first, last_end, mode, &file_end);
+    int ret = area ? preallocate_area(s, first, last_end, mode)
+                   : preallocate_locked(s, first, last_end, end, mode, &file_end);
     if (ret == 0)
         ret = qcow2_flush_caches(s, true);
     pthread_mutex_unlock(&s->lock);
-    if (ret < 0)
+    if (ret < 0 || area)
         return ret;
-    if (area) {
-        uint64_t bytes = nb_data << s->cluster_bits;
-        ret = mode == QCOW2_PREALLOC_FULL ? fill_zeros(s->file, data_start, bytes)
-                                          : io_preallocate(s->file, data_start, bytes);
-        if (ret == -ENOTSUP)
-            ret = io_truncate(s->file, data_start + bytes);
-        if (ret < 0)
-            return img_error(ret, "qcow2: cannot preallocate %" PRIu64 " bytes: %s", bytes,
-                             img_strerror(ret));
-        return 0;
-    }
     /* The reserved clusters exist in the file (sparse for metadata preallocation). */
     struct io_file *data = qcow2_data_io(s);
     int64_t size = io_file_size(data);
@@ -384,8 +419,33 @@ static int shrink(struct img *img, struct qcow2_state *s, uint64_t new_size)
     return ret;
 }
 
-int qcow2_resize(struct img *img, uint64_t new_size, unsigned flags,
-                 const struct img_opts *opts)
+/*
+ * The cluster that held the old end may still hold bytes past it (written before a shrink):
+ * growing must not bring them back, so they are zeroed.
+ */
+static int zero_old_tail(struct img *img, struct qcow2_state *s, uint64_t old_size,
+                         uint64_t new_size)
+{
+    uint64_t tail_end = min_u64(new_size, align_up_u64(old_size, s->cluster_size));
+    if (tail_end <= old_size)
+        return 0;
+    struct qcow2_l2_cursor cur = {0};
+    uint64_t entry, bitmap;
+    bool no_l2;
+    pthread_mutex_lock(&s->lock);
+    int ret = qcow2_l2_lookup(s, &cur, old_size >> s->cluster_bits, &entry, &bitmap, &no_l2);
+    qcow2_l2_cursor_release(s, &cur);
+    pthread_mutex_unlock(&s->lock);
+    bool has_data = ret == 0 && !no_l2 &&
+                    ((entry & QCOW2_OFLAG_COMPRESSED) ||
+                     (qcow2_l2_entry_offset(entry) && !(entry & QCOW2_OFLAG_ZERO)) ||
+                     (qcow2_has_data_file(s) && (entry & QCOW2_OFLAG_COPIED)));
+    if (ret < 0 || !has_data)
+        return ret;
+    return qcow2_zero(img, old_size, tail_end - old_size, 0);
+}
+
+int qcow2_resize(struct img *img, uint64_t new_size, unsigned flags, const struct img_opts *opts)
 {
     struct qcow2_state *s = img->priv;
     if (!s->writer)
@@ -408,9 +468,6 @@ int qcow2_resize(struct img *img, uint64_t new_size, unsigned flags,
         return img_error(-EINVAL, "qcow2: shrinking needs the shrink flag");
     if (mode != QCOW2_PREALLOC_OFF && new_size < old_size)
         return img_error(-ENOTSUP, "qcow2: preallocation is only for growing an image");
-    if (mode != QCOW2_PREALLOC_OFF && img->backing_name && !s->extended_l2)
-        return img_error(-ENOTSUP,
-                         "qcow2: preallocation with a backing file needs extended L2 entries");
     uint64_t l1 = qcow2_l1_entries_for_size(s->cluster_bits, s->l2_bits, new_size);
     if (l1 > QCOW2_MAX_L1_BYTES / sizeof(uint64_t))
         return img_error(-EFBIG, "qcow2: size %" PRIu64 " is too large for cluster size %" PRIu32,
@@ -437,6 +494,11 @@ int qcow2_resize(struct img *img, uint64_t new_size, unsigned flags,
     if (ret == 0)
         img->size = align_down_u64(new_size, 512);
     pthread_mutex_unlock(&s->lock);
+    if (ret == 0 && new_size > old_size)
+        ret = zero_old_tail(img, s, old_size, new_size);
+    /* As QEMU: a larger backing file must not show through the new space. */
+    if (ret == 0 && new_size > old_size && img->backing && img->backing->size > old_size)
+        ret = qcow2_zero(img, old_size, min_u64(new_size, img->backing->size) - old_size, 0);
     if (ret == 0 && new_size >= old_size)
         ret = qcow2_preallocate(img, old_size, new_size, mode);
     return ret;

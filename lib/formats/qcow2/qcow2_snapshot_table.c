@@ -12,6 +12,7 @@
 #include "error.h"
 #include "formats/qcow2/qcow2.h"
 #include "formats/qcow2/qcow2_snapshot_write.h"
+#include "formats/qcow2/qcow2_writer.h"
 #include "io/io.h"
 #include "util/checked.h"
 #include "util/endian.h"
@@ -142,6 +143,7 @@ int qcow2_snapshot_table_replace(struct qcow2_state *s, struct qcow2_snapshot *l
         img_error_clear();
     free(s->snapshots);
     s->snapshots = list;
+    qcow2_overlap_invalidate(s);
     s->nb_snapshots = count;
     s->snapshot_table_bytes = size;
     s->hdr.nb_snapshots = count;

@@ -52,7 +52,7 @@ struct cow_edge {
 
 struct img_alloc {
     struct qcow2_inflight inflight;
-    uint64_t first;    /* guest cluster */
+    uint64_t first; /* guest cluster */
     uint32_t count;
     uint64_t host;     /* host offset of the first cluster */
     bool fresh;        /* newly allocated clusters (released again on failure) */
@@ -120,10 +120,9 @@ static int classify(const struct qcow2_state *s, const struct cluster_info *ci, 
 }
 
 /* The new L2 entry and bitmap, and the old reference to drop, for one prepared cluster. */
-static void plan_cluster(const struct qcow2_state *s, const struct cluster_info *ci,
-                         uint64_t guest, uint64_t host, uint32_t from, uint32_t to,
-                         enum action act, uint64_t *entry, uint64_t *bitmap, uint64_t *free_off,
-                         uint64_t *free_len)
+static void plan_cluster(const struct qcow2_state *s, const struct cluster_info *ci, uint64_t guest,
+                         uint64_t host, uint32_t from, uint32_t to, enum action act,
+                         uint64_t *entry, uint64_t *bitmap, uint64_t *free_off, uint64_t *free_len)
 {
     *entry = (qcow2_has_data_file(s) ? guest : host) | QCOW2_OFLAG_COPIED;
     *bitmap = 0;
@@ -134,8 +133,7 @@ static void plan_cluster(const struct qcow2_state *s, const struct cluster_info 
         for (unsigned sc = 0; sc < QCOW2_SUBCLUSTERS; sc++) {
             uint32_t lo = sc << s->subcluster_bits, hi = lo + s->subcluster_size;
             bool touched = lo < to && from < hi;
-            enum qcow2_subcluster_type t =
-                compressed ? QCOW2_SC_COMPRESSED : unit_type(s, ci, sc);
+            enum qcow2_subcluster_type t = compressed ? QCOW2_SC_COMPRESSED : unit_type(s, ci, sc);
             if (touched || t == QCOW2_SC_NORMAL || t == QCOW2_SC_COMPRESSED)
                 alloc |= 1u << sc;
             else if (t == QCOW2_SC_ZERO_PLAIN || t == QCOW2_SC_ZERO_ALLOC)
@@ -356,12 +354,15 @@ static int prepare(struct img *img, struct qcow2_state *s, uint64_t offset, uint
                              max_u64(1, MAX_RUN_BYTES >> s->cluster_bits));
 
     qcow2_inflight_wait(s, first, 1);
+    int ret = qcow2_writer_usable(s);
+    if (ret < 0)
+        return ret;
     struct qcow2_l2_cursor cur = {0};
     struct cluster_info ci;
     uint32_t from, to;
     enum action act;
     touched(s, first, offset, end, &from, &to);
-    int ret = lookup(s, &cur, first, &ci);
+    ret = lookup(s, &cur, first, &ci);
     if (ret == 0)
         ret = classify(s, &ci, first << s->cluster_bits, from, to, &act);
     if (ret == 0 && act == ACT_IN_PLACE) {
@@ -376,7 +377,13 @@ static int prepare(struct img *img, struct qcow2_state *s, uint64_t offset, uint
         ext->host_offset_valid = true;
         ext->length = min_u64(end, (first + n) << s->cluster_bits) - offset;
         *token = NULL;
-        return 0;
+        /* A damaged L2 table may name metadata, or space past the file, as a data cluster. */
+        if (qcow2_has_data_file(s))
+            return 0;
+        ret = qcow2_overlap_check_within_file(s, "data cluster", host, n << s->cluster_bits);
+        if (ret == 0)
+            ret = qcow2_overlap_check(s, ext->host_offset, ext->length);
+        return ret;
     }
     qcow2_l2_cursor_release(s, &cur);
     if (ret < 0)
@@ -402,6 +409,15 @@ static int prepare(struct img *img, struct qcow2_state *s, uint64_t offset, uint
     t->first = first;
     if (act == ACT_UPDATE) {
         t->host = qcow2_l2_entry_offset(ci.entry);
+        /* Filling the other subclusters writes the whole cluster. */
+        if (!qcow2_has_data_file(s))
+            ret = qcow2_overlap_check_within_file(s, "data cluster", t->host, s->cluster_size);
+        if (ret == 0 && !qcow2_has_data_file(s))
+            ret = qcow2_overlap_check(s, t->host, s->cluster_size);
+        if (ret < 0) {
+            token_free(t);
+            return ret;
+        }
     } else if (qcow2_has_data_file(s)) {
         t->host = first << s->cluster_bits;
     } else {

@@ -7,6 +7,8 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -106,9 +108,41 @@ static int mark_bitmaps_in_use(struct qcow2_state *s)
     return 0;
 }
 
+int qcow2_writer_usable(const struct qcow2_state *s)
+{
+    if (s->writer && __atomic_load_n(&s->writer->corrupt, __ATOMIC_ACQUIRE))
+        return img_error(-EIO, "qcow2: the image was found corrupt; further writes are refused");
+    return 0;
+}
+
+int qcow2_writer_mark_corrupt(struct qcow2_state *s, const char *fmt, ...)
+{
+    char reason[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof(reason), fmt, ap);
+    va_end(ap);
+    __atomic_store_n(&s->writer->corrupt, true, __ATOMIC_RELEASE);
+    /* Version 2 has no corrupt bit: there only this handle knows. */
+    const char *note =
+        s->hdr.version < 3 ? " (a version 2 image has no corrupt bit to record it)" : "";
+    char failed[300] = "";
+    if (s->hdr.version >= 3 && !(s->hdr.incompatible_features & QCOW2_INCOMPAT_CORRUPT)) {
+        int ret = qcow2_write_incompat(s, s->hdr.incompatible_features | QCOW2_INCOMPAT_CORRUPT);
+        if (ret < 0)
+            snprintf(failed, sizeof(failed), " (the corrupt bit could not be written: %s)",
+                     img_last_error());
+    }
+    return img_error(-EIO, "qcow2: marking image as corrupt: %s; further writes are refused%s%s",
+                     reason, note, failed);
+}
+
 int qcow2_writer_begin_change(struct qcow2_state *s)
 {
     struct qcow2_writer *w = s->writer;
+    int usable = qcow2_writer_usable(s);
+    if (usable < 0)
+        return usable;
     if ((s->hdr.compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS) &&
         !(s->hdr.incompatible_features & QCOW2_INCOMPAT_DIRTY)) {
         int ret = qcow2_write_incompat(s, s->hdr.incompatible_features | QCOW2_INCOMPAT_DIRTY);
@@ -209,6 +243,7 @@ void qcow2_writer_close(struct qcow2_state *s)
     for (size_t i = 0; i < w->nb_retired; i++)
         free(w->retired[i]);
     free(w->retired);
+    qcow2_overlap_free(w->overlap);
     pthread_cond_destroy(&w->inflight_done);
     free(w);
     s->writer = NULL;

@@ -16,6 +16,7 @@
 
 struct img;
 struct qcow2_cache_entry;
+struct qcow2_overlap;
 
 /* A guest range whose allocation is in progress: [first, end) in guest clusters. */
 struct qcow2_inflight {
@@ -26,9 +27,9 @@ struct qcow2_inflight {
 /* An L2 slice changed in memory and not yet written; the cache entry stays pinned. */
 struct qcow2_dirty_slice {
     struct qcow2_cache_entry *entry;
-    uint64_t offset;     /* host offset of the slice */
-    uint8_t *data;       /* the cached bytes */
-    uint32_t lo, hi;     /* changed bytes [lo, hi) within the slice */
+    uint64_t offset; /* host offset of the slice */
+    uint8_t *data;   /* the cached bytes */
+    uint32_t lo, hi; /* changed bytes [lo, hi) within the slice */
 };
 
 /* A refcount decrease waiting for the metadata that dropped the reference to reach the disk. */
@@ -72,6 +73,14 @@ struct qcow2_writer {
     /* Replaced in-memory tables, freed at close: map() may still read them without the lock. */
     void **retired;
     size_t nb_retired;
+
+    /* Where the metadata lies, for the overlap check (qcow2_overlap.c); built on first use. */
+    struct qcow2_overlap *overlap;
+    /*
+     * A write would have overwritten metadata: the image is corrupt and this handle changes
+     * nothing more. Set under s->lock, read with atomic loads by entries that do not take it.
+     */
+    bool corrupt;
 };
 
 /* Guest clusters [first, first + count) overlap an allocation in progress. */
@@ -91,6 +100,61 @@ int qcow2_retire(struct qcow2_writer *w, void *ptr);
  * dirty bit with lazy refcounts and marks persistent bitmaps in use.
  */
 int qcow2_writer_begin_change(struct qcow2_state *s);
+
+/*
+ * 0 while the handle may change the image; -EIO (with a message) once it was found corrupt.
+ * Every entry that changes the image asks first.
+ */
+int qcow2_writer_usable(const struct qcow2_state *s);
+
+/*
+ * Marks the image corrupt (the header's corrupt bit, where the version has one) and makes the
+ * handle refuse every further change, as QEMU does. Returns -EIO with a message that starts
+ * with the reason given.
+ */
+int qcow2_writer_mark_corrupt(struct qcow2_state *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/*
+ * The metadata overlap check (qcow2_overlap.c), with s->lock held. Before host bytes
+ * [offset, offset + length) of the image file receive guest data or a new table: 0 when they
+ * hold no metadata, else the image is marked corrupt and -EIO names the structure.
+ */
+int qcow2_overlap_check(struct qcow2_state *s, uint64_t offset, uint64_t length);
+
+/* The structures the overlap check knows (QEMU's "cached" set). */
+enum qcow2_metadata {
+    QCOW2_META_HEADER,
+    QCOW2_META_ACTIVE_L1,
+    QCOW2_META_ACTIVE_L2,
+    QCOW2_META_REFCOUNT_TABLE,
+    QCOW2_META_REFCOUNT_BLOCK,
+    QCOW2_META_SNAPSHOT_TABLE,
+    QCOW2_META_INACTIVE_L1,
+    QCOW2_META_BITMAP_DIRECTORY,
+};
+
+/*
+ * The same before metadata of kind `own` is rewritten in place at [offset, offset + length):
+ * it may overlap only its own kind. (A damaged image may place an L2 table on the refcount
+ * table, say: writing the one back would destroy the other.)
+ */
+int qcow2_overlap_check_rewrite(struct qcow2_state *s, enum qcow2_metadata own, uint64_t offset,
+                                uint64_t length);
+/*
+ * Before writing into an existing structure (an L2 table, a refcount block, a data cluster an
+ * L2 entry names): everything allocated lies within the file, so a damaged entry pointing past
+ * its end would only grow the file to wherever it points. Marks the image corrupt then (-EIO).
+ */
+int qcow2_overlap_check_within_file(struct qcow2_state *s, const char *what, uint64_t offset,
+                                    uint64_t length);
+/* An L2 table (or a refcount block) at `offset` was linked into the active L1 (refcount) table. */
+void qcow2_overlap_link(struct qcow2_state *s, bool refcount_block, uint64_t offset);
+/* The active L1 table stopped naming the L2 table at `offset`. */
+void qcow2_overlap_unlink_l2(struct qcow2_state *s, uint64_t offset);
+/* Tables were replaced or rewritten wholesale: the index is made again on the next check. */
+void qcow2_overlap_invalidate(struct qcow2_state *s);
+void qcow2_overlap_free(struct qcow2_overlap *o);
 
 /* Flushes the held metadata when it has grown past its bound. */
 int qcow2_writer_maybe_flush(struct qcow2_state *s);

@@ -224,8 +224,10 @@ int qcow2_zero(struct img *img, uint64_t offset, uint64_t length, unsigned flags
         return img_error(-EROFS, "qcow2: the image is opened read-only");
     if (length == 0)
         return 0;
+    int ret = qcow2_writer_usable(s);
+    if (ret < 0)
+        return ret;
     uint64_t end = offset + length;
-    int ret;
     if (s->data_file_raw && s->data_file) {
         /* The raw data file must read as the guest sees the image. */
         ret = qcow2_write_zero_bytes(s->data_file, offset, length);
@@ -244,8 +246,8 @@ int qcow2_zero(struct img *img, uint64_t offset, uint64_t length, unsigned flags
             return write_zeroes_through(img, offset, length);
         ret = write_zeroes_through(img, offset, a - offset);
         if (ret == 0)
-            ret = for_clusters(img, a >> s->cluster_bits, b >> s->cluster_bits, deallocate_one,
-                               NULL);
+            ret =
+                for_clusters(img, a >> s->cluster_bits, b >> s->cluster_bits, deallocate_one, NULL);
         if (ret == 0 && end > b)
             ret = write_zeroes_through(img, b, end - b);
         return ret;
@@ -301,6 +303,9 @@ int qcow2_discard(struct img *img, uint64_t offset, uint64_t length)
     struct qcow2_state *s = img->priv;
     if (!s->writer)
         return img_error(-EROFS, "qcow2: the image is opened read-only");
+    int usable = qcow2_writer_usable(s);
+    if (usable < 0)
+        return usable;
     /* Nothing could make the range read as zeros there: a discard is only a hint. */
     if ((s->hdr.version < 3 && img->backing_name) || s->data_file_raw)
         return 0;
