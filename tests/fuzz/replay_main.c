@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Without libFuzzer: replays every file named on the command line (or every file in the
- * folders named) through the target, under an address-space and CPU limit unless
+ * folders named) through the target, each in its own process under the limits OpenStack puts
+ * on `qemu-img info` for uploaded images (1 GiB of address space, 2 s of CPU), unless
  * FUZZ_NO_RLIMIT is set (sanitizers reserve more address space than the limit allows).
+ * An input that crashes or exceeds a limit fails the replay.
  */
 #include <dirent.h>
 #include <stdio.h>
@@ -10,10 +12,12 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size);
 
-static int replay_file(const char *path)
+static int replay_bytes(const char *path)
 {
     FILE *f = fopen(path, "rb");
     if (!f) {
@@ -32,6 +36,31 @@ static int replay_file(const char *path)
     fclose(f);
     LLVMFuzzerTestOneInput(buf, (size_t)n);
     free(buf);
+    return 0;
+}
+
+static int replay_file(const char *path)
+{
+    pid_t pid = fork();
+    if (pid < 0) {
+        perror("fork");
+        return 1;
+    }
+    if (pid == 0) {
+        if (!getenv("FUZZ_NO_RLIMIT")) {
+            struct rlimit as = {1ull << 30, 1ull << 30}, cpu = {2, 2};
+            setrlimit(RLIMIT_AS, &as);
+            setrlimit(RLIMIT_CPU, &cpu);
+        }
+        _exit(replay_bytes(path));
+    }
+    int status;
+    if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        fprintf(stderr, "%s: replay failed (%s %d)\n", path,
+                WIFSIGNALED(status) ? "signal" : "exit status",
+                WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+        return 1;
+    }
     return 0;
 }
 
@@ -64,12 +93,6 @@ static int replay_path(const char *path, int *count)
 
 int main(int argc, char **argv)
 {
-    if (!getenv("FUZZ_NO_RLIMIT")) {
-        /* The limits OpenStack puts on qemu-img info for uploaded images. */
-        struct rlimit as = {1ull << 30, 1ull << 30}, cpu = {30, 30};
-        setrlimit(RLIMIT_AS, &as);
-        setrlimit(RLIMIT_CPU, &cpu);
-    }
     int count = 0, failed = 0;
     for (int i = 1; i < argc; i++)
         failed |= replay_path(argv[i], &count);
