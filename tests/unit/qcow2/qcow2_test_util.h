@@ -43,8 +43,11 @@ static inline const char *qt_tmpdir(void)
 
 static inline char *qt_path(const char *name)
 {
-    char *p = malloc(strlen(qt_tmpdir()) + strlen(name) + 2);
-    sprintf(p, "%s/%s", qt_tmpdir(), name);
+    size_t size = strlen(qt_tmpdir()) + strlen(name) + 2;
+    char *p = malloc(size);
+    if (!p)
+        abort();
+    snprintf(p, size, "%s/%s", qt_tmpdir(), name);
     return p;
 }
 
