@@ -355,6 +355,9 @@ static int prepare(struct img *img, struct qcow2_state *s, uint64_t offset, uint
 
     qcow2_inflight_wait(s, first, 1);
     int ret = qcow2_writer_usable(s);
+    /* Persistent bitmaps stop describing the image with any write, in place ones too. */
+    if (ret == 0 && s->ext.has_bitmaps && s->nb_bitmaps && !s->writer->bitmaps_in_use)
+        ret = qcow2_writer_begin_change(s);
     if (ret < 0)
         return ret;
     struct qcow2_l2_cursor cur = {0};

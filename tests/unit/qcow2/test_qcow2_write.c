@@ -456,6 +456,21 @@ static void test_bitmaps_marked_in_use(void **state)
     assert_non_null(strstr(info, "in-use"));
     free(info);
     qw_assert_check_clean(path);
+
+    /* A write into an allocated cluster changes no metadata, and still makes them stale. */
+    char *path2 = qt_path("bm2.qcow2");
+    assert_int_equal(qt_run("qemu-img create -q -f qcow2 '%s' 4M", path2), 0);
+    assert_int_equal(qt_run("qemu-io -c 'write -P 7 0 64k' '%s' >/dev/null", path2), 0);
+    assert_int_equal(qt_run("qemu-img bitmap --add '%s' b0", path2), 0);
+    h = qw_open(path2);
+    assert_int_equal(img_pwrite(h, io_buf, 512, 4096), 512);
+    img_close(h);
+    info = qt_capture("qemu-img info '%s'", path2);
+    assert_non_null(info);
+    assert_non_null(strstr(info, "in-use"));
+    free(info);
+    free(path2);
+
     /* Resizing would need the bitmaps resized too. */
     h = qw_open(path);
     assert_int_equal(img_resize(h, 8 << 20, 0, NULL), -ENOTSUP);
