@@ -291,6 +291,13 @@ struct qcow2_state {
     pthread_mutex_t lock;
 
     /*
+     * Sequence count of extended L2 entry updates: odd while qcow2_l2_set() is between the
+     * two words of an entry, so lockless readers (qcow2_l2_lookup) can retry instead of
+     * pairing an old entry with a new subcluster bitmap.
+     */
+    uint64_t l2_update_seq;
+
+    /*
      * Whether the image looks metadata-preallocated, as QEMU judges it: 0 while not yet known,
      * then set once by the first map() that returns DATA (which takes `lock` for it, so map()
      * must not be called with `lock` held). See qcow2_map.c.

@@ -3,16 +3,21 @@
  * A bounded LRU cache of metadata slices (parts of L2 tables or refcount blocks), shared by
  * every thread that maps the image.
  *
- * The lock is never held across I/O: a miss reads the slice into a fresh entry with the lock
- * dropped, then inserts it unless another thread got there first (then the spare copy is
- * dropped). Entries in use are pinned and never evicted or freed under their user.
+ * The lock is never held across I/O. A miss inserts a pinned entry marked `loading` and reads
+ * the slice with the lock dropped; other threads wanting the same slice wait for that read
+ * rather than reading their own copy. (A private copy could be stale by the time it was
+ * inserted: a writer may have changed the slice, written it back and let it be evicted while
+ * the read was in flight.) Entries in use are pinned and never evicted or freed under their
+ * user.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdlib.h>
 
 #include "error.h"
 #include "formats/qcow2/qcow2.h"
+#include "imgutil.h"
 #include "io/io.h"
 
 /* Fewer slices than this would thrash as soon as a few threads map at once. */
@@ -22,7 +27,9 @@ struct qcow2_cache_entry {
     uint64_t offset;
     uint8_t *data;
     unsigned pins;
-    bool detached; /* invalidated while pinned: freed by the last put */
+    bool loading;   /* its first read is in flight; `data` is not valid yet */
+    int load_error; /* why that read failed (the entry is then detached) */
+    bool detached;  /* invalidated while pinned: freed by the last put */
     struct qcow2_cache_entry *hash_next;
     struct qcow2_cache_entry *lru_prev, *lru_next; /* head = most recently used */
 };
@@ -36,6 +43,7 @@ struct qcow2_cache {
     unsigned bucket_bits;
     struct qcow2_cache_entry *lru_head, *lru_tail;
     pthread_mutex_t lock;
+    pthread_cond_t loaded; /* an entry's `loading` ended */
 };
 
 static size_t bucket_of(const struct qcow2_cache *c, uint64_t offset)
@@ -66,6 +74,7 @@ int qcow2_cache_new(struct qcow2_cache **out, struct io_file *file, uint32_t sli
         return img_error(-ENOMEM, "out of memory");
     }
     pthread_mutex_init(&c->lock, NULL);
+    pthread_cond_init(&c->loaded, NULL);
     *out = c;
     return 0;
 }
@@ -141,6 +150,22 @@ static void evict_for_one_more(struct qcow2_cache *c)
     }
 }
 
+/* Drops a pin with c->lock held; true when the caller must free the entry. */
+static bool unpin_locked(struct qcow2_cache_entry *e)
+{
+    e->pins--;
+    return e->detached && e->pins == 0;
+}
+
+static void insert(struct qcow2_cache *c, struct qcow2_cache_entry *e)
+{
+    size_t b = bucket_of(c, e->offset);
+    e->hash_next = c->buckets[b];
+    c->buckets[b] = e;
+    c->count++;
+    lru_push_head(c, e);
+}
+
 int qcow2_cache_get(struct qcow2_cache *c, uint64_t offset, struct qcow2_cache_entry **entry,
                     const uint8_t **data)
 {
@@ -150,43 +175,52 @@ int qcow2_cache_get(struct qcow2_cache *c, uint64_t offset, struct qcow2_cache_e
         e->pins++;
         lru_unlink(c, e);
         lru_push_head(c, e);
+        while (e->loading)
+            pthread_cond_wait(&c->loaded, &c->lock);
+        int ret = e->load_error;
+        bool free_now = ret < 0 && unpin_locked(e);
         pthread_mutex_unlock(&c->lock);
+        if (free_now)
+            entry_free(e);
+        if (ret < 0)
+            return img_error(ret, "qcow2: cannot read metadata at 0x%" PRIx64 ": %s", offset,
+                             img_strerror(ret));
         *entry = e;
         *data = e->data;
         return 0;
     }
-    pthread_mutex_unlock(&c->lock);
 
-    struct qcow2_cache_entry *fresh = calloc(1, sizeof(*fresh));
-    if (fresh)
-        fresh->data = malloc(c->slice_bytes);
-    if (!fresh || !fresh->data) {
-        free(fresh);
+    e = calloc(1, sizeof(*e));
+    if (e)
+        e->data = malloc(c->slice_bytes);
+    if (!e || !e->data) {
+        pthread_mutex_unlock(&c->lock);
+        free(e);
         return img_error(-ENOMEM, "out of memory");
     }
-    fresh->offset = offset;
-    int ret = io_pread(c->file, fresh->data, c->slice_bytes, offset);
-    if (ret < 0) {
-        entry_free(fresh);
-        return ret;
-    }
+    e->offset = offset;
+    e->pins = 1;
+    e->loading = true;
+    evict_for_one_more(c);
+    insert(c, e);
+    pthread_mutex_unlock(&c->lock);
+
+    int ret = io_pread(c->file, e->data, c->slice_bytes, offset);
 
     pthread_mutex_lock(&c->lock);
-    e = find(c, offset);
-    if (e) {
-        entry_free(fresh);
-        lru_unlink(c, e);
-    } else {
-        evict_for_one_more(c);
-        e = fresh;
-        size_t b = bucket_of(c, offset);
-        e->hash_next = c->buckets[b];
-        c->buckets[b] = e;
-        c->count++;
+    e->loading = false;
+    if (ret < 0) {
+        e->load_error = ret;
+        if (!e->detached)
+            detach(c, e);
     }
-    e->pins++;
-    lru_push_head(c, e);
+    bool free_now = ret < 0 && unpin_locked(e);
+    pthread_cond_broadcast(&c->loaded);
     pthread_mutex_unlock(&c->lock);
+    if (free_now)
+        entry_free(e);
+    if (ret < 0)
+        return ret;
     *entry = e;
     *data = e->data;
     return 0;
@@ -197,8 +231,7 @@ void qcow2_cache_put(struct qcow2_cache *c, struct qcow2_cache_entry *e)
     if (!e)
         return;
     pthread_mutex_lock(&c->lock);
-    e->pins--;
-    bool free_now = e->detached && e->pins == 0;
+    bool free_now = unpin_locked(e);
     pthread_mutex_unlock(&c->lock);
     if (free_now)
         entry_free(e);
@@ -242,5 +275,6 @@ void qcow2_cache_free(struct qcow2_cache *c)
     }
     free(c->buckets);
     pthread_mutex_destroy(&c->lock);
+    pthread_cond_destroy(&c->loaded);
     free(c);
 }

@@ -2,6 +2,7 @@
 /* From a guest cluster to its L2 entry: the L1 table, then a cached slice of the L2 table. */
 #include <errno.h>
 #include <inttypes.h>
+#include <sched.h>
 
 #include "error.h"
 #include "formats/qcow2/qcow2.h"
@@ -12,6 +13,13 @@
  * should not have to load all of it.
  */
 #define L2_SLICE_MAX (64u * 1024)
+
+/* One big-endian table word that a writer may be storing concurrently (see store_word()). */
+static uint64_t load_word(const uint8_t *p)
+{
+    uint64_t be = __atomic_load_n((const uint64_t *)(const void *)p, __ATOMIC_RELAXED);
+    return load_be64(&be);
+}
 
 uint32_t qcow2_l2_slice_bytes(const struct qcow2_state *s)
 {
@@ -59,8 +67,24 @@ int qcow2_l2_lookup(struct qcow2_state *s, struct qcow2_l2_cursor *cur, uint64_t
         cur->slice_offset = slice_offset;
     }
     const uint8_t *p = cur->data + (byte & (slice_bytes - 1));
-    *entry = load_be64(p);
-    if (s->extended_l2)
-        *bitmap = load_be64(p + 8);
-    return 0;
+    if (!s->extended_l2) {
+        *entry = load_word(p);
+        return 0;
+    }
+    /*
+     * A writer may change the entry and its bitmap while we look (it holds s->lock, we do
+     * not): read both between two equal, even values of the update count.
+     */
+    for (;;) {
+        uint64_t seq = __atomic_load_n(&s->l2_update_seq, __ATOMIC_ACQUIRE);
+        if (seq & 1) {
+            sched_yield();
+            continue;
+        }
+        *entry = load_word(p);
+        *bitmap = load_word(p + 8);
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        if (__atomic_load_n(&s->l2_update_seq, __ATOMIC_RELAXED) == seq)
+            return 0;
+    }
 }

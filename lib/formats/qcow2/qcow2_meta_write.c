@@ -154,17 +154,17 @@ int qcow2_l2_set(struct qcow2_state *s, uint64_t guest_cluster, uint64_t entry, 
         return ret;
     uint32_t at = (uint32_t)(byte & (slice_bytes - 1));
     uint8_t *p = d->data + at;
-    /*
-     * Readers may look at the entry meanwhile; every state they can see must be valid: an
-     * entry gaining a host cluster is set before the bitmap that marks subclusters allocated,
-     * one losing it after the bitmap that clears them.
-     */
-    bool gains_host = qcow2_l2_entry_offset(entry) != 0;
-    if (s->extended_l2 && !gains_host)
+    if (s->extended_l2) {
+        /* Two words: readers retry while the count is odd or has moved (see qcow2_l2.c). */
+        uint64_t seq = __atomic_load_n(&s->l2_update_seq, __ATOMIC_RELAXED);
+        __atomic_store_n(&s->l2_update_seq, seq + 1, __ATOMIC_RELAXED);
+        __atomic_thread_fence(__ATOMIC_RELEASE);
+        store_word(p, entry);
         store_word(p + 8, bitmap);
-    store_word(p, entry);
-    if (s->extended_l2 && gains_host)
-        store_word(p + 8, bitmap);
+        __atomic_store_n(&s->l2_update_seq, seq + 2, __ATOMIC_RELEASE);
+    } else {
+        store_word(p, entry);
+    }
     if (at < d->lo)
         d->lo = at;
     if (at + s->l2_entry_bytes > d->hi)

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* The metadata slice cache: contents, the bound, pinning, invalidation, concurrent users. */
+#include <inttypes.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -138,6 +139,80 @@ static void test_threads(void **state)
     io_file_close(file);
 }
 
+/*
+ * A writer that changes a slice in the cache, writes it back and lets it be evicted must find
+ * its change on the next get, even while a reader keeps missing the same slice: a reader's
+ * read that started before the write-back must never put the old bytes back in the cache.
+ */
+struct writeback_race {
+    struct qcow2_cache *cache;
+    struct io_file *file;
+    volatile int stop;
+    int reader_errors;
+};
+
+static void *miss_reader(void *arg)
+{
+    struct writeback_race *r = arg;
+    while (!r->stop) {
+        struct qcow2_cache_entry *e;
+        const uint8_t *d;
+        if (qcow2_cache_get(r->cache, 0, &e, &d) != 0)
+            __atomic_add_fetch(&r->reader_errors, 1, __ATOMIC_RELAXED);
+        else
+            qcow2_cache_put(r->cache, e);
+    }
+    return NULL;
+}
+
+static void test_writeback_then_evict(void **state)
+{
+    char *path = qt_path("writeback.bin");
+    FILE *f = fopen(path, "wb");
+    static uint8_t zero[SLICE * 32];
+    assert_int_equal(fwrite(zero, 1, sizeof(zero), f), sizeof(zero));
+    fclose(f);
+    struct writeback_race r = {0};
+    assert_int_equal(io_file_open(&r.file, path, O_RDWR, 0), 0);
+    free(path);
+    assert_int_equal(qcow2_cache_new(&r.cache, r.file, SLICE, 8 * SLICE), 0);
+    /* More readers than cores: one is often preempted in the middle of its read. */
+    pthread_t readers[4];
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&readers[i], NULL, miss_reader, &r), 0);
+    uint64_t stale = 0;
+    for (uint64_t version = 1; version <= 10000; version++) {
+        struct qcow2_cache_entry *e;
+        const uint8_t *d;
+        assert_int_equal(qcow2_cache_get(r.cache, 0, &e, &d), 0);
+        if (load_be64(d) != version - 1)
+            stale++;
+        /* As qcow2_l2_set() does: change the cached bytes, then write them back. */
+        uint8_t *w = (uint8_t *)d;
+        store_be64(w, version);
+        assert_int_equal(io_pwrite(r.file, w, SLICE, 0), 0);
+        qcow2_cache_put(r.cache, e);
+        if (version % 2) {
+            qcow2_cache_invalidate(r.cache, 0, SLICE);
+            continue;
+        }
+        for (unsigned i = 1; i < 16; i++) {
+            assert_int_equal(qcow2_cache_get(r.cache, (uint64_t)i * SLICE, &e, &d), 0);
+            qcow2_cache_put(r.cache, e);
+        }
+    }
+    r.stop = 1;
+    for (int i = 0; i < 4; i++)
+        pthread_join(readers[i], NULL);
+    assert_int_equal(r.reader_errors, 0);
+    if (stale)
+        fprintf(stderr, "%" PRIu64 " gets returned a slice older than its last write-back\n",
+                stale);
+    assert_int_equal(stale, 0);
+    qcow2_cache_free(r.cache);
+    io_file_close(r.file);
+}
+
 static int teardown(void **state)
 {
     qt_cleanup();
@@ -149,6 +224,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bound_and_lru),
         cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_writeback_then_evict),
     };
     return cmocka_run_group_tests(tests, NULL, teardown);
 }

@@ -180,12 +180,64 @@ static void test_same_clusters(void **state)
     run_halves("extended_l2=on,cluster_size=32k", 32768, 600);
 }
 
+/*
+ * With extended L2 entries an entry and its subcluster bitmap are two words. One thread
+ * keeps giving a cluster a host cluster (writing a subcluster) and taking it away (zeroing
+ * it with unmap); readers map and read it all along and must only ever see a valid pair.
+ */
+struct toggle {
+    img *h;
+    volatile int stop;
+    int errors;
+};
+
+static void *map_and_read(void *arg)
+{
+    struct toggle *t = arg;
+    uint8_t buf[4096];
+    while (!t->stop) {
+        uint64_t pnum;
+        if (img_block_status(t->h, 0, 65536, &pnum, NULL, NULL, NULL) < 0 ||
+            img_pread(t->h, buf, 4096, 0) != 4096) {
+            fprintf(stderr, "concurrent map/read failed: %s\n", img_last_error());
+            __atomic_add_fetch(&t->errors, 1, __ATOMIC_RELAXED);
+            return NULL;
+        }
+    }
+    return NULL;
+}
+
+static void test_extended_l2_entry_pairs(void **state)
+{
+    (void)state;
+    char *path = qt_path("x.qcow2");
+    qw_create(path, 1 << 20, "extended_l2=on");
+    struct toggle t = {.h = qw_open(path)};
+    pthread_t readers[3];
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(pthread_create(&readers[i], NULL, map_and_read, &t), 0);
+    uint8_t buf[2048];
+    memset(buf, 0xa5, sizeof(buf));
+    for (int i = 0; i < 20000 && !t.errors; i++) {
+        assert_int_equal(img_pwrite(t.h, buf, sizeof(buf), (uint64_t)(i % 16) * 2048), sizeof(buf));
+        assert_int_equal(img_zero(t.h, 0, 65536, IMG_ZERO_MAY_UNMAP), 0);
+    }
+    t.stop = 1;
+    for (int i = 0; i < 3; i++)
+        pthread_join(readers[i], NULL);
+    assert_int_equal(t.errors, 0);
+    img_close(t.h);
+    qw_assert_check_clean(path);
+    free(path);
+}
+
 int main(void)
 {
     qw_require_qemu();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_disjoint_regions),
         cmocka_unit_test(test_same_clusters),
+        cmocka_unit_test(test_extended_l2_entry_pairs),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     if (!failed)
