@@ -200,6 +200,11 @@ IMG_API int img_resize(img *img, uint64_t new_size, unsigned flags, const img_op
 
 /* ---- internal snapshots ------------------------------------------------------------------- */
 
+/*
+ * Names need not be unique (as in QEMU). Where several snapshots match, apply takes the first
+ * whose id matches, else the first whose name matches; delete the first whose name matches,
+ * else the first whose id matches (qemu-img snapshot -a / -d).
+ */
 IMG_API int img_snapshot_create(img *img, const char *name);
 /* Reverts the active layer to the snapshot `name_or_id`. */
 IMG_API int img_snapshot_apply(img *img, const char *name_or_id);

@@ -203,8 +203,6 @@ static int check_new_name(const struct qcow2_state *s, const char *name)
 {
     if (strlen(name) > UINT16_MAX)
         return img_error(-EINVAL, "qcow2: snapshot name longer than %u bytes", UINT16_MAX);
-    if (find_by_name(s, name) >= 0)
-        return img_error(-EEXIST, "qcow2: a snapshot named '%s' already exists", name);
     if (s->nb_snapshots >= QCOW2_MAX_SNAPSHOTS)
         return img_error(-EFBIG, "qcow2: the image already has %u snapshots", QCOW2_MAX_SNAPSHOTS);
     if (s->refcount_max < 2)
