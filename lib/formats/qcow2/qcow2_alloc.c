@@ -64,7 +64,9 @@ int qcow2_alloc_clusters(struct qcow2_state *s, uint64_t count, uint64_t *host_o
         return usable;
     if (count == 0 || count > (UINT64_MAX >> s->cluster_bits) / 2)
         return img_error(-EINVAL, "qcow2: cannot allocate %" PRIu64 " clusters", count);
-    for (int round = 0; round < MAX_ALLOC_ROUNDS; round++) {
+    /* Each round places one refcount block the run lacks. */
+    uint64_t rounds = MAX_ALLOC_ROUNDS + (count >> s->refcount_block_bits);
+    for (uint64_t round = 0; round < rounds; round++) {
         uint64_t start, first_free;
         int ret = find_free_run(s, w->free_cluster_index, count, &start, &first_free);
         if (ret < 0)
@@ -94,9 +96,12 @@ int qcow2_alloc_clusters(struct qcow2_state *s, uint64_t count, uint64_t *host_o
             ret = qcow2_refcount_block_ensure(s, missing, &allocated);
             if (ret < 0)
                 return ret;
-            /* Part of the run lay before the new block: search from the run again. */
-            if ((missing << s->refcount_block_bits) > start)
-                w->free_cluster_index = start;
+            /*
+             * The block went after the run, which is still free: search from the run again.
+             * (Moving on past it instead would meet a range without a block at every step
+             * when runs start on range boundaries, and march through the file.)
+             */
+            w->free_cluster_index = start;
             continue;
         }
         /* Damaged refcounts may call metadata free: never hand it out. */

@@ -7,6 +7,7 @@
  * shared with a snapshot) must read back through qemu-io and leave the snapshot untouched.
  * Skips (77) without qemu-img.
  */
+#include <pthread.h>
 #include <sys/wait.h>
 
 #include "qcow2_write_test_util.h"
@@ -509,14 +510,57 @@ static void test_shrink_and_grow(void **state)
     free(path);
 }
 
+/*
+ * A run that starts exactly where a refcount block's range begins, in a range with no block
+ * yet: the block goes after the run and the run is used, rather than the search moving on
+ * (where each step would meet the next range without a block and march through the file).
+ */
+static void test_alloc_run_at_block_boundary(void **state)
+{
+    (void)state;
+    char *path = qt_path("boundary.qcow2");
+    qw_create(path, 64 << 20, "cluster_size=512,refcount_bits=64");
+    img *h = qw_open(path);
+    struct qcow2_state *s = ((struct img *)h)->priv;
+    uint64_t span = 1ull << s->refcount_block_bits; /* 64 clusters of 512 B */
+    pthread_mutex_lock(&s->lock);
+    uint64_t off = 0;
+    do {
+        assert_int_equal(qcow2_alloc_clusters(s, 1, &off), 0);
+    } while (((off >> s->cluster_bits) + 1) % span != 0);
+    uint64_t boundary = (off >> s->cluster_bits) + 1;
+    assert_true((boundary >> s->refcount_block_bits) >= s->refcount_table_entries ||
+                !(s->refcount_table[boundary >> s->refcount_block_bits] & QCOW2_REFT_OFFSET_MASK));
+    uint64_t run = 0;
+    int ret = qcow2_alloc_clusters(s, span - 1, &run);
+    if (ret < 0)
+        fprintf(stderr, "allocating %" PRIu64 " clusters: %s\n", span - 1, img_last_error());
+    assert_int_equal(ret, 0);
+    assert_int_equal(run >> s->cluster_bits, boundary);
+    pthread_mutex_unlock(&s->lock);
+    img_close(h);
+    /* The clusters were allocated and never used: leaks, and nothing worse. */
+    char *out = qt_capture("qemu-img check --output=json '%s' 2>/dev/null; true", path);
+    assert_non_null(out);
+    assert_non_null(strstr(out, "\"leaks\": "));
+    assert_null(strstr(out, "\"corruptions\""));
+    free(out);
+    free(path);
+}
+
 int main(void)
 {
     qw_require_qemu();
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_random_sequences),      cmocka_unit_test(test_onto_qemu_images),
-        cmocka_unit_test(test_refcount_table_growth), cmocka_unit_test(test_compressed),
-        cmocka_unit_test(test_lazy_refcounts_crash),  cmocka_unit_test(test_lazy_refcounts_clean),
-        cmocka_unit_test(test_bitmaps_marked_in_use), cmocka_unit_test(test_shrink_and_grow),
+        cmocka_unit_test(test_random_sequences),
+        cmocka_unit_test(test_onto_qemu_images),
+        cmocka_unit_test(test_refcount_table_growth),
+        cmocka_unit_test(test_compressed),
+        cmocka_unit_test(test_lazy_refcounts_crash),
+        cmocka_unit_test(test_lazy_refcounts_clean),
+        cmocka_unit_test(test_bitmaps_marked_in_use),
+        cmocka_unit_test(test_shrink_and_grow),
+        cmocka_unit_test(test_alloc_run_at_block_boundary),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     if (!failed)
