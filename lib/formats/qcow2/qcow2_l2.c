@@ -41,11 +41,16 @@ int qcow2_l2_lookup(struct qcow2_state *s, struct qcow2_l2_cursor *cur, uint64_t
     *bitmap = 0;
     *no_l2 = false;
     uint64_t l1_index = guest_cluster >> s->l2_bits;
-    if (l1_index >= s->l1_size) {
+    /*
+     * Lockless against writers: the size before the table, since a growing table is published
+     * before its size (qcow2_l1_grow), and each entry as one word (qcow2_l2_prepare).
+     */
+    if (l1_index >= __atomic_load_n(&s->l1_size, __ATOMIC_ACQUIRE)) {
         *no_l2 = true;
         return 0;
     }
-    uint64_t l2_offset = s->l1_table[l1_index] & QCOW2_L1E_OFFSET_MASK;
+    const uint64_t *l1 = __atomic_load_n(&s->l1_table, __ATOMIC_ACQUIRE);
+    uint64_t l2_offset = __atomic_load_n(&l1[l1_index], __ATOMIC_ACQUIRE) & QCOW2_L1E_OFFSET_MASK;
     if (l2_offset == 0) {
         *no_l2 = true;
         return 0;
