@@ -102,10 +102,24 @@ IMG_API const char *img_opts_get(const img_opts *opts, const char *key);
 #define IMG_OPEN_ALLOW_EXTERNAL_EXTENTS (1u << 5)
 /* Refuse any image that names another file and apply tight resource limits. */
 #define IMG_OPEN_UNTRUSTED (1u << 6)
+/*
+ * Open for checking and repair, as `qemu-img check` opens: with IMG_OPEN_READ_WRITE, an image
+ * marked corrupt may be opened, and an image with lazy refcounts that was not closed cleanly
+ * (dirty) is not repaired at open, so that img_check() reports and repairs what it finds.
+ * Either image refuses writes until img_check() with IMG_CHECK_REPAIR_* has left it consistent
+ * (and cleared its corrupt and dirty bits). No effect on read-only opens.
+ */
+#define IMG_OPEN_CHECK (1u << 7)
 
 /*
  * Opens the image at `path`. `format` is a format name ("raw", "qcow2", ...) or NULL to probe.
  * `opts` may be NULL.
+ *
+ * Unless IMG_OPEN_FORCE_SHARE is given, the image files are locked as QEMU locks them, so that
+ * a running VM and this library keep out of each other's way (-EBUSY): a writer excludes
+ * every other writer and reader; a reader of a format with metadata (qcow2) excludes writers;
+ * a reader of a raw image lets others write, as `qemu-img info` does, and img_convert then
+ * refuses writers only while it copies (failing with -EBUSY if one is writing).
  */
 IMG_API int img_open(img **out, const char *path, const char *format, unsigned flags,
                      const img_opts *opts);
@@ -179,8 +193,7 @@ IMG_API int img_convert(img *src, const char *dst_path, const char *dst_format,
  * "backing_file", "backing_fmt". An existing file at `path` is refused with -EEXIST unless
  * the option "overwrite" is "on".
  */
-IMG_API int img_create(const char *path, const char *format, uint64_t size,
-                       const img_opts *opts);
+IMG_API int img_create(const char *path, const char *format, uint64_t size, const img_opts *opts);
 
 /* Writes `len` bytes at `offset`; returns `len` or a negative errno. Needs READ_WRITE. */
 IMG_API int64_t img_pwrite(img *img, const void *buf, size_t len, uint64_t offset);
@@ -219,9 +232,22 @@ IMG_API int img_snapshot_list(img *img, char **out);
 #define IMG_CHECK_REPAIR_ERRORS (1u << 1)
 
 /*
- * Checks the image's metadata as `qemu-img check` does. Returns 0 when clean, a negative
- * errno when the check itself could not run. *report (may be NULL) receives the JSON report
- * of `qemu-img check --output=json` ("check-errors", "leaks", "corruptions", ...).
+ * Checks the image's metadata as `qemu-img check` does. Returns 0 when the check ran (whatever
+ * it found), a negative errno when it could not run to the end. Repairing needs the image
+ * opened read-write; open with IMG_OPEN_CHECK as well to repair an image marked corrupt or a
+ * dirty lazy-refcounts image (see IMG_OPEN_CHECK). A repair that leaves no corruptions clears
+ * the corrupt and dirty bits.
+ *
+ * On success *report (may be NULL) receives the JSON report of `qemu-img check --output=json`
+ * ("check-errors", "leaks", "corruptions", ...), plus, when the check found anything, the
+ * member "imgutil-findings" (which qemu-img's report does not have): an array of the
+ * individual findings, one string each, worded as qemu-img prints them on stderr
+ * ("Leaked cluster 6 refcount=1 reference=0", "ERROR cluster 5 refcount=1 reference=2",
+ * "Repairing cluster 6 refcount=1 reference=0", ...), in the order found. Past 65536 findings
+ * the last string says how many more there were.
+ *
+ * On failure *report is NULL and img_last_error() holds the findings made until then, one per
+ * line (the most recent ones, as many as fit), followed by the reason on its last line.
  */
 IMG_API int img_check(img *img, unsigned flags, char **report);
 

@@ -73,8 +73,15 @@ int img_open_named_file(struct img *img, const char *name, unsigned allow_flag, 
     if (!path)
         return img_error(-ENOMEM, "out of memory");
     int ret = io_file_open(out, path, img->writable ? O_RDWR : O_RDONLY, 0);
-    if (ret < 0)
+    if (ret < 0) {
         img_error(ret, "%s: cannot open %s '%s': %s", img->filename, what, path, img_strerror(ret));
+    } else if (!(img->flags & IMG_OPEN_FORCE_SHARE)) {
+        ret = io_file_lock(*out, img->writable ? IO_LOCK_WRITE : IO_LOCK_READ, path);
+        if (ret < 0) {
+            io_file_close(*out);
+            *out = NULL;
+        }
+    }
     free(path);
     return ret;
 }
@@ -125,6 +132,41 @@ static int pick_format(struct img *img, const char *format)
 
 static int open_backing(struct img *img, struct chain_seen *seen, const img_opts *opts);
 
+/*
+ * As QEMU: a raw image opened for reading lets others keep writing it (a VM's disk stays
+ * inspectable, as with `qemu-img info`); readers that need a stable image (convert) refuse
+ * writers for as long as they read, with img_refuse_writers(). Formats with metadata always
+ * refuse writers, since a half-written table would mislead us.
+ */
+static enum io_lock_mode lock_mode_for(struct img *img)
+{
+    if (img->writable)
+        return IO_LOCK_WRITE;
+    if (img->fmt == &format_raw) {
+        img->lock_shared_read = true;
+        return IO_LOCK_SHARED_READ;
+    }
+    return IO_LOCK_READ;
+}
+
+int img_refuse_writers(struct img *img, bool refuse)
+{
+    int ret = 0;
+    for (struct img *layer = img; layer; layer = layer->backing) {
+        if (!layer->lock_shared_read)
+            continue;
+        ret = io_file_lock_refuse_writes(layer->file, refuse, layer->filename);
+        if (ret < 0) {
+            /* All or nothing: give back what the layers above took. */
+            for (struct img *done = img; done != layer; done = done->backing)
+                if (done->lock_shared_read)
+                    io_file_lock_refuse_writes(done->file, false, done->filename);
+            return ret;
+        }
+    }
+    return ret;
+}
+
 static int open_one(struct img **out, const char *path, const char *format, unsigned flags,
                     const img_opts *opts, int depth, struct chain_seen *seen)
 {
@@ -165,16 +207,17 @@ static int open_one(struct img **out, const char *path, const char *format, unsi
     seen->dev[seen->count] = st.st_dev;
     seen->ino[seen->count] = st.st_ino;
     seen->count++;
-    /* After the loop check, so a chain naming itself reports the loop. */
-    if (!(flags & IMG_OPEN_FORCE_SHARE)) {
-        ret = io_file_lock(img->file, img->writable, path);
-        if (ret < 0)
-            goto fail;
-    }
 
+    /* Probing reads one sector unlocked: nothing is trusted until the locks are held. */
     ret = pick_format(img, format);
     if (ret < 0)
         goto fail;
+    /* After the loop check, so a chain naming itself reports the loop. */
+    if (!(flags & IMG_OPEN_FORCE_SHARE)) {
+        ret = io_file_lock(img->file, lock_mode_for(img), path);
+        if (ret < 0)
+            goto fail;
+    }
     ret = img->fmt->open(img, opts);
     if (ret < 0) {
         img->priv = NULL; /* a failed open cleans up after itself */

@@ -25,6 +25,7 @@ struct img {
     unsigned flags;       /* IMG_OPEN_* */
     bool writable;
     bool format_probed_raw; /* raw was guessed, not asked for: guard the first sector */
+    bool lock_shared_read;  /* locked as a reader that lets others write (see image.c) */
 
     /* Filled in by the backend's open. */
     uint64_t size;         /* virtual size in bytes */
@@ -109,6 +110,13 @@ char *img_resolve_path(const char *base_path, const char *name);
  */
 int img_open_named_file(struct img *img, const char *name, unsigned allow_flag, const char *what,
                         struct io_file **out);
+
+/*
+ * With `refuse`, stops others from writing or resizing any raw layer of the chain that was
+ * opened as a shared reader (-EBUSY, changing nothing, when someone writes one now); without,
+ * lets them again. For reads that must see one consistent image, such as convert.
+ */
+int img_refuse_writers(struct img *img, bool refuse);
 
 /* Reads guest data through the chain (the public img_pread without the entry checks). */
 int img_read_guest(struct img *img, void *buf, size_t len, uint64_t offset);

@@ -133,28 +133,60 @@ static int check_locks(int fd, unsigned held, unsigned refused, const char *what
     return 0;
 }
 
-int io_file_lock(struct io_file *f, bool writable, const char *what)
+/* The bytes a refusal of others' writing takes, and what others must not hold meanwhile. */
+#define WRITE_REFUSALS (PERM_WRITE | PERM_RESIZE)
+
+static bool host_has_ofd_locks(int fd)
+{
+    /* A kernel without OFD locks says EINVAL; QEMU then runs unlocked, and so do we. */
+    return byte_is_held_elsewhere(fd, LOCK_PERM_BASE) != -EINVAL;
+}
+
+static void release_bytes(int fd, int base, unsigned perms)
+{
+    for (int i = 0; i < PERM_COUNT; i++)
+        if (perms & (1u << i))
+            set_byte_lock(fd, base + i, F_UNLCK);
+}
+
+int io_file_lock(struct io_file *f, enum io_lock_mode mode, const char *what)
 {
     int fd = io_file_fd(f);
     if (fd < 0)
         return img_error(-EBADF, "cannot lock '%s': the file is not open", what);
 
     unsigned held = PERM_CONSISTENT_READ;
-    if (writable)
+    if (mode == IO_LOCK_WRITE)
         held |= PERM_WRITE | PERM_RESIZE;
-    /* Metadata and data may not change under us, whether we only read or also write. */
-    unsigned refused = PERM_WRITE | PERM_RESIZE;
+    /* Metadata and data may not change under us, unless the caller can live with it. */
+    unsigned refused = mode == IO_LOCK_SHARED_READ ? 0 : WRITE_REFUSALS;
 
-    /* A kernel without OFD locks says EINVAL; QEMU then runs unlocked, and so do we. */
-    int probe = byte_is_held_elsewhere(fd, LOCK_PERM_BASE);
-    if (probe == -EINVAL)
+    if (!host_has_ofd_locks(fd))
         return 0;
-
     int ret = take_locks(fd, held, refused, what);
     if (ret == 0)
         ret = check_locks(fd, held, refused, what);
     if (ret < 0)
         io_file_unlock(f);
+    return ret;
+}
+
+int io_file_lock_refuse_writes(struct io_file *f, bool refuse, const char *what)
+{
+    int fd = io_file_fd(f);
+    if (fd < 0)
+        return img_error(-EBADF, "cannot lock '%s': the file is not open", what);
+    if (!host_has_ofd_locks(fd))
+        return 0;
+    if (!refuse) {
+        release_bytes(fd, LOCK_SHARED_BASE, WRITE_REFUSALS);
+        return 0;
+    }
+    int ret = take_locks(fd, 0, WRITE_REFUSALS, what);
+    if (ret == 0)
+        ret = check_locks(fd, 0, WRITE_REFUSALS, what);
+    if (ret < 0)
+        release_bytes(fd, LOCK_SHARED_BASE, WRITE_REFUSALS);
     return ret;
 }
 
@@ -176,10 +208,18 @@ void io_file_unlock(struct io_file *f)
 
 #else /* no open-file-description locks on this host: run unlocked, as QEMU does */
 
-int io_file_lock(struct io_file *f, bool writable, const char *what)
+int io_file_lock(struct io_file *f, enum io_lock_mode mode, const char *what)
 {
     (void)f;
-    (void)writable;
+    (void)mode;
+    (void)what;
+    return 0;
+}
+
+int io_file_lock_refuse_writes(struct io_file *f, bool refuse, const char *what)
+{
+    (void)f;
+    (void)refuse;
     (void)what;
     return 0;
 }

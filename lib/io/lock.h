@@ -14,7 +14,10 @@
  *
  * A reader holds "consistent read" and refuses "write" and "resize" (as a qcow2 node does on
  * its file, and as `qemu-img convert` does on its source); a writer also holds "write" and
- * "resize". Readers therefore coexist with readers, and nothing coexists with a writer.
+ * "resize". Readers therefore coexist with readers, and nothing coexists with a writer. A
+ * shared reader holds "consistent read" and refuses nothing, as QEMU's raw driver does for
+ * `qemu-img info` or `map`: a raw image stays readable while a VM writes it, since there is no
+ * metadata to see half-written.
  *
  * The locks belong to the open file description: closing the io_file releases them, and a
  * second open of the same file, even in this process, is refused like another process.
@@ -24,14 +27,27 @@
 
 struct io_file;
 
+enum io_lock_mode {
+    IO_LOCK_SHARED_READ, /* holds consistent read; lets others write and resize */
+    IO_LOCK_READ,        /* holds consistent read; refuses write and resize */
+    IO_LOCK_WRITE,       /* holds consistent read, write and resize; refuses write and resize */
+};
+
 /*
- * Takes the locks for a reader (`writable` false) or a writer and checks them against every
- * other holder. Returns 0, or -EBUSY with a message naming the permission that is in the way
- * and `what` (the file name for messages), or another negative errno when the host refused to
- * lock. On failure no lock is left behind. Where the host has no open-file-description locks
- * this does nothing and succeeds, as QEMU's locking=auto does.
+ * Takes the locks for `mode` and checks them against every other holder. Returns 0, or -EBUSY
+ * with a message naming the permission that is in the way and `what` (the file name for
+ * messages), or another negative errno when the host refused to lock. On failure no lock is
+ * left behind. Where the host has no open-file-description locks this does nothing and
+ * succeeds, as QEMU's locking=auto does.
  */
-int io_file_lock(struct io_file *f, bool writable, const char *what);
+int io_file_lock(struct io_file *f, enum io_lock_mode mode, const char *what);
+
+/*
+ * Only for a file locked IO_LOCK_SHARED_READ: turns its locks into a reader's (`refuse` true:
+ * others may no longer write or resize; -EBUSY when someone already does) or back (`refuse` false).
+ * A failed change leaves the locks as they were.
+ */
+int io_file_lock_refuse_writes(struct io_file *f, bool refuse, const char *what);
 
 /* Drops the locks io_file_lock() took. Closing the file drops them too. */
 void io_file_unlock(struct io_file *f);

@@ -257,17 +257,40 @@ static void test_same_bytes_as_qemu(void **state)
         img_close(image);
         assert_string_equal(our_bytes, qemu_bytes);
     }
+
+    /* A raw reader refuses nothing ("100" alone). A raw writer refuses more than qemu-io's. */
+    hold(&h, fx->raw, "raw", true);
+    assert_int_equal(proc_locked_bytes(fx->raw, qemu_bytes, sizeof(qemu_bytes)), 0);
+    release(&h);
+    img *image = open_ok(fx->raw, "raw", IMG_OPEN_READ_ONLY);
+    assert_int_equal(proc_locked_bytes(fx->raw, our_bytes, sizeof(our_bytes)), 0);
+    img_close(image);
+    assert_string_equal(our_bytes, qemu_bytes);
 }
 
 static void test_qemu_writer_keeps_us_out_raw(void **state)
 {
     struct fixture *fx = *state;
     struct holder h;
+    char out[4096];
     hold(&h, fx->raw, "raw", false);
-    /* qemu-io holds "write"; we refuse to share it, whether we write or only read. */
+    /* qemu-io holds "write": we refuse to share it when we write. */
     assert_open_busy(fx->raw, "raw", IMG_OPEN_READ_WRITE, "Failed to get shared \"write\" lock");
-    assert_open_busy(fx->raw, "raw", IMG_OPEN_READ_ONLY, "Failed to get shared \"write\" lock");
-    img *image = open_ok(fx->raw, "raw", IMG_OPEN_FORCE_SHARE);
+
+    /* Reading is let through, as `qemu-img info` is; a convert is not, as with qemu-img. */
+    char *info[] = {"qemu-img", "info", "-f", "raw", fx->raw, NULL};
+    assert_int_equal(run(out, sizeof(out), info), 0);
+    char *convert[] = {"qemu-img", "convert", "-f", "raw", "-O", "raw", fx->raw, fx->out, NULL};
+    assert_int_not_equal(run(out, sizeof(out), convert), 0);
+    assert_has(out, "Failed to get shared \"write\" lock");
+    img *image = open_ok(fx->raw, "raw", IMG_OPEN_READ_ONLY);
+    assert_reads_zeros(image);
+    assert_int_equal(img_convert(image, fx->out, "raw", NULL, NULL, NULL), -EBUSY);
+    assert_has(img_last_error(), "Failed to get shared \"write\" lock");
+    assert_int_equal(access(fx->out, F_OK), -1);
+    img_close(image);
+
+    image = open_ok(fx->raw, "raw", IMG_OPEN_FORCE_SHARE);
     assert_reads_zeros(image);
     img_close(image);
     release(&h);

@@ -23,6 +23,8 @@
 /* What QEMU 7.2 holds on a qcow2 file: qemu-io (read-write) and qemu-io -r. */
 #define WRITER_BYTES "100,101,103,201,203"
 #define READER_BYTES "100,201,203"
+/* What qemu-io -r holds on a raw file: it lets others write. */
+#define SHARED_READER_BYTES "100"
 
 struct fixture {
     char dir[64];
@@ -80,11 +82,11 @@ static void test_writer_takes_qemus_bytes(void **state)
 {
     struct fixture *fx = *state;
     struct io_file *f = open_file(fx->path, true);
-    assert_int_equal(io_file_lock(f, true, fx->path), 0);
+    assert_int_equal(io_file_lock(f, IO_LOCK_WRITE, fx->path), 0);
     assert_locked_bytes(fx->path, WRITER_BYTES);
     io_file_unlock(f);
     assert_locked_bytes(fx->path, "");
-    assert_int_equal(io_file_lock(f, true, fx->path), 0);
+    assert_int_equal(io_file_lock(f, IO_LOCK_WRITE, fx->path), 0);
     io_file_close(f);
     assert_locked_bytes(fx->path, "");
 }
@@ -93,7 +95,7 @@ static void test_reader_takes_qemus_bytes(void **state)
 {
     struct fixture *fx = *state;
     struct io_file *f = open_file(fx->path, false);
-    assert_int_equal(io_file_lock(f, false, fx->path), 0);
+    assert_int_equal(io_file_lock(f, IO_LOCK_READ, fx->path), 0);
     assert_locked_bytes(fx->path, READER_BYTES);
     io_file_close(f);
     assert_locked_bytes(fx->path, "");
@@ -104,8 +106,8 @@ static void test_readers_share(void **state)
     struct fixture *fx = *state;
     struct io_file *a = open_file(fx->path, false);
     struct io_file *b = open_file(fx->path, false);
-    assert_int_equal(io_file_lock(a, false, fx->path), 0);
-    assert_int_equal(io_file_lock(b, false, fx->path), 0);
+    assert_int_equal(io_file_lock(a, IO_LOCK_READ, fx->path), 0);
+    assert_int_equal(io_file_lock(b, IO_LOCK_READ, fx->path), 0);
     io_file_close(a);
     io_file_close(b);
 }
@@ -115,14 +117,14 @@ static void test_writer_refused_by_reader(void **state)
     struct fixture *fx = *state;
     struct io_file *reader = open_file(fx->path, false);
     struct io_file *writer = open_file(fx->path, true);
-    assert_int_equal(io_file_lock(reader, false, fx->path), 0);
-    assert_int_equal(io_file_lock(writer, true, fx->path), -EBUSY);
+    assert_int_equal(io_file_lock(reader, IO_LOCK_READ, fx->path), 0);
+    assert_int_equal(io_file_lock(writer, IO_LOCK_WRITE, fx->path), -EBUSY);
     assert_message_has("Failed to get \"write\" lock");
     assert_message_has(fx->path);
     /* The refused writer leaves nothing behind: only the reader's bytes remain. */
     assert_locked_bytes(fx->path, READER_BYTES);
     io_file_close(reader);
-    assert_int_equal(io_file_lock(writer, true, fx->path), 0);
+    assert_int_equal(io_file_lock(writer, IO_LOCK_WRITE, fx->path), 0);
     io_file_close(writer);
 }
 
@@ -131,12 +133,12 @@ static void test_reader_refused_by_writer(void **state)
     struct fixture *fx = *state;
     struct io_file *writer = open_file(fx->path, true);
     struct io_file *reader = open_file(fx->path, false);
-    assert_int_equal(io_file_lock(writer, true, fx->path), 0);
-    assert_int_equal(io_file_lock(reader, false, fx->path), -EBUSY);
+    assert_int_equal(io_file_lock(writer, IO_LOCK_WRITE, fx->path), 0);
+    assert_int_equal(io_file_lock(reader, IO_LOCK_READ, fx->path), -EBUSY);
     assert_message_has("Failed to get shared \"write\" lock");
     assert_locked_bytes(fx->path, WRITER_BYTES);
     io_file_unlock(writer);
-    assert_int_equal(io_file_lock(reader, false, fx->path), 0);
+    assert_int_equal(io_file_lock(reader, IO_LOCK_READ, fx->path), 0);
     io_file_close(reader);
     io_file_close(writer);
 }
@@ -146,8 +148,8 @@ static void test_two_writers(void **state)
     struct fixture *fx = *state;
     struct io_file *a = open_file(fx->path, true);
     struct io_file *b = open_file(fx->path, true);
-    assert_int_equal(io_file_lock(a, true, fx->path), 0);
-    assert_int_equal(io_file_lock(b, true, fx->path), -EBUSY);
+    assert_int_equal(io_file_lock(a, IO_LOCK_WRITE, fx->path), 0);
+    assert_int_equal(io_file_lock(b, IO_LOCK_WRITE, fx->path), -EBUSY);
     assert_message_has("Failed to get \"write\" lock");
     io_file_close(a);
     io_file_close(b);
@@ -163,8 +165,10 @@ static void test_img_open_locks(void **state)
     assert_int_equal(img_open(&other, fx->path, "raw", IMG_OPEN_READ_WRITE, NULL), -EBUSY);
     assert_null(other);
     assert_message_has("Failed to get \"write\" lock");
-    assert_int_equal(img_open(&other, fx->path, "raw", IMG_OPEN_READ_ONLY, NULL), -EBUSY);
-    assert_message_has("Failed to get shared \"write\" lock");
+    /* A raw image stays readable while written, as with `qemu-img info` on a VM's disk. */
+    assert_int_equal(img_open(&other, fx->path, "raw", IMG_OPEN_READ_ONLY, NULL), 0);
+    assert_locked_bytes(fx->path, WRITER_BYTES);
+    img_close(other);
 
     /* force-share reads without taking or checking any lock. */
     assert_int_equal(img_open(&other, fx->path, "raw", IMG_OPEN_FORCE_SHARE, NULL), 0);
@@ -176,8 +180,30 @@ static void test_img_open_locks(void **state)
     img_close(writer);
     assert_locked_bytes(fx->path, "");
     assert_int_equal(img_open(&other, fx->path, "raw", IMG_OPEN_READ_ONLY, NULL), 0);
-    assert_locked_bytes(fx->path, READER_BYTES);
+    assert_locked_bytes(fx->path, SHARED_READER_BYTES);
     img_close(other);
+}
+
+static void test_shared_reader_refusing_writes(void **state)
+{
+    struct fixture *fx = *state;
+    struct io_file *reader = open_file(fx->path, false);
+    struct io_file *writer = open_file(fx->path, true);
+    assert_int_equal(io_file_lock(reader, IO_LOCK_SHARED_READ, fx->path), 0);
+    assert_locked_bytes(fx->path, SHARED_READER_BYTES);
+    /* Refusing writes takes a reader's bytes, and keeps a writer out meanwhile. */
+    assert_int_equal(io_file_lock_refuse_writes(reader, true, fx->path), 0);
+    assert_locked_bytes(fx->path, READER_BYTES);
+    assert_int_equal(io_file_lock(writer, IO_LOCK_WRITE, fx->path), -EBUSY);
+    assert_int_equal(io_file_lock_refuse_writes(reader, false, fx->path), 0);
+    assert_locked_bytes(fx->path, SHARED_READER_BYTES);
+    /* While a writer is in, the refusal fails and leaves the shared reader as it was. */
+    assert_int_equal(io_file_lock(writer, IO_LOCK_WRITE, fx->path), 0);
+    assert_int_equal(io_file_lock_refuse_writes(reader, true, fx->path), -EBUSY);
+    assert_message_has("Failed to get shared \"write\" lock");
+    io_file_close(writer);
+    assert_locked_bytes(fx->path, SHARED_READER_BYTES);
+    io_file_close(reader);
 }
 
 int main(void)
@@ -190,6 +216,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reader_refused_by_writer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_two_writers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_img_open_locks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_shared_reader_refusing_writes, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
