@@ -1,6 +1,12 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* img_check: the format's consistency check, reported as qemu-img check --output=json. */
+/*
+ * img_check: the format's consistency check, reported as qemu-img check --output=json, with the
+ * individual findings (which qemu-img prints on stderr) under "imgutil-findings".
+ */
 #include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "error.h"
@@ -8,7 +14,66 @@
 #include "image.h"
 #include "util/json.h"
 
-static char *check_report_json(struct img *img, const struct img_check_result *r)
+/* A damaged image can yield a finding per cluster: keep the first ones, count the rest. */
+#define MAX_FINDINGS 65536u
+/* Room img_last_error() keeps for the findings of a failed check besides its reason. */
+#define FAILURE_MESSAGE_MAX 1000u
+
+struct findings {
+    char **lines;
+    size_t count, cap;
+    uint64_t dropped; /* not kept: past MAX_FINDINGS, or out of memory */
+};
+
+static void collect_finding(void *user, const char *line)
+{
+    struct findings *f = user;
+    if (f->count == MAX_FINDINGS) {
+        f->dropped++;
+        return;
+    }
+    if (f->count == f->cap) {
+        size_t cap = f->cap ? f->cap * 2 : 16;
+        char **grown = realloc(f->lines, cap * sizeof(*grown));
+        if (!grown) {
+            f->dropped++;
+            return;
+        }
+        f->lines = grown;
+        f->cap = cap;
+    }
+    char *copy = strdup(line);
+    if (!copy) {
+        f->dropped++;
+        return;
+    }
+    f->lines[f->count++] = copy;
+}
+
+static void findings_free(struct findings *f)
+{
+    for (size_t i = 0; i < f->count; i++)
+        free(f->lines[i]);
+    free(f->lines);
+}
+
+static void write_findings(struct json_writer *w, const struct findings *f)
+{
+    if (f->count == 0 && f->dropped == 0)
+        return;
+    json_array_begin(w, "imgutil-findings");
+    for (size_t i = 0; i < f->count; i++)
+        json_string(w, NULL, f->lines[i]);
+    if (f->dropped) {
+        char more[64];
+        snprintf(more, sizeof(more), "(%" PRIu64 " more findings not listed)", f->dropped);
+        json_string(w, NULL, more);
+    }
+    json_array_end(w);
+}
+
+static char *check_report_json(struct img *img, const struct img_check_result *r,
+                               const struct findings *f)
 {
     struct json_writer w;
     json_init(&w);
@@ -35,12 +100,42 @@ static char *check_report_json(struct img *img, const struct img_check_result *r
     json_string(&w, "format", img->fmt->name);
     if (r->fragmented_clusters)
         json_u64(&w, "fragmented-clusters", r->fragmented_clusters);
+    write_findings(&w, f);
     json_object_end(&w);
     return json_finish(&w);
 }
 
+/*
+ * A failed check has no report: its findings go before the reason in img_last_error(), the
+ * latest ones (those nearest the failure) when not all fit.
+ */
+static void put_findings_in_error(const struct findings *f)
+{
+    if (f->count == 0)
+        return;
+    char reason[FAILURE_MESSAGE_MAX + 1];
+    snprintf(reason, sizeof(reason), "%s", img_last_error());
+    size_t used = strlen(reason);
+    size_t first = f->count;
+    while (first > 0) {
+        size_t len = strlen(f->lines[first - 1]) + 1;
+        if (used + len > FAILURE_MESSAGE_MAX)
+            break;
+        used += len;
+        first--;
+    }
+    char message[FAILURE_MESSAGE_MAX + 1];
+    size_t at = 0;
+    for (size_t i = first; i < f->count; i++)
+        at += (size_t)snprintf(message + at, sizeof(message) - at, "%s\n", f->lines[i]);
+    snprintf(message + at, sizeof(message) - at, "%s", reason);
+    img_error(0, "%s", message);
+}
+
 IMG_API int img_check(img *img, unsigned flags, char **report)
 {
+    if (report)
+        *report = NULL;
     if (!img || img->magic != IMG_HANDLE_MAGIC)
         return img_error(-EINVAL, "invalid image handle");
     if (!img->fmt->check)
@@ -48,15 +143,19 @@ IMG_API int img_check(img *img, unsigned flags, char **report)
                          img->fmt->name);
     if ((flags & (IMG_CHECK_REPAIR_LEAKS | IMG_CHECK_REPAIR_ERRORS)) && !img->writable)
         return img_error(-EROFS, "%s: repairing needs the image opened read-write", img->filename);
+    struct findings findings = {0};
     struct img_check_result result;
     memset(&result, 0, sizeof(result));
+    result.log = collect_finding;
+    result.log_user = &findings;
     int ret = img->fmt->check(img, flags, &result);
-    if (ret < 0)
-        return ret;
-    if (report) {
-        *report = check_report_json(img, &result);
+    if (ret < 0) {
+        put_findings_in_error(&findings);
+    } else if (report) {
+        *report = check_report_json(img, &result, &findings);
         if (!*report)
-            return img_error(-ENOMEM, "out of memory");
+            ret = img_error(-ENOMEM, "out of memory");
     }
-    return 0;
+    findings_free(&findings);
+    return ret;
 }

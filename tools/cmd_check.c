@@ -75,47 +75,91 @@ static void print_human(const struct check_result *r)
         printf("Image end offset: %" PRId64 "\n", r->image_end_offset);
 }
 
+/* The library's extension to qemu-img's report: findings qemu-img prints on stderr instead. */
+#define FINDINGS_KEY "imgutil-findings"
+
+static void print_findings(const struct json_value *report)
+{
+    const struct json_value *findings = json_get(report, FINDINGS_KEY);
+    if (!findings || findings->type != JSON_ARRAY)
+        return;
+    for (size_t i = 0; i < findings->count; i++)
+        if (findings->items[i].type == JSON_STRING)
+            fprintf(stderr, "%s\n", findings->items[i].text);
+}
+
+/* The report as qemu-img check --output=json prints it: without the findings. */
+static void print_json_report(const struct json_value *report)
+{
+    printf("{");
+    bool first = true;
+    for (size_t i = 0; i < report->count; i++) {
+        if (strcmp(report->keys[i], FINDINGS_KEY) == 0)
+            continue;
+        printf("%s\n    ", first ? "" : ",");
+        json_write_string(report->keys[i], stdout);
+        printf(": ");
+        json_write_compact(&report->items[i], stdout);
+        first = false;
+    }
+    printf("\n}\n");
+}
+
+/*
+ * A failed check's message is its findings, one per line, then the reason: the findings go to
+ * stderr as qemu-img prints them, the reason after "Check failed".
+ */
+static void print_failure(const char *library_message)
+{
+    char message[2048];
+    snprintf(message, sizeof(message), "%s", library_message);
+    const char *reason = strrchr(message, '\n');
+    if (reason) {
+        fprintf(stderr, "%.*s\n", (int)(reason - message), message);
+        reason++;
+    } else {
+        reason = message;
+    }
+    cli_error("Check failed: %s", reason);
+}
+
 /* Runs the check and reports it; returns the exit status. */
 static int run_check(img *image, unsigned repair, enum cli_output output, bool quiet)
 {
     char *json = NULL;
     int ret = img_check(image, repair, &json);
-    /* Keep the library's message before anything else can replace it. */
-    char reason[512];
-    snprintf(reason, sizeof(reason), "%s", img_last_error());
-
-    if (!json) {
-        if (ret == -ENOTSUP) {
-            cli_error("This image format does not support checks");
-            return CHECK_EXIT_UNSUPPORTED;
-        }
-        cli_error("Check failed: %s", ret < 0 ? reason : "no report");
+    if (ret == -ENOTSUP) {
+        cli_error("This image format does not support checks");
+        return CHECK_EXIT_UNSUPPORTED;
+    }
+    if (ret < 0) {
+        print_failure(img_last_error());
         return CLI_EXIT_FAILURE;
     }
 
     struct json_value *report;
-    if (json_parse(json, &report) < 0) {
-        img_free(json);
+    ret = json_parse(json, &report);
+    img_free(json);
+    if (ret < 0 || report->type != JSON_OBJECT) {
+        if (ret == 0)
+            json_free(report);
         cli_error("check: the library returned unreadable JSON");
         return CLI_EXIT_FAILURE;
     }
     struct check_result r;
     read_result(report, &r);
-    json_free(report);
-
+    /* qemu-img's block driver prints these as it finds them, -q or not. */
+    print_findings(report);
     if (!quiet) {
         if (output == CLI_OUTPUT_JSON)
-            cli_print_json(json);
+            print_json_report(report);
         else
             print_human(&r);
     }
-    img_free(json);
+    json_free(report);
 
-    if (ret < 0 || r.check_errors) {
-        if (ret < 0)
-            cli_error("Check failed: %s", reason);
-        else
-            cli_error("Check failed");
+    if (r.check_errors) {
+        cli_error("Check failed");
         return CLI_EXIT_FAILURE;
     }
     if (r.corruptions)
@@ -176,8 +220,12 @@ int cmd_check(int argc, char **argv)
         return cli_usage_error("Expecting one image file name");
     const char *filename = argv[optind];
 
-    /* The check reads this image's metadata only: its backing file need not be there. */
-    unsigned flags = IMG_OPEN_NO_BACKING | share;
+    /*
+     * The check reads this image's metadata only: its backing file need not be there. As
+     * qemu-img check, it may repair an image marked corrupt, and a dirty image is repaired by
+     * the check (which says what it did) rather than silently at open.
+     */
+    unsigned flags = IMG_OPEN_NO_BACKING | IMG_OPEN_CHECK | share;
     flags |= repair ? IMG_OPEN_READ_WRITE : IMG_OPEN_READ_ONLY;
     img *image;
     if (cli_open_image(&image, filename, format, flags) < 0)

@@ -34,6 +34,12 @@ struct img_check_result {
     uint64_t corruptions_fixed, leaks_fixed;
     uint64_t image_end_offset;
     uint64_t total_clusters, allocated_clusters, fragmented_clusters, compressed_clusters;
+    /*
+     * Set by the core before check() (may be NULL): receives each finding as one line worded
+     * as qemu-img prints it ("Leaked cluster 6 refcount=1 reference=0"). The backend keeps it.
+     */
+    void (*log)(void *user, const char *line);
+    void *log_user;
 };
 
 struct img_alloc; /* a backend's record of an allocation in progress */
@@ -88,6 +94,7 @@ struct img_format {
     /* Writes one whole compressed unit (cluster) at a unit-aligned guest offset. */
     int (*write_compressed)(struct img *img, uint64_t offset, const void *buf, size_t len);
 
+    /* `result` arrives zeroed but for its log sink. flags are IMG_CHECK_REPAIR_*. */
     int (*check)(struct img *img, unsigned flags, struct img_check_result *result);
 
     int (*snapshot_create)(struct img *img, const char *name);

@@ -429,7 +429,8 @@ int qcow2_check_logged(struct img *img, unsigned flags, struct img_check_result 
      * allocations in progress (counted but not yet linked) finish, or they would look leaked.
      */
     pthread_mutex_lock(&s->lock);
-    if (s->writer) {
+    /* A handle awaiting repair has written nothing, and its writer refuses to flush. */
+    if (s->writer && !qcow2_check_awaiting_repair(s)) {
         qcow2_inflight_wait(s, 0, UINT64_MAX);
         ret = qcow2_flush_caches(s, true);
     }
@@ -446,6 +447,16 @@ int qcow2_check_logged(struct img *img, unsigned flags, struct img_check_result 
         }
     }
     pthread_mutex_unlock(&s->lock);
+    return ret;
+}
+
+int qcow2_check_backend(struct img *img, unsigned flags, struct img_check_result *result)
+{
+    qcow2_check_log_fn log = result->log;
+    void *user = result->log_user;
+    int ret = qcow2_check_logged(img, flags, result, log, user);
+    result->log = log;
+    result->log_user = user;
     return ret;
 }
 

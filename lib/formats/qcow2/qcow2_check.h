@@ -27,7 +27,10 @@ struct qcow2_state;
 /* Receives each finding as one line worded as qemu-img prints it ("Leaked cluster 5 ..."). */
 typedef void (*qcow2_check_log_fn)(void *user, const char *line);
 
-/* The backend's check(): flags are IMG_CHECK_REPAIR_*. */
+/* The backend's check() (format.h): findings go to result->log. */
+int qcow2_check_backend(struct img *img, unsigned flags, struct img_check_result *result);
+
+/* The check without findings: flags are IMG_CHECK_REPAIR_*; *result need not be initialised. */
 int qcow2_check(struct img *img, unsigned flags, struct img_check_result *result);
 
 /* The same, passing every finding to `log` (may be NULL). */
@@ -127,7 +130,17 @@ int qcow2_check_write_l1_entry(struct qcow2_check_ctx *c, uint32_t index);
  */
 int qcow2_check_rebuild_refcounts(struct qcow2_check_ctx *c);
 
-/* Clears the dirty and corrupt bits after a repair that left the image consistent. */
+/*
+ * Clears the dirty and corrupt bits after a repair that left the image consistent, and lets a
+ * handle opened with IMG_OPEN_CHECK write again.
+ */
 int qcow2_check_mark_clean(struct qcow2_check_ctx *c);
+
+/*
+ * The handle was opened with IMG_OPEN_CHECK on an image marked corrupt or dirty (or found it
+ * corrupt since) and holds no metadata of its own: the file is the whole truth, and a repair
+ * that leaves the image consistent may let it write again.
+ */
+bool qcow2_check_awaiting_repair(const struct qcow2_state *s);
 
 #endif

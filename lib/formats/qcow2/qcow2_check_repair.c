@@ -89,9 +89,20 @@ int qcow2_check_mark_clean(struct qcow2_check_ctx *c)
     if (s->hdr.version < 3 || !(s->hdr.incompatible_features & clear))
         return 0;
     /* The repaired refcounts are on disk (synced above) before the header stops doubting them. */
+    bool reopen_writes = qcow2_check_awaiting_repair(s);
     int ret = qcow2_write_incompat(s, s->hdr.incompatible_features & ~clear);
     if (ret < 0)
         return ret;
     c->img->dirty = false;
+    if (reopen_writes)
+        __atomic_store_n(&s->writer->corrupt, false, __ATOMIC_RELEASE);
     return 0;
+}
+
+bool qcow2_check_awaiting_repair(const struct qcow2_state *s)
+{
+    const struct qcow2_writer *w = s->writer;
+    return w && (w->img->flags & IMG_OPEN_CHECK) &&
+           __atomic_load_n(&w->corrupt, __ATOMIC_ACQUIRE) && w->nb_dirty == 0 && !w->l1_dirty &&
+           !w->reftable_dirty && w->nb_frees == 0;
 }

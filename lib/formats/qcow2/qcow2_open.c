@@ -72,7 +72,7 @@ static int read_header(struct qcow2_state *s, uint8_t **first_cluster)
     return 0;
 }
 
-static int read_extensions(struct qcow2_state *s, const uint8_t *buf, bool writable)
+static int read_extensions(struct qcow2_state *s, const uint8_t *buf, bool refuse_corrupt)
 {
     const struct qcow2_header *h = &s->hdr;
     size_t end = h->backing_file_offset ? (size_t)h->backing_file_offset : 1u << h->cluster_bits;
@@ -84,7 +84,7 @@ static int read_extensions(struct qcow2_state *s, const uint8_t *buf, bool writa
     bool unknown_features = (h->incompatible_features & ~QCOW2_INCOMPAT_KNOWN) != 0;
     if (ext_ret < 0 && !unknown_features)
         return ext_ret;
-    int ret = qcow2_header_check_features(h, &s->ext, writable);
+    int ret = qcow2_header_check_features(h, &s->ext, refuse_corrupt);
     if (ret < 0)
         return ret;
     if (h->header_length > QCOW2_KNOWN_HEADER_LENGTH) {
@@ -175,7 +175,9 @@ static int qcow2_open(struct img *img, const img_opts *opts)
     ret = read_header(s, &first_cluster);
     if (ret < 0)
         goto fail;
-    ret = read_extensions(s, first_cluster, img->writable);
+    /* An open for checking may write to an image marked corrupt: that is how it is repaired. */
+    bool refuse_corrupt = img->writable && !(img->flags & IMG_OPEN_CHECK);
+    ret = read_extensions(s, first_cluster, refuse_corrupt);
     if (ret < 0)
         goto fail;
     const struct qcow2_header *h = &s->hdr;
@@ -266,7 +268,7 @@ const struct img_format format_qcow2 = {
     .map = qcow2_map,
     .info_specific = qcow2_info_specific,
     .snapshot_list = qcow2_snapshot_list,
-    .check = qcow2_check,
+    .check = qcow2_check_backend,
     .snapshot_create = qcow2_snapshot_create,
     .snapshot_apply = qcow2_snapshot_apply,
     .snapshot_delete = qcow2_snapshot_delete,

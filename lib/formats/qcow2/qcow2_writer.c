@@ -110,9 +110,12 @@ static int mark_bitmaps_in_use(struct qcow2_state *s)
 
 int qcow2_writer_usable(const struct qcow2_state *s)
 {
-    if (s->writer && __atomic_load_n(&s->writer->corrupt, __ATOMIC_ACQUIRE))
-        return img_error(-EIO, "qcow2: the image was found corrupt; further writes are refused");
-    return 0;
+    if (!s->writer || !__atomic_load_n(&s->writer->corrupt, __ATOMIC_ACQUIRE))
+        return 0;
+    if (s->writer->img->flags & IMG_OPEN_CHECK)
+        return img_error(-EIO, "qcow2: the image is marked corrupt or was not closed cleanly; "
+                               "writes are refused until a check repairs it");
+    return img_error(-EIO, "qcow2: the image was found corrupt; further writes are refused");
 }
 
 int qcow2_writer_mark_corrupt(struct qcow2_state *s, const char *fmt, ...)
@@ -215,6 +218,15 @@ int qcow2_writer_open(struct img *img)
         w->max_dirty = MIN_DIRTY_SLICES;
     s->writer = w;
 
+    uint64_t doubtful = QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_CORRUPT;
+    if ((img->flags & IMG_OPEN_CHECK) && (s->hdr.incompatible_features & doubtful)) {
+        /*
+         * Opened for checking: the check reports and repairs what the open would have repaired
+         * silently. Until it has, allocating could hand out clusters still in use.
+         */
+        w->corrupt = true;
+        return 0;
+    }
     if (s->hdr.incompatible_features & QCOW2_INCOMPAT_DIRTY) {
         ret = repair_dirty_image(img, s);
         img->dirty = (s->hdr.incompatible_features & QCOW2_INCOMPAT_DIRTY) != 0;
