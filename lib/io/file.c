@@ -30,6 +30,7 @@
 struct io_file {
     int fd;
     bool is_block; /* block devices need FALLOC_FL_KEEP_SIZE and cannot grow */
+    bool no_flush; /* flushes succeed without syncing (read and set atomically) */
     char *name;    /* for messages; NULL when wrapped from a bare descriptor */
 };
 
@@ -253,10 +254,23 @@ int io_pwrite(struct io_file *f, const void *buf, size_t len, uint64_t offset)
     return 0;
 }
 
+void io_file_set_flush(struct io_file *f, bool enabled)
+{
+    if (f)
+        __atomic_store_n(&f->no_flush, !enabled, __ATOMIC_RELEASE);
+}
+
+bool io_file_flush_enabled(const struct io_file *f)
+{
+    return !__atomic_load_n(&f->no_flush, __ATOMIC_ACQUIRE);
+}
+
 int io_fsync(struct io_file *f)
 {
     if (!f)
         return img_error(-EBADF, "flush on a closed file");
+    if (!io_file_flush_enabled(f))
+        return 0;
     /* fdatasync still writes the metadata needed to read the data back, such as the size. */
     int ret;
     do {

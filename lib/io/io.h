@@ -34,6 +34,13 @@ int io_file_from_fd(struct io_file **out, int fd);
 /* Closes the descriptor. Accepts NULL. */
 void io_file_close(struct io_file *f);
 int io_file_fd(const struct io_file *f);
+/*
+ * Turns flushes of this file (io_fsync and IO_OP_FSYNC) into no-ops that succeed, or back on.
+ * For a file nothing relies on until it is finished, such as the temporary target convert
+ * renames into place only on success (qemu-img convert writes its target with cache=unsafe).
+ */
+void io_file_set_flush(struct io_file *f, bool enabled);
+bool io_file_flush_enabled(const struct io_file *f);
 /* Current length of the file in bytes, or a negative errno. */
 int64_t io_file_size(struct io_file *f);
 /* Bytes allocated on the host (st_blocks * 512), or a negative errno. */

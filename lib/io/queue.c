@@ -145,7 +145,8 @@ int io_queue_submit(struct io_queue *q, struct io_req *req)
     req->engine_result = 0;
     q->in_flight++;
 
-    if (req->op != IO_OP_FSYNC && req->len == 0) {
+    if ((req->op != IO_OP_FSYNC && req->len == 0) ||
+        (req->op == IO_OP_FSYNC && !io_file_flush_enabled(req->file))) {
         /* Nothing for the host to do; the callback still runs at the next reap. */
         io_queue_complete(q, req, 0);
         return 0;

@@ -1,14 +1,21 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* img_convert to raw: content, sparseness, in-place conversion, cancellation. */
+/*
+ * img_convert: content, sparseness, in-place conversion, cancellation, progress, and errors
+ * met by the worker threads, for raw and qcow2 targets.
+ */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -111,8 +118,7 @@ static void test_cancel_keeps_target(void **state)
     img_opts *opts;
     img_opts_new(&opts);
     img_opts_set(opts, "sparse_size", "0");
-    assert_int_equal(img_convert(src, dst_path, "raw", opts, cancel_at_half, &calls),
-                     -ECANCELED);
+    assert_int_equal(img_convert(src, dst_path, "raw", opts, cancel_at_half, &calls), -ECANCELED);
     img_opts_free(opts);
     img_close(src);
     assert_true(calls > 0);
@@ -148,12 +154,177 @@ static void test_bad_options(void **state)
     img_opts_set(opts, "cluster_size", "65536");
     assert_int_equal(img_convert(src, path_in_dir("o.raw"), "raw", opts, NULL, NULL), -EINVAL);
     assert_non_null(strstr(img_last_error(), "cluster_size"));
-    assert_int_equal(img_convert(src, path_in_dir("o.raw"), "vmdk9", NULL, NULL, NULL),
-                     -ENOTSUP);
-    assert_int_equal(img_convert(src, "/nonexistent-dir/o.raw", "raw", NULL, NULL, NULL),
-                     -ENOENT);
+    assert_int_equal(img_convert(src, path_in_dir("o.raw"), "vmdk9", NULL, NULL, NULL), -ENOTSUP);
+    assert_int_equal(img_convert(src, "/nonexistent-dir/o.raw", "raw", NULL, NULL, NULL), -ENOENT);
     img_opts_free(opts);
     img_close(src);
+}
+
+/* Guest content of an image file, compared with a raw file byte for byte. */
+static void assert_same_content(const char *image_path, const char *format, const char *raw_path)
+{
+    img *a, *b;
+    assert_int_equal(img_open(&a, image_path, format, 0, NULL), 0);
+    assert_int_equal(img_open(&b, raw_path, "raw", 0, NULL), 0);
+    assert_int_equal(img_get_size(a), img_get_size(b));
+    uint64_t size = img_get_size(a);
+    uint8_t *x = malloc(1 << 20), *y = malloc(1 << 20);
+    for (uint64_t off = 0; off < size; off += 1 << 20) {
+        size_t n = size - off < (1u << 20) ? (size_t)(size - off) : 1u << 20;
+        assert_int_equal(img_pread(a, x, n, off), (int64_t)n);
+        assert_int_equal(img_pread(b, y, n, off), (int64_t)n);
+        if (memcmp(x, y, n) != 0)
+            fail_msg("content differs in the MiB at %llu", (unsigned long long)off);
+    }
+    free(x);
+    free(y);
+    img_close(a);
+    img_close(b);
+}
+
+struct progress_log {
+    pthread_t caller;
+    int calls;
+    bool other_thread;
+    bool backwards;
+    uint64_t last, total;
+};
+
+static int log_progress(void *user, uint64_t done, uint64_t total)
+{
+    struct progress_log *log = user;
+    log->calls++;
+    if (!pthread_equal(pthread_self(), log->caller))
+        log->other_thread = true;
+    if (done < log->last)
+        log->backwards = true;
+    log->last = done;
+    log->total = total;
+    return 0;
+}
+
+static void test_convert_qcow2_round_trip(void **state)
+{
+    const char *src_path = path_in_dir("rt-src.raw"), *q_path = path_in_dir("rt.qcow2");
+    const char *back_path = path_in_dir("rt-back.raw");
+    make_source(src_path);
+    img *src;
+    assert_int_equal(img_open(&src, src_path, "raw", 0, NULL), 0);
+    struct progress_log log = {.caller = pthread_self()};
+    assert_int_equal(img_convert(src, q_path, "qcow2", NULL, log_progress, &log), 0);
+    img_close(src);
+    assert_true(log.calls > 0);
+    assert_false(log.other_thread);
+    assert_false(log.backwards);
+    assert_int_equal(log.last, IMAGE_SIZE);
+    assert_int_equal(log.total, IMAGE_SIZE);
+    assert_same_content(q_path, "qcow2", src_path);
+
+    /* Only clusters with data are allocated: the zero-filled MiB and the empty rest are not. */
+    img *q;
+    assert_int_equal(img_open(&q, q_path, "qcow2", 0, NULL), 0);
+    uint64_t pnum;
+    unsigned status;
+    assert_int_equal(img_block_status(q, 3 << 20, 1 << 20, &pnum, &status, NULL, NULL), 0);
+    assert_int_equal(pnum, 1 << 20);
+    assert_int_equal(status & IMG_BLOCK_ALLOCATED, 0);
+    assert_int_equal(img_block_status(q, 0, 1 << 20, &pnum, &status, NULL, NULL), 0);
+    assert_int_equal(pnum, 1 << 20);
+    assert_true(status & IMG_BLOCK_DATA);
+
+    /* And back to raw: identical to the original, holes included. */
+    assert_int_equal(img_convert(q, back_path, "raw", NULL, NULL, NULL), 0);
+    img_close(q);
+    assert_same_file(src_path, back_path);
+}
+
+static void test_convert_compressed_round_trip(void **state)
+{
+    const char *src_path = path_in_dir("c-src.raw"), *q_path = path_in_dir("c.qcow2");
+    const char *back_path = path_in_dir("c-back.raw");
+    make_source(src_path);
+    img *src;
+    assert_int_equal(img_open(&src, src_path, "raw", 0, NULL), 0);
+    img_opts *opts;
+    img_opts_new(&opts);
+    img_opts_set(opts, "compress", "on");
+    assert_int_equal(img_convert(src, q_path, "qcow2", opts, NULL, NULL), 0);
+    img_opts_free(opts);
+    img_close(src);
+
+    img *q;
+    assert_int_equal(img_open(&q, q_path, "qcow2", 0, NULL), 0);
+    uint64_t pnum;
+    unsigned status;
+    assert_int_equal(img_block_status(q, 0, 65536, &pnum, &status, NULL, NULL), 0);
+    assert_true(status & IMG_BLOCK_COMPRESSED);
+    /* Decompressed by the workers on the way back. */
+    assert_int_equal(img_convert(q, back_path, "raw", NULL, NULL, NULL), 0);
+    img_close(q);
+    assert_same_file(src_path, back_path);
+}
+
+static void test_convert_no_sparse_writes_zeros(void **state)
+{
+    const char *src_path = path_in_dir("full-src.raw"), *dst_path = path_in_dir("full.raw");
+    make_source(src_path);
+    img *src;
+    assert_int_equal(img_open(&src, src_path, "raw", 0, NULL), 0);
+    img_opts *opts;
+    img_opts_new(&opts);
+    img_opts_set(opts, "sparse_size", "0");
+    assert_int_equal(img_convert(src, dst_path, "raw", opts, NULL, NULL), 0);
+    img_opts_free(opts);
+    img_close(src);
+    assert_same_file(src_path, dst_path);
+    struct stat st;
+    assert_int_equal(stat(dst_path, &st), 0);
+    assert_true((uint64_t)st.st_blocks * 512 >= IMAGE_SIZE);
+}
+
+static void test_cancel_qcow2_leaves_nothing(void **state)
+{
+    const char *src_path = path_in_dir("cq-src.raw"), *dst_path = path_in_dir("cq.qcow2");
+    make_source(src_path);
+    int files_before = count_files();
+    img *src;
+    assert_int_equal(img_open(&src, src_path, "raw", 0, NULL), 0);
+    int calls = 0;
+    img_opts *opts;
+    img_opts_new(&opts);
+    img_opts_set(opts, "sparse_size", "0");
+    assert_int_equal(img_convert(src, dst_path, "qcow2", opts, cancel_at_half, &calls), -ECANCELED);
+    img_opts_free(opts);
+    img_close(src);
+    assert_true(calls > 0);
+    assert_int_equal(count_files(), files_before);
+    assert_int_equal(access(dst_path, F_OK), -1);
+}
+
+/* A write failing on a worker thread fails the convert with that write's message. */
+static void test_worker_error_reported(void **state)
+{
+    const char *src_path = path_in_dir("big-src.raw"), *dst_path = path_in_dir("big.qcow2");
+    make_source(src_path);
+    int files_before = count_files();
+    img *src;
+    assert_int_equal(img_open(&src, src_path, "raw", 0, NULL), 0);
+    struct rlimit old, small;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+    small = old;
+    small.rlim_cur = 1 << 20; /* room for the qcow2 metadata, not for the data at 5 MiB */
+    void (*old_handler)(int) = signal(SIGXFSZ, SIG_IGN);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &small), 0);
+    int ret = img_convert(src, dst_path, "qcow2", NULL, NULL, NULL);
+    char message[512];
+    snprintf(message, sizeof(message), "%s", img_last_error());
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    signal(SIGXFSZ, old_handler);
+    img_close(src);
+    assert_int_equal(ret, -EFBIG);
+    if (!strstr(message, img_strerror(-EFBIG)))
+        fail_msg("message does not name the failure: %s", message);
+    assert_int_equal(count_files(), files_before);
 }
 
 static int setup(void **state)
@@ -175,6 +346,11 @@ int main(void)
         cmocka_unit_test(test_cancel_keeps_target),
         cmocka_unit_test(test_convert_onto_source),
         cmocka_unit_test(test_bad_options),
+        cmocka_unit_test(test_convert_qcow2_round_trip),
+        cmocka_unit_test(test_convert_compressed_round_trip),
+        cmocka_unit_test(test_convert_no_sparse_writes_zeros),
+        cmocka_unit_test(test_cancel_qcow2_leaves_nothing),
+        cmocka_unit_test(test_worker_error_reported),
     };
     return cmocka_run_group_tests(tests, setup, cleanup);
 }

@@ -1,0 +1,62 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#ifndef IMG_CONVERT_JOB_H
+#define IMG_CONVERT_JOB_H
+
+/*
+ * Between the parts of img_convert: convert.c sets up the job and the target, convert_pool.c
+ * cuts the guest range into chunks and runs them on worker threads, convert_chunk.c copies
+ * one chunk.
+ */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "image.h"
+#include "imgutil.h"
+
+/* Chunks are aligned to this (a multiple of every cluster size, so chunks share no cluster). */
+#define CONVERT_CHUNK_SIZE (2u << 20)
+
+struct convert_job {
+    struct img *src;
+    img_progress_fn progress;
+    void *user;
+    uint64_t sparse_size; /* 0: write every byte */
+    bool compress;
+    bool sync;     /* flush the target before renaming it into place */
+    uint64_t done; /* guest bytes finished, for progress */
+
+    /* Exactly one target: a raw file written directly, or an image through its format. */
+    struct io_file *raw_dst;
+    struct img *img_dst;
+    /*
+     * Zero detection: aligned blocks of zero_block bytes that read as zeros are left out
+     * (0: everything is written). compress_unit is the target's cluster when compressing:
+     * each non-zero unit is written compressed.
+     */
+    uint64_t zero_block;
+    uint64_t compress_unit;
+};
+
+/* A worker's private buffers for copying chunks. */
+struct convert_chunk_ctx {
+    uint8_t *buf; /* CONVERT_CHUNK_SIZE bytes */
+    /* Ranges of the current chunk known to read as zeros, relative to its start, sorted. */
+    struct convert_zero_run {
+        uint64_t start, end;
+    } * zeros;
+    size_t nzeros, zeros_cap;
+};
+
+int convert_chunk_ctx_init(struct convert_chunk_ctx *ctx);
+void convert_chunk_ctx_fini(struct convert_chunk_ctx *ctx);
+
+/* Copies guest bytes [offset, offset + length) of the source to the target (any thread). */
+int convert_chunk(const struct convert_job *job, struct convert_chunk_ctx *ctx, uint64_t offset,
+                  uint64_t length);
+
+/* Copies the whole source, reporting progress on the calling thread. */
+int convert_copy(struct convert_job *job);
+
+#endif
