@@ -7,17 +7,16 @@
  * the requested output is accepted even if it would go on. libdeflate, when built in, handles
  * the common exact case faster; anything it refuses is retried with zlib, which is the reference.
  *
- * Streams are kept per thread and reset between calls: setting up a deflate stream costs far more
- * than compressing a 64 KiB cluster.
+ * Streams are kept per thread and reset between calls (codec_thread.h).
  */
 #include <errno.h>
 #include <limits.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
 
 #include "codec/codec_impl.h"
+#include "codec/codec_thread.h"
 #include "config.h"
 
 #if HAVE_LIBDEFLATE
@@ -43,15 +42,10 @@ struct deflate_thread_state {
 #endif
 };
 
-static pthread_key_t state_key;
-static pthread_once_t state_key_once = PTHREAD_ONCE_INIT;
-static bool state_key_ok;
-
-static void state_free(void *p)
+/* Frees what a thread's state holds, when the thread exits. */
+static void state_release(void *p)
 {
     struct deflate_thread_state *st = p;
-    if (!st)
-        return;
     if (st->inflater_ready)
         inflateEnd(&st->inflater);
     for (int i = 0; i < 2; i++)
@@ -61,30 +55,12 @@ static void state_free(void *p)
     if (st->fast)
         libdeflate_free_decompressor(st->fast);
 #endif
-    free(st);
-}
-
-static void state_key_create(void)
-{
-    state_key_ok = pthread_key_create(&state_key, state_free) == 0;
 }
 
 static struct deflate_thread_state *thread_state(void)
 {
-    pthread_once(&state_key_once, state_key_create);
-    if (!state_key_ok)
-        return NULL;
-    struct deflate_thread_state *st = pthread_getspecific(state_key);
-    if (st)
-        return st;
-    st = calloc(1, sizeof(*st));
-    if (!st)
-        return NULL;
-    if (pthread_setspecific(state_key, st) != 0) {
-        free(st);
-        return NULL;
-    }
-    return st;
+    return codec_thread_state(CODEC_THREAD_DEFLATE, sizeof(struct deflate_thread_state),
+                              state_release);
 }
 
 #if HAVE_LIBDEFLATE

@@ -4,16 +4,16 @@
  *
  * qcow2 does not record the exact compressed length, only whole sectors, so decoding streams
  * until the output is full and ignores what follows; the stream may consist of several frames.
- * Contexts are kept per thread because creating one costs more than decoding a cluster.
+ * Contexts are kept per thread (codec_thread.h).
  */
 #include <errno.h>
-#include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <zstd.h>
 #include <zstd_errors.h>
 
 #include "codec/codec_impl.h"
+#include "codec/codec_thread.h"
 
 /*
  * A hostile frame can announce a window up to 2 GiB, which the decoder would allocate. No
@@ -27,41 +27,17 @@ struct zstd_thread_state {
     ZSTD_CCtx *cctx;
 };
 
-static pthread_key_t state_key;
-static pthread_once_t state_key_once = PTHREAD_ONCE_INIT;
-static bool state_key_ok;
-
-static void state_free(void *p)
+/* Frees what a thread's state holds, when the thread exits. */
+static void state_release(void *p)
 {
     struct zstd_thread_state *st = p;
-    if (!st)
-        return;
     ZSTD_freeDCtx(st->dctx);
     ZSTD_freeCCtx(st->cctx);
-    free(st);
-}
-
-static void state_key_create(void)
-{
-    state_key_ok = pthread_key_create(&state_key, state_free) == 0;
 }
 
 static struct zstd_thread_state *thread_state(void)
 {
-    pthread_once(&state_key_once, state_key_create);
-    if (!state_key_ok)
-        return NULL;
-    struct zstd_thread_state *st = pthread_getspecific(state_key);
-    if (st)
-        return st;
-    st = calloc(1, sizeof(*st));
-    if (!st)
-        return NULL;
-    if (pthread_setspecific(state_key, st) != 0) {
-        free(st);
-        return NULL;
-    }
-    return st;
+    return codec_thread_state(CODEC_THREAD_ZSTD, sizeof(struct zstd_thread_state), state_release);
 }
 
 int zstd_decompress(const void *src, size_t src_len, void *dst, size_t dst_len)

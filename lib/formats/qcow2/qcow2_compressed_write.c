@@ -19,30 +19,6 @@
 #include "io/io.h"
 #include "util/checked.h"
 
-/* Writes `len` bytes through the normal path (data that did not compress). */
-static int write_plain(struct img *img, uint64_t offset, const uint8_t *buf, uint64_t len)
-{
-    while (len) {
-        struct img_extent ext;
-        struct img_alloc *token;
-        int ret = qcow2_alloc(img, offset, len, &ext, &token);
-        if (ret < 0)
-            return ret;
-        ret = io_pwrite(ext.file, buf, ext.length, ext.host_offset);
-        if (token) {
-            int commit = qcow2_alloc_commit(img, token, ret);
-            if (ret == 0)
-                ret = commit;
-        }
-        if (ret < 0)
-            return ret;
-        buf += ext.length;
-        offset += ext.length;
-        len -= ext.length;
-    }
-    return 0;
-}
-
 int qcow2_write_compressed(struct img *img, uint64_t offset, const void *buf, size_t len)
 {
     struct qcow2_state *s = img->priv;
@@ -83,7 +59,7 @@ int qcow2_write_compressed(struct img *img, uint64_t offset, const void *buf, si
     free(plain);
     if (clen == -ENOSPC || clen == 0) {
         free(out);
-        return write_plain(img, offset, buf, len);
+        return qcow2_write_through(img, offset, buf, len);
     }
     if (clen < 0) {
         free(out);

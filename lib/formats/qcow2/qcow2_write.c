@@ -291,10 +291,14 @@ static void touched(const struct qcow2_state *s, uint64_t c, uint64_t offset, ui
     *to = (uint32_t)min_u64(s->cluster_size, end - start);
 }
 
-/* Longest run of clusters written in place, contiguous on the host. */
-static int in_place_run(struct qcow2_state *s, struct qcow2_l2_cursor *cur, uint64_t first,
-                        uint64_t host, uint64_t offset, uint64_t end, uint64_t limit,
-                        uint64_t *count)
+/*
+ * Clusters from `first` that are not being allocated and need the same action `want` as
+ * `first` does: ACT_NEW (each needs a new host cluster), or ACT_IN_PLACE, where the run must
+ * also stay contiguous on the host from `host` so that one extent covers it.
+ */
+static int run_length(struct qcow2_state *s, struct qcow2_l2_cursor *cur, enum action want,
+                      uint64_t first, uint64_t host, uint64_t offset, uint64_t end, uint64_t limit,
+                      uint64_t *count)
 {
     uint64_t n = 1;
     while (n < limit) {
@@ -308,33 +312,10 @@ static int in_place_run(struct qcow2_state *s, struct qcow2_l2_cursor *cur, uint
         uint32_t from, to;
         touched(s, c, offset, end, &from, &to);
         enum action act;
-        if (classify(s, &ci, c << s->cluster_bits, from, to, &act) < 0 || act != ACT_IN_PLACE)
+        if (classify(s, &ci, c << s->cluster_bits, from, to, &act) < 0 || act != want)
             break;
-        if (qcow2_l2_entry_offset(ci.entry) != host + (n << s->cluster_bits))
-            break;
-        n++;
-    }
-    *count = n;
-    return 0;
-}
-
-/* Clusters from `first` that all need a new host cluster and are not being allocated. */
-static int new_run(struct qcow2_state *s, struct qcow2_l2_cursor *cur, uint64_t first,
-                   uint64_t offset, uint64_t end, uint64_t limit, uint64_t *count)
-{
-    uint64_t n = 1;
-    while (n < limit) {
-        uint64_t c = first + n;
-        if (qcow2_inflight_overlaps(s->writer, c, 1))
-            break;
-        struct cluster_info ci;
-        int ret = lookup(s, cur, c, &ci);
-        if (ret < 0)
-            return ret;
-        uint32_t from, to;
-        touched(s, c, offset, end, &from, &to);
-        enum action act;
-        if (classify(s, &ci, c << s->cluster_bits, from, to, &act) < 0 || act != ACT_NEW)
+        if (want == ACT_IN_PLACE &&
+            qcow2_l2_entry_offset(ci.entry) != host + (n << s->cluster_bits))
             break;
         n++;
     }
@@ -370,7 +351,7 @@ static int prepare(struct img *img, struct qcow2_state *s, uint64_t offset, uint
         ret = classify(s, &ci, first << s->cluster_bits, from, to, &act);
     if (ret == 0 && act == ACT_IN_PLACE) {
         uint64_t host = qcow2_l2_entry_offset(ci.entry), n;
-        ret = in_place_run(s, &cur, first, host, offset, end, limit, &n);
+        ret = run_length(s, &cur, ACT_IN_PLACE, first, host, offset, end, limit, &n);
         qcow2_l2_cursor_release(s, &cur);
         if (ret < 0)
             return ret;
@@ -401,7 +382,7 @@ static int prepare(struct img *img, struct qcow2_state *s, uint64_t offset, uint
     uint64_t n = 1;
     ret = lookup(s, &cur, first, &ci);
     if (ret == 0 && act == ACT_NEW)
-        ret = new_run(s, &cur, first, offset, end, limit, &n);
+        ret = run_length(s, &cur, ACT_NEW, first, 0, offset, end, limit, &n);
     qcow2_l2_cursor_release(s, &cur);
     if (ret < 0)
         return ret;
@@ -526,6 +507,31 @@ int qcow2_alloc_commit(struct img *img, struct img_alloc *t, int write_result)
     pthread_mutex_unlock(&s->lock);
     token_free(t);
     return ret;
+}
+
+int qcow2_write_through(struct img *img, uint64_t offset, const uint8_t *buf, uint64_t len)
+{
+    while (len) {
+        struct img_extent ext;
+        struct img_alloc *token;
+        int ret = qcow2_alloc(img, offset, len, &ext, &token);
+        if (ret < 0)
+            return ret;
+        ret = buf ? io_pwrite(ext.file, buf, ext.length, ext.host_offset)
+                  : qcow2_write_zero_bytes(ext.file, ext.host_offset, ext.length);
+        if (token) {
+            int commit = qcow2_alloc_commit(img, token, ret);
+            if (ret == 0)
+                ret = commit;
+        }
+        if (ret < 0)
+            return ret;
+        if (buf)
+            buf += ext.length;
+        offset += ext.length;
+        len -= ext.length;
+    }
+    return 0;
 }
 
 int qcow2_write_zero_bytes(struct io_file *file, uint64_t offset, uint64_t len)

@@ -178,6 +178,12 @@ int qcow2_refcount_block_ensure(struct qcow2_state *s, uint64_t index, bool *all
 /* Writes `len` zero bytes at `offset` of `file` (unmapping where possible). */
 int qcow2_write_zero_bytes(struct io_file *file, uint64_t offset, uint64_t len);
 
+/*
+ * Writes guest range [offset, offset + len) through qcow2_alloc()/qcow2_alloc_commit(), as an
+ * ordinary write would: from `buf`, or zeros when `buf` is NULL.
+ */
+int qcow2_write_through(struct img *img, uint64_t offset, const uint8_t *buf, uint64_t len);
+
 /* True when the image keeps its data in an external data file. */
 static inline bool qcow2_has_data_file(const struct qcow2_state *s)
 {

@@ -27,29 +27,6 @@
 
 #define ALL_ZEROES_BITMAP (0xffffffffull << 32)
 
-/* Zeroes [offset, offset + length) by writing zeros through alloc()/alloc_commit(). */
-static int write_zeroes_through(struct img *img, uint64_t offset, uint64_t length)
-{
-    while (length) {
-        struct img_extent ext;
-        struct img_alloc *token;
-        int ret = qcow2_alloc(img, offset, length, &ext, &token);
-        if (ret < 0)
-            return ret;
-        ret = qcow2_write_zero_bytes(ext.file, ext.host_offset, ext.length);
-        if (token) {
-            int commit = qcow2_alloc_commit(img, token, ret);
-            if (ret == 0)
-                ret = commit;
-        }
-        if (ret < 0)
-            return ret;
-        offset += ext.length;
-        length -= ext.length;
-    }
-    return 0;
-}
-
 static bool is_allocated(const struct qcow2_state *s, uint64_t entry)
 {
     if (entry & QCOW2_OFLAG_COMPRESSED)
@@ -211,7 +188,7 @@ static int zero_aligned(struct img *img, uint64_t offset, uint64_t end, unsigned
             pthread_mutex_unlock(&s->lock);
         }
         if (ret == 0 && fallback)
-            ret = write_zeroes_through(img, a, b - a);
+            ret = qcow2_write_through(img, a, NULL, b - a);
         a = b;
     }
     return ret;
@@ -237,19 +214,19 @@ int qcow2_zero(struct img *img, uint64_t offset, uint64_t length, unsigned flags
 
     if (s->hdr.version < 3) {
         if (!(flags & IMG_ZERO_MAY_UNMAP) || img->backing_name)
-            return write_zeroes_through(img, offset, length);
+            return qcow2_write_through(img, offset, NULL, length);
         uint64_t a = align_up_u64(offset, s->cluster_size);
         uint64_t b = align_down_u64(end, s->cluster_size);
         if (end == img->size)
             b = align_up_u64(end, s->cluster_size); /* the image's last, partial cluster */
         if (a >= b)
-            return write_zeroes_through(img, offset, length);
-        ret = write_zeroes_through(img, offset, a - offset);
+            return qcow2_write_through(img, offset, NULL, length);
+        ret = qcow2_write_through(img, offset, NULL, a - offset);
         if (ret == 0)
             ret =
                 for_clusters(img, a >> s->cluster_bits, b >> s->cluster_bits, deallocate_one, NULL);
         if (ret == 0 && end > b)
-            ret = write_zeroes_through(img, b, end - b);
+            ret = qcow2_write_through(img, b, NULL, end - b);
         return ret;
     }
 
@@ -260,12 +237,12 @@ int qcow2_zero(struct img *img, uint64_t offset, uint64_t length, unsigned flags
     if (end == img->size)
         b = align_up_u64(end, unit); /* the image's last, partial unit reads as zeros past it */
     if (a >= b)
-        return write_zeroes_through(img, offset, length);
-    ret = write_zeroes_through(img, offset, a - offset);
+        return qcow2_write_through(img, offset, NULL, length);
+    ret = qcow2_write_through(img, offset, NULL, a - offset);
     if (ret == 0)
         ret = zero_aligned(img, a, b, flags);
     if (ret == 0 && end > b)
-        ret = write_zeroes_through(img, b, end - b);
+        ret = qcow2_write_through(img, b, NULL, end - b);
     return ret;
 }
 
