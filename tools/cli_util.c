@@ -10,6 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli_create_options.h"
+
 void cli_error(const char *fmt, ...)
 {
     va_list ap;
@@ -194,13 +196,6 @@ int cli_parse_output(const char *arg, enum cli_output *out)
     return -1;
 }
 
-/* True when the -o text asks for the list of options instead of setting any. */
-static bool asks_for_help(const char *text)
-{
-    return strcmp(text, "help") == 0 || strcmp(text, "?") == 0 || strncmp(text, "help,", 5) == 0 ||
-           strncmp(text, "?,", 2) == 0;
-}
-
 static int ensure_opts(img_opts **opts)
 {
     if (*opts)
@@ -212,12 +207,11 @@ static int ensure_opts(img_opts **opts)
     return 0;
 }
 
-int cli_opts_add(img_opts **opts, const char *text)
+int cli_opts_add(img_opts **opts, const char *text, bool *help)
 {
-    if (asks_for_help(text)) {
-        cli_error("'-o help' is not supported: the options are the keys that qemu-img's -o "
-                  "takes for the format");
-        return CLI_EXIT_FAILURE;
+    if (cli_opts_ask_help(text)) {
+        *help = true;
+        return 0;
     }
     if (ensure_opts(opts))
         return CLI_EXIT_FAILURE;

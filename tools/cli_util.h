@@ -67,10 +67,11 @@ void cli_size_to_str(uint64_t value, char *buf, size_t cap);
 int cli_parse_output(const char *arg, enum cli_output *out);
 
 /*
- * Adds "-o" text to `*opts`, creating the set on first use. A request for help ("help" or "?")
- * and malformed text are reported. Returns 0 or CLI_EXIT_FAILURE after printing the error.
+ * Adds "-o" text to `*opts`, creating the set on first use. A request for the list of options
+ * ("help" or "?" among the items) sets *help instead, for the caller to print once the format
+ * is known. Returns 0 or CLI_EXIT_FAILURE after printing why the text was refused.
  */
-int cli_opts_add(img_opts **opts, const char *text);
+int cli_opts_add(img_opts **opts, const char *text, bool *help);
 
 /* img_opts_set() that creates the set on first use and reports failures. */
 int cli_opts_set(img_opts **opts, const char *key, const char *value);

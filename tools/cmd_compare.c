@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cli_commands.h"
+#include "cli_image_args.h"
 #include "cli_progress.h"
 #include "cli_util.h"
 
@@ -204,50 +205,42 @@ static int open_side(struct side *s, const char *format, unsigned flags)
 int cmd_compare(int argc, char **argv)
 {
     static const struct option long_options[] = {
-        {"help", no_argument, NULL, 'h'},
-        {"force-share", no_argument, NULL, 'U'},
+        CLI_LONG_HELP,
+        CLI_LONG_FORCE_SHARE,
         {NULL, 0, NULL, 0},
     };
-    const char *format_a = NULL, *format_b = NULL;
+    struct cli_image_args args = {.format = NULL};
+    const char *format_b = NULL;
     struct compare cmp;
-    unsigned flags = IMG_OPEN_READ_ONLY;
     bool show_progress = false;
     int c;
 
     memset(&cmp, 0, sizeof(cmp));
-    while ((c = getopt_long(argc, argv, ":hf:F:pqsU", long_options, NULL)) != -1) {
+    while ((c = cli_image_getopt(argc, argv, ":hf:F:pqsU", long_options, &args)) != -1) {
         switch (c) {
-        case 'h':
-            cli_print_help();
-            return 0;
-        case 'f':
-            format_a = optarg;
-            break;
         case 'F':
             format_b = optarg;
             break;
         case 'p':
             show_progress = true;
             break;
-        case 'q':
-            cmp.quiet = true;
-            break;
         case 's':
             cmp.strict = true;
-            break;
-        case 'U':
-            flags |= IMG_OPEN_FORCE_SHARE;
             break;
         default:
             return cli_getopt_error(c, argv);
         }
     }
+    if (args.stop)
+        return args.status;
+    cmp.quiet = args.quiet;
+    unsigned flags = IMG_OPEN_READ_ONLY | args.share;
     if (optind != argc - 2)
         return cli_usage_error("Expecting two image file names");
     cmp.a.filename = argv[optind];
     cmp.b.filename = argv[optind + 1];
 
-    int status = open_side(&cmp.a, format_a, flags);
+    int status = open_side(&cmp.a, args.format, flags);
     if (!status)
         status = open_side(&cmp.b, format_b, flags);
     if (!status) {

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cli_commands.h"
+#include "cli_create_options.h"
 #include "cli_progress.h"
 #include "cli_util.h"
 
@@ -73,7 +74,7 @@ int cmd_convert(int argc, char **argv)
     const char *src_format = NULL, *dst_format = "raw";
     img_opts *opts = NULL;
     unsigned flags = IMG_OPEN_READ_ONLY;
-    bool show_progress = false, quiet = false;
+    bool show_progress = false, quiet = false, help = false;
     int status = CLI_EXIT_FAILURE, c;
     char *end;
 
@@ -90,7 +91,7 @@ int cmd_convert(int argc, char **argv)
             dst_format = optarg;
             break;
         case 'o':
-            if (cli_opts_add(&opts, optarg))
+            if (cli_opts_add(&opts, optarg, &help))
                 goto out;
             break;
         case 'S':
@@ -135,6 +136,11 @@ int cmd_convert(int argc, char **argv)
             status = cli_getopt_error(c, argv);
             goto out;
         }
+    }
+    /* Like qemu-img, -o help lists the target format's options and converts nothing. */
+    if (help) {
+        status = cli_print_create_options(dst_format);
+        goto out;
     }
     if (argc - optind < 2) {
         status = cli_usage_error("Must specify image file name");

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cli_commands.h"
+#include "cli_create_options.h"
 #include "cli_util.h"
 
 /* -o keys in the order the user gave them, for the "Formatting ..." line. */
@@ -190,7 +191,7 @@ int cmd_create(int argc, char **argv)
     const char *format = "raw";
     img_opts *opts = NULL;
     struct key_list given = {.count = 0};
-    bool quiet = false, unsafe = false;
+    bool quiet = false, unsafe = false, help = false;
     int64_t size = -1;
     int status = CLI_EXIT_FAILURE, c;
 
@@ -212,7 +213,7 @@ int cmd_create(int argc, char **argv)
                 goto out;
             break;
         case 'o':
-            if (cli_opts_add(&opts, optarg))
+            if (cli_opts_add(&opts, optarg, &help))
                 goto out;
             key_list_add_text(&given, optarg);
             break;
@@ -226,6 +227,11 @@ int cmd_create(int argc, char **argv)
             status = cli_getopt_error(c, argv);
             goto out;
         }
+    }
+    /* Like qemu-img, -o help needs no file name and creates nothing. */
+    if (help) {
+        status = cli_print_create_options(format);
+        goto out;
     }
     if (optind >= argc) {
         status = cli_usage_error("Expecting image file name");

@@ -7,13 +7,13 @@
 #include <string.h>
 
 #include "cli_commands.h"
+#include "cli_image_args.h"
 #include "cli_json.h"
 #include "cli_snapshots.h"
 #include "cli_util.h"
 
 enum {
-    OPT_OUTPUT = 256,
-    OPT_BACKING_CHAIN,
+    OPT_BACKING_CHAIN = CLI_OPT_OWN,
 };
 
 static void dump_value(const struct json_value *v, int indent);
@@ -149,51 +149,29 @@ static int print_human(const char *json)
 int cmd_info(int argc, char **argv)
 {
     static const struct option long_options[] = {
-        {"help", no_argument, NULL, 'h'},
-        {"format", required_argument, NULL, 'f'},
-        {"force-share", no_argument, NULL, 'U'},
-        {"output", required_argument, NULL, OPT_OUTPUT},
+        CLI_LONG_HELP,
+        CLI_LONG_FORMAT,
+        CLI_LONG_FORCE_SHARE,
+        CLI_LONG_OUTPUT,
         {"backing-chain", no_argument, NULL, OPT_BACKING_CHAIN},
         {NULL, 0, NULL, 0},
     };
-    const char *format = NULL;
-    enum cli_output output = CLI_OUTPUT_HUMAN;
+    struct cli_image_args args = {.format = NULL};
     bool chain = false;
-    unsigned flags = IMG_OPEN_READ_ONLY;
     int c;
 
-    while ((c = getopt_long(argc, argv, ":hf:U", long_options, NULL)) != -1) {
-        switch (c) {
-        case 'h':
-            cli_print_help();
-            return 0;
-        case 'f':
-            format = optarg;
-            break;
-        case 'U':
-            flags |= IMG_OPEN_FORCE_SHARE;
-            break;
-        case OPT_OUTPUT:
-            if (cli_parse_output(optarg, &output) < 0)
-                return CLI_EXIT_FAILURE;
-            break;
-        case OPT_BACKING_CHAIN:
-            chain = true;
-            break;
-        default:
+    while ((c = cli_image_getopt(argc, argv, ":hf:U", long_options, &args)) != -1) {
+        if (c != OPT_BACKING_CHAIN)
             return cli_getopt_error(c, argv);
-        }
+        chain = true;
     }
-    if (optind != argc - 1)
-        return cli_usage_error("Expecting one image file name");
-    const char *filename = argv[optind];
 
     /* Without --backing-chain only this image is described: a missing backing file is fine. */
-    if (!chain)
-        flags |= IMG_OPEN_NO_BACKING;
+    unsigned flags = IMG_OPEN_READ_ONLY | (chain ? 0 : IMG_OPEN_NO_BACKING);
     img *image;
-    if (cli_open_image(&image, filename, format, flags) < 0)
-        return CLI_EXIT_FAILURE;
+    if (!cli_image_open(argc, argv, "Expecting one image file name", &args, flags, &image))
+        return args.status;
+    const char *filename = args.filename;
 
     char *json = NULL;
     int ret = img_info_json(image, chain ? IMG_INFO_BACKING_CHAIN : 0, &json);
@@ -202,7 +180,7 @@ int cmd_info(int argc, char **argv)
         img_close(image);
         return CLI_EXIT_FAILURE;
     }
-    if (output == CLI_OUTPUT_JSON)
+    if (args.output == CLI_OUTPUT_JSON)
         cli_print_json(json);
     else
         ret = print_human(json);

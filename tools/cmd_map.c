@@ -7,12 +7,12 @@
 #include <string.h>
 
 #include "cli_commands.h"
+#include "cli_image_args.h"
 #include "cli_json.h"
 #include "cli_util.h"
 
 enum {
-    OPT_OUTPUT = 256,
-    OPT_START_OFFSET,
+    OPT_START_OFFSET = CLI_OPT_OWN,
     OPT_MAX_LENGTH,
 };
 
@@ -190,36 +190,21 @@ static int parse_offset(const char *arg, const char *what, int64_t *out)
 int cmd_map(int argc, char **argv)
 {
     static const struct option long_options[] = {
-        {"help", no_argument, NULL, 'h'},
-        {"format", required_argument, NULL, 'f'},
-        {"force-share", no_argument, NULL, 'U'},
-        {"output", required_argument, NULL, OPT_OUTPUT},
+        CLI_LONG_HELP,
+        CLI_LONG_FORMAT,
+        CLI_LONG_FORCE_SHARE,
+        CLI_LONG_OUTPUT,
         {"start-offset", required_argument, NULL, OPT_START_OFFSET},
         {"max-length", required_argument, NULL, OPT_MAX_LENGTH},
         {NULL, 0, NULL, 0},
     };
-    const char *format = NULL;
-    enum cli_output output = CLI_OUTPUT_HUMAN;
-    unsigned flags = IMG_OPEN_READ_ONLY;
+    struct cli_image_args args = {.format = NULL};
     int64_t start = 0, max_length = INT64_MAX;
     bool ranged = false;
     int c;
 
-    while ((c = getopt_long(argc, argv, ":hf:U", long_options, NULL)) != -1) {
+    while ((c = cli_image_getopt(argc, argv, ":hf:U", long_options, &args)) != -1) {
         switch (c) {
-        case 'h':
-            cli_print_help();
-            return 0;
-        case 'f':
-            format = optarg;
-            break;
-        case 'U':
-            flags |= IMG_OPEN_FORCE_SHARE;
-            break;
-        case OPT_OUTPUT:
-            if (cli_parse_output(optarg, &output) < 0)
-                return CLI_EXIT_FAILURE;
-            break;
         case OPT_START_OFFSET:
             if (parse_offset(optarg, "start offset", &start) < 0)
                 return CLI_EXIT_FAILURE;
@@ -234,13 +219,13 @@ int cmd_map(int argc, char **argv)
             return cli_getopt_error(c, argv);
         }
     }
-    if (optind != argc - 1)
-        return cli_usage_error("Expecting one image file name");
-    const char *filename = argv[optind];
 
     img *image;
-    if (cli_open_image(&image, filename, format, flags) < 0)
-        return CLI_EXIT_FAILURE;
+    if (!cli_image_open(argc, argv, "Expecting one image file name", &args, IMG_OPEN_READ_ONLY,
+                        &image))
+        return args.status;
+    const char *filename = args.filename;
+    enum cli_output output = args.output;
 
     int status = CLI_EXIT_FAILURE;
     char *json = NULL, *chain_json = NULL;

@@ -5,10 +5,11 @@
 #include <string.h>
 
 #include "cli_commands.h"
+#include "cli_image_args.h"
 #include "cli_util.h"
 
 enum {
-    OPT_SHRINK = 256,
+    OPT_SHRINK = CLI_OPT_OWN,
     OPT_PREALLOCATION,
 };
 
@@ -51,13 +52,14 @@ static int64_t new_size(const char *arg, int64_t current)
 int cmd_resize(int argc, char **argv)
 {
     static const struct option long_options[] = {
-        {"help", no_argument, NULL, 'h'},
+        CLI_LONG_HELP,
         {"shrink", no_argument, NULL, OPT_SHRINK},
         {"preallocation", required_argument, NULL, OPT_PREALLOCATION},
         {NULL, 0, NULL, 0},
     };
-    const char *format = NULL, *preallocation = "off";
-    bool quiet = false, shrink = false;
+    struct cli_image_args args = {.format = NULL};
+    const char *preallocation = "off";
+    bool shrink = false;
     int c;
 
     /* The size comes last and may start with '-': take it before getopt sees it as an option. */
@@ -70,17 +72,8 @@ int cmd_resize(int argc, char **argv)
     }
     const char *size_arg = argv[--argc];
 
-    while ((c = getopt_long(argc, argv, ":hf:q", long_options, NULL)) != -1) {
+    while ((c = cli_image_getopt(argc, argv, ":hf:q", long_options, &args)) != -1) {
         switch (c) {
-        case 'h':
-            cli_print_help();
-            return 0;
-        case 'f':
-            format = optarg;
-            break;
-        case 'q':
-            quiet = true;
-            break;
         case OPT_SHRINK:
             shrink = true;
             break;
@@ -95,13 +88,12 @@ int cmd_resize(int argc, char **argv)
             return cli_getopt_error(c, argv);
         }
     }
-    if (optind != argc - 1)
-        return cli_usage_error("Expecting image file name and size");
-    const char *filename = argv[optind];
 
     img *image;
-    if (cli_open_image(&image, filename, format, IMG_OPEN_READ_WRITE) < 0)
-        return CLI_EXIT_FAILURE;
+    if (!cli_image_open(argc, argv, "Expecting image file name and size", &args,
+                        IMG_OPEN_READ_WRITE, &image))
+        return args.status;
+    const char *filename = args.filename;
 
     int status = CLI_EXIT_FAILURE;
     img_opts *opts = NULL;
@@ -132,7 +124,7 @@ int cmd_resize(int argc, char **argv)
         cli_lib_error("Could not resize '%s'", filename);
         goto out;
     }
-    if (!quiet)
+    if (!args.quiet)
         printf("Image resized.\n");
     status = 0;
 out:

@@ -5,6 +5,7 @@
 #include <stdio.h>
 
 #include "cli_commands.h"
+#include "cli_image_args.h"
 #include "cli_json.h"
 #include "cli_snapshots.h"
 #include "cli_util.h"
@@ -70,21 +71,19 @@ static int change_snapshot(img *image, enum snapshot_action action, const char *
 int cmd_snapshot(int argc, char **argv)
 {
     static const struct option long_options[] = {
-        {"help", no_argument, NULL, 'h'},
-        {"force-share", no_argument, NULL, 'U'},
+        CLI_LONG_HELP,
+        CLI_LONG_FORCE_SHARE,
         {NULL, 0, NULL, 0},
     };
+    struct cli_image_args args = {.format = NULL};
     enum snapshot_action action = ACTION_NONE;
-    const char *tag = NULL, *format = NULL;
-    unsigned share = 0;
+    const char *tag = NULL;
     int c;
 
-    while ((c = getopt_long(argc, argv, ":hla:c:d:f:qU", long_options, NULL)) != -1) {
+    /* -q is taken and ignored: nothing is printed on success anyway. */
+    while ((c = cli_image_getopt(argc, argv, ":hla:c:d:f:qU", long_options, &args)) != -1) {
         enum snapshot_action chosen;
         switch (c) {
-        case 'h':
-            cli_print_help();
-            return 0;
         case 'l':
             chosen = ACTION_LIST;
             break;
@@ -97,15 +96,6 @@ int cmd_snapshot(int argc, char **argv)
         case 'd':
             chosen = ACTION_DELETE;
             break;
-        case 'f':
-            format = optarg;
-            continue;
-        case 'q':
-            /* Nothing is printed on success anyway. */
-            continue;
-        case 'U':
-            share = IMG_OPEN_FORCE_SHARE;
-            continue;
         default:
             return cli_getopt_error(c, argv);
         }
@@ -114,17 +104,15 @@ int cmd_snapshot(int argc, char **argv)
         action = chosen;
         tag = optarg;
     }
-    if (optind != argc - 1)
-        return cli_usage_error("Expecting one image file name");
-    const char *filename = argv[optind];
 
     /* Snapshots live in this image's metadata: its backing file is never needed. */
-    unsigned flags = IMG_OPEN_NO_BACKING | share;
+    unsigned flags = IMG_OPEN_NO_BACKING;
     flags |=
         action == ACTION_LIST || action == ACTION_NONE ? IMG_OPEN_READ_ONLY : IMG_OPEN_READ_WRITE;
     img *image;
-    if (cli_open_image(&image, filename, format, flags) < 0)
-        return CLI_EXIT_FAILURE;
+    if (!cli_image_open(argc, argv, "Expecting one image file name", &args, flags, &image))
+        return args.status;
+    const char *filename = args.filename;
 
     int status = 0;
     if (action == ACTION_LIST)

@@ -53,7 +53,6 @@ expect_status 1 convert -S 32M a b && expect_err "Invalid buffer size for sparse
 expect_status 1 convert -S nonsense a b && expect_err "Invalid buffer size for sparse output"
 expect_status 1 convert -m 17 a b && expect_err "Invalid number of coroutines"
 expect_status 1 convert -t sometimes a b && expect_err "Invalid cache option: sometimes"
-expect_status 1 convert -o help a b && expect_err "-o help"
 expect_status 1 resize && expect_err "Not enough arguments"
 expect_status 1 resize x && expect_err "Not enough arguments"
 expect_status 1 resize --preallocation=lots x 1G &&

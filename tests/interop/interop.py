@@ -14,16 +14,20 @@ import os
 import random
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'pylib'))
+import command  # noqa: E402
+from command import describe_rc  # noqa: E402
 
 SKIP = 77
 
 # A hung command becomes a clear failure instead of a test killed by meson's timeout.
 COMMAND_TIMEOUT = 240
+# Characters of a command's output a failure message shows.
+CLIP_LIMIT = 2000
 
 INFO_FIELDS = ('filename', 'format', 'virtual-size', 'actual-size', 'cluster-size',
                'dirty-flag', 'backing-filename', 'full-backing-filename',
@@ -57,38 +61,15 @@ def require_qemu():
         sys.exit(SKIP)
 
 
-def describe_rc(rc):
-    if rc < 0:
-        try:
-            return 'killed by %s' % signal.Signals(-rc).name
-        except ValueError:
-            return 'killed by signal %d' % -rc
-    return 'exit %d' % rc
-
-
 def run(args, cwd=None, ok_codes=(0,), timeout=COMMAND_TIMEOUT, binary=False):
     """Runs a command; raises CommandError (with its output) when the exit code is not in
     ok_codes. ok_codes=None accepts any exit code."""
-    args = [str(a) for a in args]
-    try:
-        proc = subprocess.run(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              timeout=timeout, text=not binary)
-    except subprocess.TimeoutExpired:
-        raise CommandError('did not finish within %d s: %s' % (timeout, ' '.join(args)))
-    except OSError as e:
-        raise CommandError('cannot run %s: %s' % (args[0], e))
-    if ok_codes is not None and proc.returncode not in ok_codes:
-        raise CommandError('%s: %s (cwd %s)\n  stdout: %s\n  stderr: %s' % (
-            ' '.join(args), describe_rc(proc.returncode), cwd or os.getcwd(),
-            clip(proc.stdout), clip(proc.stderr)))
-    return proc
+    return command.run(args, CommandError, timeout, CLIP_LIMIT, cwd=cwd, ok_codes=ok_codes,
+                       binary=binary)
 
 
-def clip(text, limit=2000):
-    if isinstance(text, bytes):
-        text = text.decode('utf-8', 'replace')
-    text = (text or '').strip()
-    return text if len(text) <= limit else text[:limit] + ' [...]'
+def clip(text, limit=CLIP_LIMIT):
+    return command.clip(text, limit)
 
 
 class Suite:
@@ -167,6 +148,15 @@ class Suite:
         if not os.path.exists(self.cli):
             raise CheckFailed('the imgutil CLI was not built (%s)' % self.cli)
         return run([self.cli] + list(args), cwd=cwd, ok_codes=ok_codes)
+
+
+def parse_refusal(proc):
+    """`api_driver open` prints "refused CODE MESSAGE"; returns (code, message)."""
+    m = re.match(r'refused (-?\d+) (.*)', proc.stdout.strip(), re.S)
+    if proc.returncode != 3 or not m:
+        raise CheckFailed('img_open did not refuse it: %s, stdout %r, stderr %r' % (
+            describe_rc(proc.returncode), clip(proc.stdout), clip(proc.stderr)))
+    return int(m.group(1)), m.group(2)
 
 
 def qemu_img(*args, cwd=None, ok_codes=(0,)):

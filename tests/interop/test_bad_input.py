@@ -18,7 +18,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import interop  # noqa: E402
 from interop import (CheckFailed, ImageCase, check_image, clip, create_qcow2,  # noqa: E402
-                     describe_rc, info_differences, parse_json, qemu_img, qemu_info)
+                     describe_rc, info_differences, parse_json, parse_refusal, qemu_img,
+                     qemu_info)
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -64,15 +65,6 @@ def qemu_verdict(path, fmt):
     if proc.returncode == 0:
         return 'qemu-img info accepts it'
     return 'qemu-img: %s' % clip(re.sub(r".*Could not open '[^']*': ", '', proc.stderr), 200)
-
-
-def parse_refusal(proc):
-    """`api_driver open` prints "refused CODE MESSAGE"; returns (code, message)."""
-    m = re.match(r'refused (-?\d+) (.*)', proc.stdout.strip(), re.S)
-    if proc.returncode != 3 or not m:
-        raise CheckFailed('img_open did not refuse it: %s, stdout %r, stderr %r' % (
-            describe_rc(proc.returncode), clip(proc.stdout), clip(proc.stderr)))
-    return int(m.group(1)), m.group(2)
 
 
 def mentions(message, words):

@@ -18,7 +18,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import interop  # noqa: E402
 from interop import (CheckFailed, clip, describe_rc, info_differences, parse_json,  # noqa: E402
-                     qemu_img)
+                     parse_refusal, qemu_img)
 
 RAW_SAMPLE = 'grub_mbr.raw'
 
@@ -60,14 +60,6 @@ def bunzip2(src, dst):
                 fout.write(chunk)
             size += len(chunk)
         fout.truncate(size)
-
-
-def parse_refusal(proc):
-    m = re.match(r'refused (-?\d+) (.*)', proc.stdout.strip(), re.S)
-    if proc.returncode != 3 or not m:
-        raise CheckFailed('img_open did not refuse it: %s, stdout %r, stderr %r' % (
-            describe_rc(proc.returncode), clip(proc.stdout), clip(proc.stderr)))
-    return int(m.group(1)), m.group(2)
 
 
 def check_raw_sample(s, folder, path):

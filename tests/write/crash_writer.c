@@ -234,17 +234,6 @@ out:
     return status;
 }
 
-static int parse_u64(const char *text, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(text, &end, 0);
-    if (errno || end == text || *end || text[0] == '-')
-        return -1;
-    *out = v;
-    return 0;
-}
-
 int main(int argc, char **argv)
 {
     struct sequence q = {0};
@@ -262,7 +251,7 @@ int main(int argc, char **argv)
             q.format = argv[++i];
         else if (strcmp(argv[i], "--shadow-in") == 0 && i + 1 < argc)
             shadow_in = argv[++i];
-        else if (positional < 4 && parse_u64(argv[i], &numbers[positional]) == 0)
+        else if (positional < 4 && op_parse_number(argv[i], &numbers[positional]))
             positional++;
         else
             goto usage;

@@ -28,7 +28,7 @@ static const struct {
 };
 #define OP_TABLE_SIZE (sizeof(op_table) / sizeof(op_table[0]))
 
-static bool parse_number(const char *word, uint64_t *out)
+bool op_parse_number(const char *word, uint64_t *out)
 {
     char *end;
     errno = 0;
@@ -59,7 +59,7 @@ int op_parse(const char *line, struct op *op)
         uint64_t *slots[] = {&op->offset, &op->length, &op->seed};
         for (int n = 0; n < op_table[i].numbers; n++) {
             word = strtok_r(NULL, " \t\r\n", &save);
-            if (!word || !parse_number(word, slots[n])) {
+            if (!word || !op_parse_number(word, slots[n])) {
                 fprintf(stderr, "'%s': argument %d is missing or not a number\n", line, n + 1);
                 return -1;
             }

@@ -46,6 +46,9 @@ struct op {
     char name[OP_NAME_MAX]; /* snapshot name, save file, resize preallocation ("" = none) */
 };
 
+/* A whole unsigned number (decimal, 0x hex or 0 octal), as operations and drivers take them. */
+bool op_parse_number(const char *word, uint64_t *out);
+
 /* Parses one line (without comments or blank lines: the caller skips those). 0 or -1. */
 int op_parse(const char *line, struct op *op);
 /* The line form of `op`, without a newline. */

@@ -64,6 +64,14 @@ def copy(s, src, dst):
     return dst
 
 
+def qemu_apply(s, image, copy_name, snapshot, raw):
+    """qemu-img snapshot -a on a copy of `image`: it must check clean and read as `raw`."""
+    c = copy(s, image, copy_name)
+    wt.qemu_img('snapshot', '-a', snapshot, c, cwd=s.tmp)
+    wt.assert_qemu_check(c, cwd=s.tmp)
+    wt.assert_same_content(raw, c, cwd=s.tmp)
+
+
 def made_here(s, n, label, opts, size):
     cluster = int(re.search(r'cluster_size=(\d+)', opts).group(1))
     image = 'here-%d.qcow2' % n
@@ -86,10 +94,8 @@ def made_here(s, n, label, opts, size):
         assert_names('qemu-img', qemu_snapshot_names(s, image), ['s1', 's2'])
     for name in ('s1', 's2'):
         with s.check('%s: qemu-img snapshot -a %s gives its content' % (tag, name)):
-            c = copy(s, image, 'here-%d-apply-%s.qcow2' % (n, name))
-            wt.qemu_img('snapshot', '-a', name, c, cwd=s.tmp)
-            wt.assert_qemu_check(c, cwd=s.tmp)
-            wt.assert_same_content('h%d-%s.raw' % (n, name), c, cwd=s.tmp)
+            qemu_apply(s, image, 'here-%d-apply-%s.qcow2' % (n, name), name,
+                       'h%d-%s.raw' % (n, name))
     with s.check('%s: qemu-img snapshot -d s1, then -a s2' % tag):
         c = copy(s, image, 'here-%d-delete.qcow2' % n)
         wt.qemu_img('snapshot', '-d', 's1', c, cwd=s.tmp)
@@ -163,10 +169,7 @@ def made_by_qemu(s, n, label, opts, size):
         wt.assert_same_content('q%d-cow.raw' % n, c, cwd=s.tmp)
         s.imgutil('snapshot', '-c', 'mine', c)
         for name, raw in (('q1', 'q1'), ('q2', 'q2'), ('mine', 'cow')):
-            d = copy(s, c, 'qemu-%d-cow-%s.qcow2' % (n, name))
-            wt.qemu_img('snapshot', '-a', name, d, cwd=s.tmp)
-            wt.assert_qemu_check(d, cwd=s.tmp)
-            wt.assert_same_content('q%d-%s.raw' % (n, raw), d, cwd=s.tmp)
+            qemu_apply(s, c, 'qemu-%d-cow-%s.qcow2' % (n, name), name, 'q%d-%s.raw' % (n, raw))
     with s.check('%s: imgutil snapshot -d, img_snapshot_delete of all, no leaks' % tag):
         c = copy(s, image, 'qemu-%d-delete.qcow2' % n)
         s.imgutil('snapshot', '-d', 'q1', c)

@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "imgutil.h"
+#include "ops.h"
 #include "pattern.h"
 #include "shadow.h"
 
@@ -210,17 +211,6 @@ static void join_phase(unsigned first, unsigned count, pthread_t *ids)
         pthread_join(ids[t], NULL);
 }
 
-static int parse_u64(const char *text, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(text, &end, 0);
-    if (errno || end == text || *end || text[0] == '-')
-        return -1;
-    *out = v;
-    return 0;
-}
-
 static int usage(void)
 {
     fprintf(stderr, "usage: thread_writer IMAGE CLUSTER SEED EXPECTED [-f FORMAT] "
@@ -233,7 +223,7 @@ int main(int argc, char **argv)
     struct shared sh = {.threads = 4};
     const char *format = NULL, *shadow_in = NULL;
     uint64_t threads = 4;
-    if (argc < 5 || parse_u64(argv[2], &sh.cluster) < 0 || parse_u64(argv[3], &sh.seed) < 0 ||
+    if (argc < 5 || !op_parse_number(argv[2], &sh.cluster) || !op_parse_number(argv[3], &sh.seed) ||
         sh.cluster < 512)
         return usage();
     for (int i = 5; i < argc; i++) {
@@ -243,7 +233,7 @@ int main(int argc, char **argv)
             format = argv[++i];
         else if (strcmp(argv[i], "--shadow-in") == 0)
             shadow_in = argv[++i];
-        else if (strcmp(argv[i], "--threads") == 0 && parse_u64(argv[++i], &threads) == 0 &&
+        else if (strcmp(argv[i], "--threads") == 0 && op_parse_number(argv[++i], &threads) &&
                  threads >= 2 && threads <= MAX_THREADS)
             sh.threads = (unsigned)threads;
         else

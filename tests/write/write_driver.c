@@ -52,21 +52,10 @@ static int usage(const char *why)
     return EXIT_USAGE;
 }
 
-static int parse_u64(const char *text, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(text, &end, 0);
-    if (errno || end == text || *end || text[0] == '-')
-        return -1;
-    *out = v;
-    return 0;
-}
-
 static int cmd_create(int argc, char **argv)
 {
     uint64_t size;
-    if (argc < 3 || argc > 4 || parse_u64(argv[2], &size) < 0)
+    if (argc < 3 || argc > 4 || !op_parse_number(argv[2], &size))
         return usage("create PATH FORMAT SIZE [OPTIONS]");
     img_opts *opts = NULL;
     int ret = img_opts_new(&opts);
@@ -232,7 +221,7 @@ static int parse_run_args(int argc, char **argv, struct runner *r, struct run_ar
         }
         if (text)
             *text = val;
-        if (number && parse_u64(val, number) < 0) {
+        if (number && !op_parse_number(val, number)) {
             fprintf(stderr, "write_driver: %s: '%s' is not a number\n", opt, val);
             return -1;
         }

@@ -12,52 +12,33 @@ import json
 import os
 import random
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'pylib'))
+import command  # noqa: E402
+from command import describe_rc  # noqa: E402
+
 SKIP = 77
 COMMAND_TIMEOUT = 240
+# Characters of a command's output a failure message shows.
+CLIP_LIMIT = 4000
 
 
 class CheckFailed(Exception):
     pass
 
 
-def describe_rc(rc):
-    if rc < 0:
-        try:
-            return 'killed by %s' % signal.Signals(-rc).name
-        except ValueError:
-            return 'killed by signal %d' % -rc
-    return 'exit %d' % rc
-
-
-def clip(text, limit=4000):
-    if isinstance(text, bytes):
-        text = text.decode('utf-8', 'replace')
-    text = (text or '').strip()
-    return text if len(text) <= limit else text[:limit] + ' [...]'
+def clip(text, limit=CLIP_LIMIT):
+    return command.clip(text, limit)
 
 
 def run(args, cwd=None, ok_codes=(0,), timeout=COMMAND_TIMEOUT, input=None):
     """Runs a command; raises CheckFailed with its output when the exit code is not in
     ok_codes (None accepts any)."""
-    args = [str(a) for a in args]
-    try:
-        proc = subprocess.run(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              timeout=timeout, text=True, input=input)
-    except subprocess.TimeoutExpired:
-        raise CheckFailed('did not finish within %d s: %s' % (timeout, ' '.join(args)))
-    except OSError as e:
-        raise CheckFailed('cannot run %s: %s' % (args[0], e))
-    if ok_codes is not None and proc.returncode not in ok_codes:
-        raise CheckFailed('%s: %s (cwd %s)\n  stdout: %s\n  stderr: %s' % (
-            ' '.join(args), describe_rc(proc.returncode), cwd or os.getcwd(),
-            clip(proc.stdout), clip(proc.stderr)))
-    return proc
+    return command.run(args, CheckFailed, timeout, CLIP_LIMIT, cwd=cwd, ok_codes=ok_codes,
+                       input=input)
 
 
 def qemu_img(*args, cwd=None, ok_codes=(0,)):

@@ -61,12 +61,39 @@ static inline void qt_cleanup(void)
     }
 }
 
+/* cmocka group teardown: removes the temporary directory the tests used. */
+static inline int qt_teardown(void **state)
+{
+    (void)state;
+    qt_cleanup();
+    return 0;
+}
+
 /* ---- external tools ---- */
 
 static inline bool qt_have_qemu(void)
 {
     return system("qemu-img --version >/dev/null 2>&1") == 0 &&
            system("qemu-io --version >/dev/null 2>&1") == 0;
+}
+
+/*
+ * The start of an interop test's main(): 77 (skip) without qemu-img/qemu-io, 1 when the
+ * temporary folder cannot be entered, else 0. qemu-img 7.2 resolves a relative data file name
+ * from its working directory, this library from the image's folder: working in the image
+ * folder makes both mean the same file.
+ */
+static inline int qt_interop_begin(void)
+{
+    if (!qt_have_qemu()) {
+        fprintf(stderr, "qemu-img/qemu-io not found: skipping\n");
+        return 77;
+    }
+    if (chdir(qt_tmpdir()) != 0) {
+        perror("chdir");
+        return 1;
+    }
+    return 0;
 }
 
 /* Runs a shell command; returns its exit status (non-zero on failure). */

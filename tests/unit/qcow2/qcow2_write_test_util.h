@@ -139,24 +139,27 @@ static inline void qw_fill(uint8_t *buf, size_t len, uint64_t seed)
     }
 }
 
+/* Reads `len` bytes at `offset` of the file. */
+static inline void qw_read_at(const char *path, off_t offset, uint8_t *buf, size_t len)
+{
+    int fd = open(path, O_RDONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, buf, len, offset), (ssize_t)len);
+    close(fd);
+}
+
 /* Reads the header field at `offset` (big-endian) of the file. */
 static inline uint64_t qw_header_u64(const char *path, off_t offset)
 {
     uint8_t b[8];
-    int fd = open(path, O_RDONLY);
-    assert_true(fd >= 0);
-    assert_int_equal(pread(fd, b, 8, offset), 8);
-    close(fd);
+    qw_read_at(path, offset, b, sizeof(b));
     return load_be64(b);
 }
 
 static inline uint32_t qw_header_u32(const char *path, off_t offset)
 {
     uint8_t b[4];
-    int fd = open(path, O_RDONLY);
-    assert_true(fd >= 0);
-    assert_int_equal(pread(fd, b, 4, offset), 4);
-    close(fd);
+    qw_read_at(path, offset, b, sizeof(b));
     return load_be32(b);
 }
 

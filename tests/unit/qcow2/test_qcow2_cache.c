@@ -147,14 +147,14 @@ static void test_threads(void **state)
 struct writeback_race {
     struct qcow2_cache *cache;
     struct io_file *file;
-    volatile int stop;
+    int stop;
     int reader_errors;
 };
 
 static void *miss_reader(void *arg)
 {
     struct writeback_race *r = arg;
-    while (!r->stop) {
+    while (!__atomic_load_n(&r->stop, __ATOMIC_RELAXED)) {
         struct qcow2_cache_entry *e;
         const uint8_t *d;
         if (qcow2_cache_get(r->cache, 0, &e, &d) != 0)
@@ -201,7 +201,7 @@ static void test_writeback_then_evict(void **state)
             qcow2_cache_put(r.cache, e);
         }
     }
-    r.stop = 1;
+    __atomic_store_n(&r.stop, 1, __ATOMIC_RELAXED);
     for (int i = 0; i < 4; i++)
         pthread_join(readers[i], NULL);
     assert_int_equal(r.reader_errors, 0);
@@ -213,12 +213,6 @@ static void test_writeback_then_evict(void **state)
     io_file_close(r.file);
 }
 
-static int teardown(void **state)
-{
-    qt_cleanup();
-    return 0;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -226,5 +220,5 @@ int main(void)
         cmocka_unit_test(test_threads),
         cmocka_unit_test(test_writeback_then_evict),
     };
-    return cmocka_run_group_tests(tests, NULL, teardown);
+    return cmocka_run_group_tests(tests, NULL, qt_teardown);
 }

@@ -484,12 +484,6 @@ static void test_bitmaps_extension(void **state)
     qt_free(&im);
 }
 
-static int teardown(void **state)
-{
-    qt_cleanup();
-    return 0;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -505,5 +499,5 @@ int main(void)
         cmocka_unit_test(test_extensions_hostile),
         cmocka_unit_test(test_bitmaps_extension),
     };
-    return cmocka_run_group_tests(tests, NULL, teardown);
+    return cmocka_run_group_tests(tests, NULL, qt_teardown);
 }

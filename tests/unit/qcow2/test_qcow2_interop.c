@@ -541,30 +541,15 @@ static void test_concurrent_map(void **state)
     free(path);
 }
 
-static int teardown(void **state)
-{
-    qt_cleanup();
-    return 0;
-}
-
 int main(void)
 {
-    if (!qt_have_qemu()) {
-        fprintf(stderr, "qemu-img/qemu-io not found: skipping\n");
-        return 77;
-    }
-    /*
-     * qemu-img 7.2 resolves a relative data file name from its working directory, this library
-     * from the image's folder: working in the image folder makes both mean the same file.
-     */
-    if (chdir(qt_tmpdir()) != 0) {
-        perror("chdir");
-        return 1;
-    }
+    int ret = qt_interop_begin();
+    if (ret)
+        return ret;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matrix),         cmocka_unit_test(test_snapshots_and_bitmaps),
         cmocka_unit_test(test_backing),        cmocka_unit_test(test_data_files),
         cmocka_unit_test(test_concurrent_map),
     };
-    return cmocka_run_group_tests(tests, NULL, teardown);
+    return cmocka_run_group_tests(tests, NULL, qt_teardown);
 }

@@ -388,12 +388,6 @@ static void test_metadata_preallocation(void **state)
     qt_free(&im);
 }
 
-static int teardown(void **state)
-{
-    qt_cleanup();
-    return 0;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -405,5 +399,5 @@ int main(void)
         cmocka_unit_test(test_map_extended_l2),
         cmocka_unit_test(test_metadata_preallocation),
     };
-    return cmocka_run_group_tests(tests, NULL, teardown);
+    return cmocka_run_group_tests(tests, NULL, qt_teardown);
 }

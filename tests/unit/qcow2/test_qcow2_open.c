@@ -530,12 +530,6 @@ static void test_data_file(void **state)
     qt_free(&im);
 }
 
-static int teardown(void **state)
-{
-    qt_cleanup();
-    return 0;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -544,5 +538,5 @@ int main(void)
         cmocka_unit_test(test_open_backing),   cmocka_unit_test(test_snapshots),
         cmocka_unit_test(test_bitmaps),        cmocka_unit_test(test_data_file),
     };
-    return cmocka_run_group_tests(tests, NULL, teardown);
+    return cmocka_run_group_tests(tests, NULL, qt_teardown);
 }

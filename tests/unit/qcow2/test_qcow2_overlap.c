@@ -84,6 +84,47 @@ static void expect_refused(img *image)
     expect_error(img_snapshot_create(image, "after"), "found corrupt");
 }
 
+/* A write the overlap check must refuse: `len` bytes of `fill` at guest offset `guest`. */
+struct refused_write {
+    const char *name; /* file name for the built image */
+    uint64_t guest;
+    size_t len; /* at most CS */
+    uint8_t fill;
+    const char *message; /* what the -EIO message says */
+};
+
+/* The image file under test and its bytes before anything was written through the library. */
+struct image_file {
+    char *path;
+    struct file_bytes before;
+};
+
+/* Writes `im` to a file, opens it read-write and checks that the write `w` is refused. */
+static img *open_refusing(const struct qt_image *im, const struct refused_write *w,
+                          struct image_file *f)
+{
+    f->path = qt_path(w->name);
+    qt_write(im, f->path);
+    f->before = read_file(f->path);
+    img *image = open_rw(f->path);
+    uint8_t buf[CS];
+    assert_true(w->len <= sizeof(buf));
+    memset(buf, w->fill, w->len);
+    expect_error(img_pwrite(image, buf, w->len, w->guest), w->message);
+    return image;
+}
+
+/*
+ * Closes the handle: the file holds what it held before but for the 8 bytes at `skip`. Frees
+ * the saved bytes; f->path stays for further checks.
+ */
+static void close_unchanged_but(img *image, struct image_file *f, size_t skip)
+{
+    img_close(image);
+    expect_unchanged_but(f->path, &f->before, skip);
+    free(f->before.buf);
+}
+
 /* v3 image: data cluster 5 (0x11) at guest cluster 0; the L2 table's refcount is 0. */
 static void build_free_l2(struct qt_image *im, uint32_t version)
 {
@@ -110,26 +151,23 @@ static void test_free_l2_cluster_is_not_handed_out(void **state)
     (void)state;
     struct qt_image im;
     build_free_l2(&im, 3);
-    char *path = qt_path("free-l2.qcow2");
-    qt_write(&im, path);
-    struct file_bytes before = read_file(path);
-
-    img *image = open_rw(path);
-    uint8_t buf[CS];
-    memset(buf, 0xab, sizeof(buf));
     /* Guest cluster 1 is unallocated: the allocator's first "free" cluster is the L2 table. */
-    expect_error(img_pwrite(image, buf, sizeof(buf), CS),
-                 "overlaps with active L2 table at 0x4000");
+    struct image_file f;
+    img *image = open_refusing(&im,
+                               &(struct refused_write){"free-l2.qcow2", CS, CS, 0xab,
+                                                       "overlaps with active L2 table at 0x4000"},
+                               &f);
     assert_non_null(strstr(img_last_error(), "marking image as corrupt"));
     assert_non_null(strstr(img_last_error(), "host offset 0x4000"));
     expect_refused(image);
-    img_close(image);
 
     /* Only the corrupt bit changed. */
-    expect_unchanged_but(path, &before, INCOMPAT_FIELD);
+    char *path = f.path;
+    uint64_t incompat_before = load_be64(f.before.buf + INCOMPAT_FIELD);
+    close_unchanged_but(image, &f, INCOMPAT_FIELD);
     struct file_bytes after = read_file(path);
     assert_int_equal(load_be64(after.buf + INCOMPAT_FIELD),
-                     load_be64(before.buf + INCOMPAT_FIELD) | QCOW2_INCOMPAT_CORRUPT);
+                     incompat_before | QCOW2_INCOMPAT_CORRUPT);
     free(after.buf);
 
     /* The image reads as before, reports itself corrupt and cannot be opened for writing. */
@@ -151,7 +189,6 @@ static void test_free_l2_cluster_is_not_handed_out(void **state)
         assert_non_null(strstr(info, "\"corrupt\": true"));
         free(info);
     }
-    free(before.buf);
     free(path);
     qt_free(&im);
 }
@@ -164,20 +201,14 @@ static void test_in_place_write_onto_l1_table(void **state)
     /* Guest cluster 0 names the L1 table's cluster as its own data. */
     qt_set_l2(&im, 0, qt_cluster(&im, QT_L1) | QCOW2_OFLAG_COPIED, 0);
     qt_set_refcount(&im, QT_L1, 1);
-    char *path = qt_path("in-place-l1.qcow2");
-    qt_write(&im, path);
-    struct file_bytes before = read_file(path);
-
-    img *image = open_rw(path);
-    uint8_t buf[512];
-    memset(buf, 0xcd, sizeof(buf));
-    expect_error(img_pwrite(image, buf, sizeof(buf), 512),
-                 "overlaps with active L1 table at 0x3000");
+    struct image_file f;
+    img *image = open_refusing(&im,
+                               &(struct refused_write){"in-place-l1.qcow2", 512, 512, 0xcd,
+                                                       "overlaps with active L1 table at 0x3000"},
+                               &f);
     expect_refused(image);
-    img_close(image);
-    expect_unchanged_but(path, &before, INCOMPAT_FIELD);
-    free(before.buf);
-    free(path);
+    close_unchanged_but(image, &f, INCOMPAT_FIELD);
+    free(f.path);
     qt_free(&im);
 }
 
@@ -188,19 +219,14 @@ static void test_refcount_block_named_as_data(void **state)
     qt_build(&im, 3, BITS, SIZE, false);
     /* Guest cluster 3 names the refcount block as its data: a partial write lands in it. */
     qt_set_l2(&im, 3, qt_cluster(&im, QT_REFBLOCK) | QCOW2_OFLAG_COPIED, 0);
-    char *path = qt_path("refblock-as-data.qcow2");
-    qt_write(&im, path);
-    struct file_bytes before = read_file(path);
-
-    img *image = open_rw(path);
-    uint8_t buf[100];
-    memset(buf, 0xee, sizeof(buf));
-    expect_error(img_pwrite(image, buf, sizeof(buf), 3 * CS + 7),
-                 "overlaps with refcount block at 0x2000");
-    img_close(image);
-    expect_unchanged_but(path, &before, INCOMPAT_FIELD);
-    free(before.buf);
-    free(path);
+    struct image_file f;
+    img *image =
+        open_refusing(&im,
+                      &(struct refused_write){"refblock-as-data.qcow2", 3 * CS + 7, 100, 0xee,
+                                              "overlaps with refcount block at 0x2000"},
+                      &f);
+    close_unchanged_but(image, &f, INCOMPAT_FIELD);
+    free(f.path);
     qt_free(&im);
 }
 
@@ -211,19 +237,12 @@ static void test_refcount_block_named_as_data(void **state)
 static void expect_beyond_end_refused(struct qt_image *im, const char *name, uint64_t guest,
                                       const char *message)
 {
-    char *path = qt_path(name);
-    qt_write(im, path);
-    struct file_bytes before = read_file(path);
-    img *image = open_rw(path);
-    uint8_t buf[512];
-    memset(buf, 0x77, sizeof(buf));
-    expect_error(img_pwrite(image, buf, sizeof(buf), guest), message);
+    struct image_file f;
+    img *image = open_refusing(im, &(struct refused_write){name, guest, 512, 0x77, message}, &f);
     assert_non_null(strstr(img_last_error(), "lies beyond the end of the file (0x6000)"));
     expect_refused(image);
-    img_close(image);
-    expect_unchanged_but(path, &before, INCOMPAT_FIELD);
-    free(before.buf);
-    free(path);
+    close_unchanged_but(image, &f, INCOMPAT_FIELD);
+    free(f.path);
 }
 
 static void test_l2_table_beyond_end_of_file(void **state)
@@ -258,20 +277,16 @@ static void test_l2_table_on_refcount_table(void **state)
     qt_build(&im, 3, BITS, SIZE, false);
     store_be64(im.buf + qt_cluster(&im, QT_L1), qt_cluster(&im, QT_REFTABLE) | QCOW2_OFLAG_COPIED);
     qt_set_refcount(&im, QT_L2, 0);
-    char *path = qt_path("l2-on-reftable.qcow2");
-    qt_write(&im, path);
-    struct file_bytes before = read_file(path);
-
-    img *image = open_rw(path);
-    uint8_t buf[CS];
-    memset(buf, 0x42, sizeof(buf));
-    expect_error(img_pwrite(image, buf, sizeof(buf), 5 * CS),
-                 "(host offset 0x1000, 4096 bytes, overlaps with refcount table at 0x1000)");
+    struct image_file f;
+    img *image = open_refusing(
+        &im,
+        &(struct refused_write){
+            "l2-on-reftable.qcow2", 5 * CS, CS, 0x42,
+            "(host offset 0x1000, 4096 bytes, overlaps with refcount table at 0x1000)"},
+        &f);
     expect_refused(image);
-    img_close(image);
-    expect_unchanged_but(path, &before, INCOMPAT_FIELD);
-    free(before.buf);
-    free(path);
+    close_unchanged_but(image, &f, INCOMPAT_FIELD);
+    free(f.path);
     qt_free(&im);
 }
 
@@ -281,22 +296,16 @@ static void test_version_2_refuses_without_a_bit(void **state)
     (void)state;
     struct qt_image im;
     build_free_l2(&im, 2);
-    char *path = qt_path("free-l2-v2.qcow2");
-    qt_write(&im, path);
-    struct file_bytes before = read_file(path);
-
-    img *image = open_rw(path);
-    uint8_t buf[CS];
-    memset(buf, 0xab, sizeof(buf));
-    expect_error(img_pwrite(image, buf, sizeof(buf), 2 * CS),
-                 "overlaps with active L2 table at 0x4000");
+    struct image_file f;
+    img *image = open_refusing(&im,
+                               &(struct refused_write){"free-l2-v2.qcow2", 2 * CS, CS, 0xab,
+                                                       "overlaps with active L2 table at 0x4000"},
+                               &f);
     assert_non_null(strstr(img_last_error(), "version 2"));
     expect_refused(image);
-    img_close(image);
-    expect_unchanged_but(path, &before, SIZE_MAX);
-    expect_guest(path, 0, 0x11);
-    free(before.buf);
-    free(path);
+    close_unchanged_but(image, &f, SIZE_MAX);
+    expect_guest(f.path, 0, 0x11);
+    free(f.path);
     qt_free(&im);
 }
 
@@ -332,13 +341,27 @@ static void expect_all(img *image, uint64_t size, uint64_t step, uint8_t seed)
     free(want);
 }
 
-static void expect_check_clean(img *image)
+/* Checks the image and closes it. */
+static void close_check_clean(img *image)
 {
     char *report = NULL;
     int ret = img_check(image, 0, &report);
     if (ret != 0)
         fail_msg("check: %d %s\n%s", ret, img_last_error(), report ? report : "");
     img_free(report);
+    img_close(image);
+}
+
+/* A new qcow2 image with 512-byte clusters, opened read-write. */
+static img *create_small_clusters(const char *path, uint64_t size)
+{
+    img_opts *opts = NULL;
+    assert_int_equal(img_opts_new(&opts), 0);
+    assert_int_equal(img_opts_set(opts, "cluster_size", "512"), 0);
+    if (img_create(path, "qcow2", size, opts) < 0)
+        fail_msg("create: %s", img_last_error());
+    img_opts_free(opts);
+    return open_rw(path);
 }
 
 /*
@@ -350,14 +373,7 @@ static void test_healthy_image_never_flagged(void **state)
     (void)state;
     const uint64_t size = 12ull << 20;
     char *path = qt_path("healthy.qcow2");
-    img_opts *opts = NULL;
-    assert_int_equal(img_opts_new(&opts), 0);
-    assert_int_equal(img_opts_set(opts, "cluster_size", "512"), 0);
-    if (img_create(path, "qcow2", size, opts) < 0)
-        fail_msg("create: %s", img_last_error());
-    img_opts_free(opts);
-
-    img *image = open_rw(path);
+    img *image = create_small_clusters(path, size);
     write_all(image, size, 96 * 1024, 1);
     expect_all(image, size, 96 * 1024, 1);
     /* Shared L2 tables are copied, then freed with the snapshot and their clusters reused. */
@@ -370,8 +386,7 @@ static void test_healthy_image_never_flagged(void **state)
     assert_int_equal(img_flush(image), 0);
     write_all(image, size, 64 * 1024, 3);
     expect_all(image, size, 64 * 1024, 3);
-    expect_check_clean(image);
-    img_close(image);
+    close_check_clean(image);
 
     if (qt_have_qemu())
         assert_int_equal(qt_run("qemu-img check -q '%s'", path), 0);
@@ -384,14 +399,7 @@ static void test_shrink_then_reuse_never_flagged(void **state)
     (void)state;
     const uint64_t size = 4ull << 20;
     char *path = qt_path("shrink.qcow2");
-    img_opts *opts = NULL;
-    assert_int_equal(img_opts_new(&opts), 0);
-    assert_int_equal(img_opts_set(opts, "cluster_size", "512"), 0);
-    if (img_create(path, "qcow2", size, opts) < 0)
-        fail_msg("create: %s", img_last_error());
-    img_opts_free(opts);
-
-    img *image = open_rw(path);
+    img *image = create_small_clusters(path, size);
     write_all(image, size, 64 * 1024, 4);
     if (img_resize(image, size / 4, IMG_RESIZE_SHRINK, NULL) < 0)
         fail_msg("shrink: %s", img_last_error());
@@ -400,8 +408,7 @@ static void test_shrink_then_reuse_never_flagged(void **state)
         fail_msg("grow: %s", img_last_error());
     write_all(image, size, 64 * 1024, 5);
     expect_all(image, size, 64 * 1024, 5);
-    expect_check_clean(image);
-    img_close(image);
+    close_check_clean(image);
     free(path);
 }
 

@@ -153,12 +153,6 @@ static void test_widths_with_qemu(void **state)
         check_widths_with_qemu(bits);
 }
 
-static int teardown(void **state)
-{
-    qt_cleanup();
-    return 0;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -167,5 +161,5 @@ int main(void)
         cmocka_unit_test(test_refcount_get_built),
         cmocka_unit_test(test_widths_with_qemu),
     };
-    return cmocka_run_group_tests(tests, NULL, teardown);
+    return cmocka_run_group_tests(tests, NULL, qt_teardown);
 }

@@ -463,27 +463,15 @@ static void test_entry_fields(void **state)
     free(path);
 }
 
-static int teardown(void **state)
-{
-    qt_cleanup();
-    return 0;
-}
-
 int main(void)
 {
-    if (!qt_have_qemu()) {
-        fprintf(stderr, "qemu-img/qemu-io not found: skipping\n");
-        return 77;
-    }
-    /* Relative data file names then mean the same file to qemu-img and to this library. */
-    if (chdir(qt_tmpdir()) != 0) {
-        perror("chdir");
-        return 1;
-    }
+    int ret = qt_interop_begin();
+    if (ret)
+        return ret;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_interchange),   cmocka_unit_test(test_apply_restores_size),
         cmocka_unit_test(test_refusals),      cmocka_unit_test(test_same_handle),
         cmocka_unit_test(test_hostile_entry), cmocka_unit_test(test_entry_fields),
     };
-    return cmocka_run_group_tests(tests, NULL, teardown);
+    return cmocka_run_group_tests(tests, NULL, qt_teardown);
 }

@@ -34,14 +34,18 @@ static void *write_region(void *arg)
         if (len > w->end - off)
             len = w->end - off;
         if (qw_rand(&rng) % 8 == 0) {
-            if (img_zero(w->h, off, len, (qw_rand(&rng) & 1) ? IMG_ZERO_MAY_UNMAP : 0) < 0)
+            if (img_zero(w->h, off, len, (qw_rand(&rng) & 1) ? IMG_ZERO_MAY_UNMAP : 0) < 0) {
+                fprintf(stderr, "zero %" PRIu64 "+%" PRIu64 ": %s\n", off, len, img_last_error());
                 w->error = 1;
+            }
             memset(expected + off, 0, len);
             continue;
         }
         qw_fill(buf, len, qw_rand(&rng));
-        if (img_pwrite(w->h, buf, len, off) != (int64_t)len)
+        if (img_pwrite(w->h, buf, len, off) != (int64_t)len) {
+            fprintf(stderr, "write %" PRIu64 "+%" PRIu64 ": %s\n", off, len, img_last_error());
             w->error = 2;
+        }
         memcpy(expected + off, buf, len);
     }
     free(buf);
@@ -49,7 +53,7 @@ static void *write_region(void *arg)
 }
 
 /* Reads everywhere while the writers run: must never fail. */
-static volatile int readers_stop;
+static int readers_stop;
 
 static void *read_all(void *arg)
 {
@@ -57,7 +61,7 @@ static void *read_all(void *arg)
     uint8_t *buf = malloc(1 << 20);
     uint64_t rng = 5;
     int *failed = calloc(1, sizeof(int));
-    while (!readers_stop) {
+    while (!__atomic_load_n(&readers_stop, __ATOMIC_RELAXED)) {
         uint64_t off = qw_rand(&rng) % IMAGE_SIZE;
         uint64_t len = 1 + qw_rand(&rng) % (1 << 20);
         if (len > IMAGE_SIZE - off)
@@ -79,6 +83,17 @@ static void write_expected(const char *raw)
     close(fd);
 }
 
+/* The image, closed after the threads wrote, checks clean and holds what they wrote. Frees both
+ * names. */
+static void expect_written(char *path, char *raw)
+{
+    write_expected(raw);
+    qw_assert_check_clean(path);
+    qw_assert_same(path, raw);
+    free(path);
+    free(raw);
+}
+
 static void run_regions(const char *options, uint32_t cluster)
 {
     char *path = qt_path("t.qcow2"), *raw = qt_path("t.raw");
@@ -87,7 +102,7 @@ static void run_regions(const char *options, uint32_t cluster)
     img *h = qw_open(path);
     struct worker w[NTHREADS];
     pthread_t tid[NTHREADS], reader;
-    readers_stop = 0;
+    __atomic_store_n(&readers_stop, 0, __ATOMIC_RELAXED);
     assert_int_equal(pthread_create(&reader, NULL, read_all, h), 0);
     for (int i = 0; i < NTHREADS; i++) {
         /* Boundaries a third of a cluster past a cluster boundary: clusters are shared. */
@@ -101,17 +116,13 @@ static void run_regions(const char *options, uint32_t cluster)
         pthread_join(tid[i], NULL);
         assert_int_equal(w[i].error, 0);
     }
-    readers_stop = 1;
+    __atomic_store_n(&readers_stop, 1, __ATOMIC_RELAXED);
     void *rfail;
     pthread_join(reader, &rfail);
     assert_int_equal(*(int *)rfail, 0);
     free(rfail);
     img_close(h);
-    write_expected(raw);
-    qw_assert_check_clean(path);
-    qw_assert_same(path, raw);
-    free(path);
-    free(raw);
+    expect_written(path, raw);
 }
 
 static void test_disjoint_regions(void **state)
@@ -165,11 +176,7 @@ static void run_halves(const char *options, uint32_t cluster, unsigned nclusters
     assert_int_equal(a.error, 0);
     assert_int_equal(b.error, 0);
     img_close(h);
-    write_expected(raw);
-    qw_assert_check_clean(path);
-    qw_assert_same(path, raw);
-    free(path);
-    free(raw);
+    expect_written(path, raw);
 }
 
 static void test_same_clusters(void **state)
@@ -187,7 +194,7 @@ static void test_same_clusters(void **state)
  */
 struct toggle {
     img *h;
-    volatile int stop;
+    int stop;
     int errors;
 };
 
@@ -195,7 +202,7 @@ static void *map_and_read(void *arg)
 {
     struct toggle *t = arg;
     uint8_t buf[4096];
-    while (!t->stop) {
+    while (!__atomic_load_n(&t->stop, __ATOMIC_RELAXED)) {
         uint64_t pnum;
         if (img_block_status(t->h, 0, 65536, &pnum, NULL, NULL, NULL) < 0 ||
             img_pread(t->h, buf, 4096, 0) != 4096) {
@@ -218,11 +225,11 @@ static void test_extended_l2_entry_pairs(void **state)
         assert_int_equal(pthread_create(&readers[i], NULL, map_and_read, &t), 0);
     uint8_t buf[2048];
     memset(buf, 0xa5, sizeof(buf));
-    for (int i = 0; i < 20000 && !t.errors; i++) {
+    for (int i = 0; i < 20000 && !__atomic_load_n(&t.errors, __ATOMIC_RELAXED); i++) {
         assert_int_equal(img_pwrite(t.h, buf, sizeof(buf), (uint64_t)(i % 16) * 2048), sizeof(buf));
         assert_int_equal(img_zero(t.h, 0, 65536, IMG_ZERO_MAY_UNMAP), 0);
     }
-    t.stop = 1;
+    __atomic_store_n(&t.stop, 1, __ATOMIC_RELAXED);
     for (int i = 0; i < 3; i++)
         pthread_join(readers[i], NULL);
     assert_int_equal(t.errors, 0);
