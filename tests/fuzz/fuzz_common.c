@@ -3,6 +3,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -12,29 +13,26 @@
 #define FUZZ_READ_LIMIT (64u << 20)
 #define FUZZ_STATUS_LIMIT 4096
 
-const char *fuzz_bytes_to_path(const uint8_t *data, size_t size, int *fd_out)
+int fuzz_on_file(const uint8_t *data, size_t size,
+                 void (*fn)(const char *path, const uint8_t *data, size_t size))
 {
-    static char path[64];
     int fd = memfd_create("fuzz-image", MFD_CLOEXEC);
     if (fd < 0)
-        return NULL;
+        return 0;
     size_t done = 0;
     while (done < size) {
         ssize_t n = write(fd, data + done, size - done);
         if (n <= 0) {
             close(fd);
-            return NULL;
+            return 0;
         }
         done += (size_t)n;
     }
+    char path[64];
     snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-    *fd_out = fd;
-    return path;
-}
-
-void fuzz_release(int fd)
-{
+    fn(path, data, size);
     close(fd);
+    return 0;
 }
 
 void fuzz_inspect_image(const char *path, const char *format)
@@ -77,4 +75,28 @@ void fuzz_inspect_image(const char *path, const char *format)
     if (img_check(image, 0, &report) == 0)
         img_free(report);
     img_close(image);
+}
+
+void fuzz_write_round_trip(img *image, const uint8_t *data, size_t size, int rounds, size_t max_len)
+{
+    static uint8_t pattern[3 * 65536], back[sizeof(pattern)];
+    if (max_len > sizeof(pattern))
+        max_len = sizeof(pattern);
+    for (size_t i = 0; i < max_len; i++)
+        pattern[i] = (uint8_t)(i * 31 + 7);
+    int64_t image_size = img_get_size(image);
+    /* Offsets come from the last bytes of the input, so the fuzzer can steer them. */
+    for (int round = 0; round < rounds && image_size > 0; round++) {
+        uint64_t pick = 0;
+        for (int b = 0; b < 8 && (size_t)(round * 8 + b) < size; b++)
+            pick = pick << 8 | data[size - 1 - (size_t)(round * 8 + b)];
+        uint64_t offset = pick % (uint64_t)image_size;
+        size_t len = (size_t)((pick >> 40) % max_len) + 1;
+        if ((uint64_t)image_size - offset < len)
+            len = (size_t)((uint64_t)image_size - offset);
+        if (img_pwrite(image, pattern, len, offset) != (int64_t)len)
+            continue;
+        if (img_pread(image, back, len, offset) == (int64_t)len && memcmp(back, pattern, len) != 0)
+            abort(); /* a write that succeeded must read back */
+    }
 }

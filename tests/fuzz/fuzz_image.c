@@ -9,15 +9,16 @@
 #define FUZZ_FORMAT NULL /* probe */
 #endif
 
+static void inspect(const char *path, const uint8_t *data, size_t size)
+{
+    (void)data;
+    (void)size;
+    fuzz_inspect_image(path, FUZZ_FORMAT);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    int fd;
-    const char *path = fuzz_bytes_to_path(data, size, &fd);
-    if (!path)
-        return 0;
-    fuzz_inspect_image(path, FUZZ_FORMAT);
-    fuzz_release(fd);
-    return 0;
+    return fuzz_on_file(data, size, inspect);
 }

@@ -15,7 +15,7 @@ elif [ -n "${1:-}" ]; then
     shift
 fi
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(fuzz_probe fuzz_raw fuzz_qcow2 fuzz_qcow2_write)
+[ ${#targets[@]} -gt 0 ] || targets=(fuzz_probe fuzz_raw fuzz_qcow2 fuzz_qcow2_write fuzz_qcow2_repair)
 
 if ! command -v clang >/dev/null; then
     echo "clang not found: cannot build the fuzzers" >&2

@@ -443,15 +443,9 @@ static int teardown(void **state)
 
 int main(void)
 {
-    if (!qt_have_qemu()) {
-        fprintf(stderr, "qemu-img/qemu-io not found: skipping\n");
-        return 77;
-    }
-    /* Relative backing and data file names then mean the same files to both sides. */
-    if (chdir(qt_tmpdir()) != 0) {
-        perror("chdir");
-        return 1;
-    }
+    int begin = qt_interop_begin();
+    if (begin != 0)
+        return begin;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_images),
         cmocka_unit_test(test_dirty_images),
