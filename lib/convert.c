@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -22,6 +23,9 @@
 
 /* ---- temporary target file ---- */
 
+/* Leaves room in a 255-byte name for the dot, the random part and the suffix. */
+#define TEMP_BASE_MAX 200
+
 static char *temp_path_for(const char *dst)
 {
     const char *slash = strrchr(dst, '/');
@@ -32,13 +36,20 @@ static char *temp_path_for(const char *dst)
     if (!path)
         return NULL;
     unsigned long r = (unsigned long)getpid() ^ (unsigned long)time(NULL) ^ (uintptr_t)path;
-    snprintf(path, cap, "%.*s.%s.%08lx.tmp", (int)dir_len, dst, base, r & 0xffffffffu);
+    snprintf(path, cap, "%.*s.%.*s.%08lx.tmp", (int)dir_len, dst, TEMP_BASE_MAX, base,
+             r & 0xffffffffu);
     return path;
 }
 
-/* Creates an empty temporary file beside `dst`; mode follows the umask as a new file would. */
+/*
+ * Creates an empty temporary file beside `dst`. Its mode follows the umask as a new file
+ * would; when `dst` exists, the finished file takes over its mode and, where allowed, its
+ * owner, as writing into it (what qemu-img does) would have kept them.
+ */
 static int create_temp_file(const char *dst, char **temp_out)
 {
+    struct stat old;
+    bool replacing = stat(dst, &old) == 0 && S_ISREG(old.st_mode);
     for (int attempt = 0; attempt < 16; attempt++) {
         char *path = temp_path_for(dst);
         if (!path)
@@ -46,6 +57,18 @@ static int create_temp_file(const char *dst, char **temp_out)
         path[strlen(path) - 5] = (char)('a' + attempt);
         int fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0666);
         if (fd >= 0) {
+            if (replacing) {
+                /* Only root may give a file away; anyone else keeps the file as their own. */
+                if (fchown(fd, old.st_uid, old.st_gid) < 0 && errno != EPERM) {
+                    int err = -errno;
+                    close(fd);
+                    unlink(path);
+                    free(path);
+                    return img_error(err, "cannot give the new '%s' its owner: %s", dst,
+                                     img_strerror(err));
+                }
+                fchmod(fd, old.st_mode & 07777);
+            }
             close(fd);
             *temp_out = path;
             return 0;
@@ -76,6 +99,7 @@ static int convert_to_raw(struct convert_job *job, const char *temp)
     if (ret < 0)
         img_error(ret, "cannot size the target: %s", img_strerror(ret));
     job->raw_dst = dst;
+    job->unit = 512;
     job->zero_block = job->sparse_size;
     if (ret == 0)
         ret = convert_copy(job);
@@ -106,6 +130,8 @@ static int convert_through_format(struct convert_job *job, const char *temp, con
         return ret;
     uint64_t cluster = dst->cluster_size;
     bool whole_clusters = is_power_of_two(cluster) && CONVERT_CHUNK_SIZE % cluster == 0;
+    /* Unallocated ranges of the target would show its backing file, not the source's zeros. */
+    job->zeros_explicit = dst->backing_name != NULL;
     if (job->compress) {
         if (!dst->fmt->write_compressed || !whole_clusters) {
             img_close(dst);
@@ -115,10 +141,12 @@ static int convert_through_format(struct convert_job *job, const char *temp, con
         job->compress_unit = cluster;
     } else if (job->sparse_size) {
         /*
-         * A cluster holding any data is written whole: its zero blocks cost less as data than
-         * as a copy-on-write fill, and the image allocates the same clusters either way.
+         * A (sub)cluster holding any data is written whole: its zero blocks cost less as data
+         * than as a copy-on-write fill, and the image allocates the same clusters either way.
          */
-        job->zero_block = whole_clusters ? max_u64(job->sparse_size, cluster) : job->sparse_size;
+        uint64_t unit = dst->alloc_unit ? dst->alloc_unit : cluster;
+        job->unit = whole_clusters && is_power_of_two(unit) ? unit : 512;
+        job->zero_block = max_u64(job->sparse_size, job->unit);
     }
     /*
      * Nothing relies on the temporary target before it is complete, so its flushes wait for
@@ -182,10 +210,26 @@ IMG_API int img_convert(img *src, const char *dst_path, const char *dst_format,
     if (fmt == &format_raw && job.compress)
         return img_error(-ENOTSUP, "convert: format raw does not support compression");
 
+    /*
+     * A symbolic link is written through, as qemu-img does: the file it names is replaced,
+     * and the link stays.
+     */
+    char *resolved = NULL;
+    struct stat link;
+    if (lstat(dst_path, &link) == 0 && S_ISLNK(link.st_mode)) {
+        resolved = realpath(dst_path, NULL);
+        if (!resolved)
+            return img_error(-errno, "cannot follow the link '%s': %s", dst_path,
+                             img_strerror(-errno));
+        dst_path = resolved;
+    }
+
     /* The source must not change under the copy: a raw source shared with writers stops. */
     ret = img_refuse_writers(src, true);
-    if (ret < 0)
+    if (ret < 0) {
+        free(resolved);
         return ret;
+    }
     img_opts *create_opts = NULL;
     char *temp = NULL;
     ret = split_options(opts, &create_opts);
@@ -209,5 +253,6 @@ IMG_API int img_convert(img *src, const char *dst_path, const char *dst_format,
     free(temp);
     img_opts_free(create_opts);
     img_refuse_writers(src, false);
+    free(resolved);
     return ret;
 }

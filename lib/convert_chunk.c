@@ -80,12 +80,12 @@ static int note_zero_run(struct convert_chunk_ctx *ctx, uint64_t start, uint64_t
 }
 
 /*
- * Reads the chunk into ctx->buf. Ranges that read as zeros are recorded instead of read; when
- * `granule` is not 0 only the parts of them that share a granule with other data are
- * cleared in the buffer (whole zero granules are never looked at again).
+ * Reads the chunk into ctx->buf. Ranges that read as zeros are recorded instead of read, and
+ * cleared in the buffer only where they share a `unit` with data (whole zero units are
+ * never looked at again); with `unit` 0 they are cleared whole.
  */
 static int read_chunk(const struct convert_job *job, struct convert_chunk_ctx *ctx, uint64_t offset,
-                      uint64_t length, uint64_t granule)
+                      uint64_t length, uint64_t unit)
 {
     ctx->nzeros = 0;
     for (uint64_t pos = 0; pos < length;) {
@@ -97,11 +97,11 @@ static int read_chunk(const struct convert_job *job, struct convert_chunk_ctx *c
         uint8_t *p = ctx->buf + pos;
         if (ext.kind == EXTENT_ZERO || ext.kind == EXTENT_UNALLOCATED) {
             uint64_t end = pos + ext.length;
-            if (granule == 0) {
+            if (unit == 0) {
                 memset(p, 0, ext.length);
             } else {
-                uint64_t head = min_u64(end, align_up_u64(pos, granule));
-                uint64_t tail = max_u64(head, end & ~(granule - 1));
+                uint64_t head = min_u64(end, align_up_u64(pos, unit));
+                uint64_t tail = max_u64(head, end & ~(unit - 1));
                 memset(p, 0, head - pos);
                 memset(ctx->buf + tail, 0, end - tail);
                 ret = note_zero_run(ctx, pos, end);
@@ -116,16 +116,14 @@ static int read_chunk(const struct convert_job *job, struct convert_chunk_ctx *c
     return 0;
 }
 
-/* Does [start, end) of the chunk read as zeros? `cursor` walks the sorted zero runs. */
-static bool block_is_zero(const struct convert_chunk_ctx *ctx, size_t *cursor, uint64_t start,
-                          uint64_t end)
+/* Does the source report [start, end) of the chunk as zeros? `cursor` walks the runs. */
+static bool source_says_zero(const struct convert_chunk_ctx *ctx, size_t *cursor, uint64_t start,
+                             uint64_t end)
 {
     while (*cursor < ctx->nzeros && ctx->zeros[*cursor].end <= start)
         (*cursor)++;
-    if (*cursor < ctx->nzeros && ctx->zeros[*cursor].start <= start &&
-        end <= ctx->zeros[*cursor].end)
-        return true;
-    return buffer_is_zero(ctx->buf + start, end - start);
+    return *cursor < ctx->nzeros && ctx->zeros[*cursor].start <= start &&
+           end <= ctx->zeros[*cursor].end;
 }
 
 static int write_run(const struct convert_job *job, const uint8_t *buf, uint64_t len,
@@ -137,8 +135,48 @@ static int write_run(const struct convert_job *job, const uint8_t *buf, uint64_t
             return img_error(ret, "write to the target failed: %s", img_strerror(ret));
         return 0;
     }
+    /* No buffer: zeros (the target has a backing file that must not show through). */
+    if (!buf)
+        return img_zero(job->img_dst, offset, len, 0);
     int64_t w = img_pwrite(job->img_dst, buf, len, offset);
     return w < 0 ? (int)w : 0;
+}
+
+/* What becomes of one piece of the chunk. */
+enum piece_fate { PIECE_SKIP, PIECE_ZERO, PIECE_DATA };
+
+/* Consecutive pieces of the same fate go out as one request. */
+struct piece_runs {
+    const struct convert_job *job;
+    const uint8_t *buf;
+    uint64_t offset; /* guest offset of the chunk */
+    enum piece_fate fate;
+    uint64_t start, len;
+};
+
+static int runs_flush(struct piece_runs *r)
+{
+    int ret = 0;
+    if (r->len && r->fate != PIECE_SKIP)
+        ret = write_run(r->job, r->fate == PIECE_DATA ? r->buf + r->start : NULL, r->len,
+                        r->offset + r->start);
+    r->len = 0;
+    return ret;
+}
+
+static int runs_add(struct piece_runs *r, enum piece_fate fate, uint64_t start, uint64_t len)
+{
+    if (r->len && (r->fate != fate || r->start + r->len != start)) {
+        int ret = runs_flush(r);
+        if (ret < 0)
+            return ret;
+    }
+    if (r->len == 0) {
+        r->fate = fate;
+        r->start = start;
+    }
+    r->len += len;
+    return 0;
 }
 
 static int write_compressed_units(const struct convert_job *job, struct convert_chunk_ctx *ctx,
@@ -147,15 +185,46 @@ static int write_compressed_units(const struct convert_job *job, struct convert_
     struct img *dst = job->img_dst;
     uint64_t unit = job->compress_unit;
     size_t cursor = 0;
+    struct piece_runs zeros = {.job = job, .offset = offset};
     for (uint64_t pos = 0; pos < length; pos += unit) {
         uint64_t n = min_u64(unit, length - pos);
-        if (block_is_zero(ctx, &cursor, pos, pos + n))
+        int ret = 0;
+        if (source_says_zero(ctx, &cursor, pos, pos + n)) {
+            ret = runs_add(&zeros, job->zeros_explicit ? PIECE_ZERO : PIECE_SKIP, pos, n);
+        } else if (buffer_is_zero(ctx->buf + pos, n) && !job->zeros_explicit) {
             continue;
-        int ret;
-        if (n == unit)
-            ret = dst->fmt->write_compressed(dst, offset + pos, ctx->buf + pos, n);
-        else
-            ret = write_run(job, ctx->buf + pos, n, offset + pos);
+        } else {
+            ret = runs_flush(&zeros);
+            /* A short unit is the image's last: the backend pads it, as QEMU does. */
+            if (ret == 0)
+                ret = dst->fmt->write_compressed(dst, offset + pos, ctx->buf + pos, n);
+        }
+        if (ret < 0)
+            return ret;
+    }
+    return runs_flush(&zeros);
+}
+
+/*
+ * The fate of each piece of one granule: the source's zeros are left out (or written as
+ * zeros over a backing file); the rest is data, unless the whole granule reads as zeros.
+ */
+static int add_granule(const struct convert_job *job, struct convert_chunk_ctx *ctx, size_t *cursor,
+                       struct piece_runs *runs, uint64_t start, uint64_t end)
+{
+    enum piece_fate source_zero = job->zeros_explicit ? PIECE_ZERO : PIECE_SKIP;
+    size_t probe = *cursor;
+    bool all_zero = true;
+    for (uint64_t pos = start; all_zero && pos < end; pos += job->unit) {
+        uint64_t n = min_u64(job->unit, end - pos);
+        all_zero = source_says_zero(ctx, &probe, pos, pos + n) || buffer_is_zero(ctx->buf + pos, n);
+    }
+    for (uint64_t pos = start; pos < end; pos += job->unit) {
+        uint64_t n = min_u64(job->unit, end - pos);
+        enum piece_fate fate = source_says_zero(ctx, cursor, pos, pos + n) ? source_zero
+                               : all_zero                                  ? source_zero
+                                                                           : PIECE_DATA;
+        int ret = runs_add(runs, fate, pos, n);
         if (ret < 0)
             return ret;
     }
@@ -165,34 +234,22 @@ static int write_compressed_units(const struct convert_job *job, struct convert_
 int convert_chunk(const struct convert_job *job, struct convert_chunk_ctx *ctx, uint64_t offset,
                   uint64_t length)
 {
-    uint64_t granule = job->compress_unit ? job->compress_unit : job->zero_block;
-    int ret = read_chunk(job, ctx, offset, length, granule);
+    /* -S 0: every byte is written, the source's zeros included (a fully allocated target). */
+    bool write_all = !job->compress_unit && job->zero_block == 0;
+    uint64_t unit = write_all ? 0 : job->compress_unit ? job->compress_unit : job->unit;
+    int ret = read_chunk(job, ctx, offset, length, unit);
     if (ret < 0)
         return ret;
+    if (write_all)
+        return write_run(job, ctx->buf, length, offset);
     if (job->compress_unit)
         return write_compressed_units(job, ctx, offset, length);
-    if (granule == 0)
-        return write_run(job, ctx->buf, length, offset);
 
-    /* Consecutive non-zero blocks go out as one write. */
+    struct piece_runs runs = {.job = job, .buf = ctx->buf, .offset = offset};
     size_t cursor = 0;
-    uint64_t run_start = 0, run_len = 0;
-    for (uint64_t pos = 0; pos < length; pos += granule) {
-        uint64_t n = min_u64(granule, length - pos);
-        if (!block_is_zero(ctx, &cursor, pos, pos + n)) {
-            if (run_len == 0)
-                run_start = pos;
-            run_len += n;
-            continue;
-        }
-        if (run_len) {
-            ret = write_run(job, ctx->buf + run_start, run_len, offset + run_start);
-            if (ret < 0)
-                return ret;
-            run_len = 0;
-        }
-    }
-    if (run_len)
-        ret = write_run(job, ctx->buf + run_start, run_len, offset + run_start);
+    for (uint64_t pos = 0; ret == 0 && pos < length; pos += job->zero_block)
+        ret = add_granule(job, ctx, &cursor, &runs, pos, min_u64(pos + job->zero_block, length));
+    if (ret == 0)
+        ret = runs_flush(&runs);
     return ret;
 }

@@ -31,12 +31,18 @@ struct convert_job {
     struct io_file *raw_dst;
     struct img *img_dst;
     /*
-     * Zero detection: aligned blocks of zero_block bytes that read as zeros are left out
-     * (0: everything is written). compress_unit is the target's cluster when compressing:
-     * each non-zero unit is written compressed.
+     * What is left out, as qemu-img convert does it. Ranges the source reports as zeros are
+     * never written, in pieces of `unit` bytes (the target's allocation unit: a sector of a
+     * raw file, a (sub)cluster of an image). Among data read, an aligned granule of
+     * zero_block bytes (-S; at least `unit`) that is all zeros is left out too; other pieces
+     * holding data are written whole. zero_block 0 writes every byte. compress_unit is the
+     * target's cluster when compressing: each non-zero unit is written compressed.
      */
+    uint64_t unit;
     uint64_t zero_block;
     uint64_t compress_unit;
+    /* The target has a backing file: the source's zeros are written as zeros, not left out. */
+    bool zeros_explicit;
 };
 
 /* A worker's private buffers for copying chunks. */

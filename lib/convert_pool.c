@@ -114,7 +114,8 @@ static int report_progress(struct convert_job *job, uint64_t bytes)
 static int next_chunk(struct convert_job *job, uint64_t *next, uint64_t *length)
 {
     struct img *src = job->src;
-    bool skip_zeros = job->zero_block || job->compress_unit;
+    /* Over a backing file the zeros must be written; with -S 0 everything is. */
+    bool skip_zeros = (job->zero_block || job->compress_unit) && !job->zeros_explicit;
     while (skip_zeros && *next < src->size) {
         struct img_extent ext;
         int depth;

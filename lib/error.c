@@ -76,6 +76,19 @@ static const struct errno_name errno_names[] = {
     {EBADF, "bad file descriptor"},
     {EISDIR, "is a directory"},
     {EOVERFLOW, "value too large"},
+    {ENAMETOOLONG, "file name too long"},
+    {ENOTDIR, "not a directory"},
+    {EAGAIN, "resource temporarily unavailable"},
+    {EINTR, "interrupted"},
+    {EMFILE, "too many open files"},
+    {ENFILE, "too many open files in the system"},
+    {EDQUOT, "disk quota exceeded"},
+    {EXDEV, "cross-device link"},
+    {ENXIO, "no such device or address"},
+    {ENODEV, "no such device"},
+    {ETXTBSY, "text file busy"},
+    {ESPIPE, "illegal seek"},
+    {ENOSYS, "function not implemented"},
 };
 
 IMG_API const char *img_strerror(int code)

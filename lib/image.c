@@ -149,7 +149,7 @@ static enum io_lock_mode lock_mode_for(struct img *img)
     return IO_LOCK_READ;
 }
 
-int img_refuse_writers(struct img *img, bool refuse)
+static int refuse_writers_now(struct img *img, bool refuse)
 {
     int ret = 0;
     for (struct img *layer = img; layer; layer = layer->backing) {
@@ -164,6 +164,23 @@ int img_refuse_writers(struct img *img, bool refuse)
             return ret;
         }
     }
+    return ret;
+}
+
+int img_refuse_writers(struct img *img, bool refuse)
+{
+    /* Counted: converts running side by side on one handle share the refusal. */
+    pthread_mutex_lock(&img->lock);
+    int ret = 0;
+    if (refuse) {
+        if (img->writer_refusals == 0)
+            ret = refuse_writers_now(img, true);
+        if (ret == 0)
+            img->writer_refusals++;
+    } else if (img->writer_refusals > 0 && --img->writer_refusals == 0) {
+        ret = refuse_writers_now(img, false);
+    }
+    pthread_mutex_unlock(&img->lock);
     return ret;
 }
 

@@ -24,12 +24,14 @@ struct img {
     char *filename;       /* as the caller (or the naming image) gave it */
     unsigned flags;       /* IMG_OPEN_* */
     bool writable;
-    bool format_probed_raw; /* raw was guessed, not asked for: guard the first sector */
-    bool lock_shared_read;  /* locked as a reader that lets others write (see image.c) */
+    bool format_probed_raw;   /* raw was guessed, not asked for: guard the first sector */
+    bool lock_shared_read;    /* locked as a reader that lets others write (see image.c) */
+    unsigned writer_refusals; /* img_refuse_writers() calls in force, under `lock` */
 
     /* Filled in by the backend's open. */
     uint64_t size;         /* virtual size in bytes */
     uint32_t cluster_size; /* 0 when the format has none ("cluster-size" omitted) */
+    uint32_t alloc_unit;   /* smallest unit a write allocates (a subcluster); 0: cluster_size */
     bool dirty;            /* "dirty-flag" */
 
     /* Backing file as the image names it (backend fills; the core opens it). */

@@ -15,6 +15,7 @@
 
 #include <cmocka.h>
 
+#include "image.h"
 #include "imgutil.h"
 #include "io/io.h"
 #include "io/lock.h"
@@ -184,6 +185,29 @@ static void test_img_open_locks(void **state)
     img_close(other);
 }
 
+/* Converts side by side on one handle share the refusal: it ends with the last of them. */
+static void test_refusals_are_counted(void **state)
+{
+    struct fixture *fx = *state;
+    img *reader = NULL, *writer = NULL;
+    assert_int_equal(img_open(&reader, fx->path, "raw", IMG_OPEN_READ_ONLY, NULL), 0);
+    assert_int_equal(img_refuse_writers(reader, true), 0);
+    assert_int_equal(img_refuse_writers(reader, true), 0);
+    assert_locked_bytes(fx->path, READER_BYTES);
+    assert_int_equal(img_refuse_writers(reader, false), 0);
+    assert_int_equal(img_open(&writer, fx->path, "raw", IMG_OPEN_READ_WRITE, NULL), -EBUSY);
+    assert_int_equal(img_refuse_writers(reader, false), 0);
+    assert_locked_bytes(fx->path, SHARED_READER_BYTES);
+    assert_int_equal(img_open(&writer, fx->path, "raw", IMG_OPEN_READ_WRITE, NULL), 0);
+    /* With a writer in, a refusal fails and counts nothing. */
+    assert_int_equal(img_refuse_writers(reader, true), -EBUSY);
+    img_close(writer);
+    assert_int_equal(img_refuse_writers(reader, true), 0);
+    assert_int_equal(img_refuse_writers(reader, false), 0);
+    assert_locked_bytes(fx->path, SHARED_READER_BYTES);
+    img_close(reader);
+}
+
 static void test_shared_reader_refusing_writes(void **state)
 {
     struct fixture *fx = *state;
@@ -217,6 +241,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_two_writers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_img_open_locks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shared_reader_refusing_writes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_refusals_are_counted, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -232,6 +232,7 @@ static int qcow2_open(struct img *img, const img_opts *opts)
     /* QEMU presents the size in whole 512-byte sectors; a partial last sector is not there. */
     img->size = align_down_u64(h->size, 512);
     img->cluster_size = s->cluster_size;
+    img->alloc_unit = s->subcluster_size;
     img->dirty = (h->incompatible_features & QCOW2_INCOMPAT_DIRTY) != 0;
     img->backing_name = backing;
     img->backing_format = backing_format;
