@@ -23,6 +23,8 @@ static int raw_open(struct img *img, const img_opts *opts)
     if (size < 0)
         return img_error((int)size, "raw: cannot read the size of '%s'", img->filename);
     /* Guests see whole sectors: a partial last sector reads as zeros past the file's end. */
+    if ((uint64_t)size > ((uint64_t)INT64_MAX & ~511ull))
+        return img_error(-EFBIG, "raw: '%s' is larger than the largest image size", img->filename);
     img->size = align_up_u64((uint64_t)size, 512);
     return 0;
 }

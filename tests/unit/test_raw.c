@@ -5,6 +5,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -137,6 +138,33 @@ static void test_probed_raw_guard(void **state)
     img_close(image);
 }
 
+/* A file too large to round up to whole sectors is refused, not shown as 0 bytes. */
+static void test_largest_size(void **state)
+{
+    (void)state;
+    /* tmpfs takes sparse files of any size; other file systems stop far below. */
+    char path[] = "/dev/shm/imgutil-huge-XXXXXX";
+    int fd = mkstemp(path);
+    if (fd < 0)
+        skip();
+    int grown = ftruncate(fd, INT64_MAX);
+    close(fd);
+    if (grown < 0) {
+        unlink(path);
+        skip();
+    }
+    img *image = NULL;
+    assert_int_equal(img_open(&image, path, "raw", IMG_OPEN_READ_ONLY, NULL), -EFBIG);
+    assert_non_null(strstr(img_last_error(), "larger than the largest image size"));
+    fd = open(path, O_WRONLY);
+    assert_int_equal(ftruncate(fd, INT64_MAX & ~511ll), 0);
+    close(fd);
+    assert_int_equal(img_open(&image, path, "raw", IMG_OPEN_READ_ONLY, NULL), 0);
+    assert_int_equal(img_get_size(image), INT64_MAX & ~511ll);
+    img_close(image);
+    unlink(path);
+}
+
 static void test_bad_arguments(void **state)
 {
     img *image;
@@ -164,10 +192,9 @@ static int setup(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_read_and_status),
-        cmocka_unit_test(test_write_zero_resize),
-        cmocka_unit_test(test_probed_raw_guard),
-        cmocka_unit_test(test_bad_arguments),
+        cmocka_unit_test(test_read_and_status),  cmocka_unit_test(test_write_zero_resize),
+        cmocka_unit_test(test_probed_raw_guard), cmocka_unit_test(test_bad_arguments),
+        cmocka_unit_test(test_largest_size),
     };
     return cmocka_run_group_tests(tests, setup, cleanup);
 }
