@@ -175,10 +175,13 @@ IMG_API int img_map_json(img *img, char **out);
 /*
  * Copies the guest content of `src` into a new image `dst_path` of format `dst_format`.
  * The target is written to a temporary file beside `dst_path` and renamed into place only on
- * success, so a failure or cancellation leaves any existing `dst_path` untouched.
- * Options: target creation options (as for img_create) plus
- *   "sparse_size"  bytes: runs of zeros at least this long become holes (default 4096,
- *                  "0" writes every byte),
+ * success, so a failure or cancellation leaves any existing `dst_path` untouched; an existing
+ * target keeps its mode (and owner, where allowed), and a symbolic link is written through.
+ * Ranges the source reports as zeros stay holes (or, when the target names a backing file,
+ * are written as zeros). Options: target creation options (as for img_create) plus
+ *   "sparse_size"  bytes, a multiple of 512 up to 16 MiB: aligned runs of zeros this long in
+ *                  the data become holes too (default 4096; "0" writes every byte, the
+ *                  source's zeros included),
  *   "compress"     "on": write compressed clusters where the target format can,
  *   "sync"         "on": flush the target to stable storage before renaming it into place
  *                  (off by default, as qemu-img convert does not flush either).

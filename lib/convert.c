@@ -21,6 +21,9 @@
 #include "opts.h"
 #include "util/checked.h"
 
+/* As qemu-img's -S. */
+#define SPARSE_SIZE_MAX (16u << 20)
+
 /* ---- temporary target file ---- */
 
 /* Leaves room in a 255-byte name for the dot, the random part and the suffix. */
@@ -146,7 +149,7 @@ static int convert_through_format(struct convert_job *job, const char *temp, con
          */
         uint64_t unit = dst->alloc_unit ? dst->alloc_unit : cluster;
         job->unit = whole_clusters && is_power_of_two(unit) ? unit : 512;
-        job->zero_block = max_u64(job->sparse_size, job->unit);
+        job->zero_block = align_up_u64(max_u64(job->sparse_size, job->unit), job->unit);
     }
     /*
      * Nothing relies on the temporary target before it is complete, so its flushes wait for
@@ -201,12 +204,10 @@ IMG_API int img_convert(img *src, const char *dst_path, const char *dst_format,
         ret = opts_get_bool(opts, "sync", &job.sync);
     if (ret < 0)
         return ret;
-    if (job.sparse_size && (job.sparse_size % 512 || job.sparse_size > CONVERT_CHUNK_SIZE ||
-                            CONVERT_CHUNK_SIZE % job.sparse_size))
-        return img_error(-EINVAL,
-                         "convert: sparse_size must be a power-of-two multiple of 512 up to "
-                         "%u (got %" PRIu64 ")",
-                         CONVERT_CHUNK_SIZE, job.sparse_size);
+    if (job.sparse_size % 512 || job.sparse_size > SPARSE_SIZE_MAX)
+        return img_error(
+            -EINVAL, "convert: sparse_size must be a multiple of 512 up to %u (got %" PRIu64 ")",
+            SPARSE_SIZE_MAX, job.sparse_size);
     if (fmt == &format_raw && job.compress)
         return img_error(-ENOTSUP, "convert: format raw does not support compression");
 

@@ -26,7 +26,7 @@ qemu-io -f raw -c 'write -P 0x61 0 4k' -c 'write -P 0x62 1M 8k' -c 'write -P 0 2
     -c 'write -P 0x63 3M 512' -c 'write -P 0x64 5116k 4k' pat.raw >/dev/null
 fallocate --punch-hole --offset 2M --length 1M pat.raw 2>/dev/null || true
 
-for S in 4k 64k 1M 2M; do
+for S in 4k 3k 64k 96k 1M 2M 16M; do
     for fmt in raw qcow2; do
         rm -f ours qemus
         expect_status 0 convert -S $S -O $fmt pat.raw ours || continue

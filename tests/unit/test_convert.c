@@ -150,6 +150,9 @@ static void test_bad_options(void **state)
     img_opts_set(opts, "sparse_size", "1000");
     assert_int_equal(img_convert(src, path_in_dir("o.raw"), "raw", opts, NULL, NULL), -EINVAL);
     assert_non_null(strstr(img_last_error(), "sparse_size"));
+    img_opts_set(opts, "sparse_size", "32M");
+    assert_int_equal(img_convert(src, path_in_dir("o.raw"), "raw", opts, NULL, NULL), -EINVAL);
+    assert_non_null(strstr(img_last_error(), "sparse_size"));
     img_opts_set(opts, "sparse_size", "4k");
     img_opts_set(opts, "cluster_size", "65536");
     assert_int_equal(img_convert(src, path_in_dir("o.raw"), "raw", opts, NULL, NULL), -EINVAL);
