@@ -7,6 +7,18 @@ if [ -z "$IMGUTIL" ] || [ ! -x "$IMGUTIL" ]; then
     exit 1
 fi
 
+# enter_work_with_qemu: for tests that compare with qemu-img: skips (77) without qemu-img or
+# qemu-io, makes $IMGUTIL absolute and moves into $WORK.
+enter_work_with_qemu() {
+    case "$IMGUTIL" in
+    /*) ;;
+    *) IMGUTIL="$(pwd)/$IMGUTIL" ;;
+    esac
+    command -v qemu-img >/dev/null 2>&1 || exit 77
+    command -v qemu-io >/dev/null 2>&1 || exit 77
+    cd "$WORK" || exit 1
+}
+
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/imgutil-cli.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 FAILURES=0

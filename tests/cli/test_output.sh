@@ -5,13 +5,7 @@
 
 . "$(dirname "$0")/lib.sh"
 
-case "$IMGUTIL" in
-/*) ;;
-*) IMGUTIL="$(pwd)/$IMGUTIL" ;;
-esac
-command -v qemu-img >/dev/null 2>&1 || exit 77
-command -v qemu-io >/dev/null 2>&1 || exit 77
-cd "$WORK" || exit 1
+enter_work_with_qemu
 
 # same SUBCOMMAND ARGS...: imgutil and qemu-img print the same stdout and exit status.
 same() {

@@ -105,6 +105,22 @@ static int cancel_at_half(void *user, uint64_t done, uint64_t total)
     return done >= total / 2;
 }
 
+/* Converts every byte (-S 0) and cancels half-way: -ECANCELED, after some progress. */
+static void convert_cancelled_at_half(const char *src_path, const char *dst_path,
+                                      const char *format)
+{
+    img *src;
+    assert_int_equal(img_open(&src, src_path, "raw", 0, NULL), 0);
+    int calls = 0;
+    img_opts *opts;
+    img_opts_new(&opts);
+    img_opts_set(opts, "sparse_size", "0");
+    assert_int_equal(img_convert(src, dst_path, format, opts, cancel_at_half, &calls), -ECANCELED);
+    img_opts_free(opts);
+    img_close(src);
+    assert_true(calls > 0);
+}
+
 static void test_cancel_keeps_target(void **state)
 {
     const char *src_path = path_in_dir("src.raw"), *dst_path = path_in_dir("keep.raw");
@@ -112,16 +128,7 @@ static void test_cancel_keeps_target(void **state)
     assert_int_equal(write(fd, "precious", 8), 8);
     close(fd);
     int files_before = count_files();
-    img *src;
-    assert_int_equal(img_open(&src, src_path, "raw", 0, NULL), 0);
-    int calls = 0;
-    img_opts *opts;
-    img_opts_new(&opts);
-    img_opts_set(opts, "sparse_size", "0");
-    assert_int_equal(img_convert(src, dst_path, "raw", opts, cancel_at_half, &calls), -ECANCELED);
-    img_opts_free(opts);
-    img_close(src);
-    assert_true(calls > 0);
+    convert_cancelled_at_half(src_path, dst_path, "raw");
     struct stat st;
     assert_int_equal(stat(dst_path, &st), 0);
     assert_int_equal(st.st_size, 8);
@@ -290,16 +297,7 @@ static void test_cancel_qcow2_leaves_nothing(void **state)
     const char *src_path = path_in_dir("cq-src.raw"), *dst_path = path_in_dir("cq.qcow2");
     make_source(src_path);
     int files_before = count_files();
-    img *src;
-    assert_int_equal(img_open(&src, src_path, "raw", 0, NULL), 0);
-    int calls = 0;
-    img_opts *opts;
-    img_opts_new(&opts);
-    img_opts_set(opts, "sparse_size", "0");
-    assert_int_equal(img_convert(src, dst_path, "qcow2", opts, cancel_at_half, &calls), -ECANCELED);
-    img_opts_free(opts);
-    img_close(src);
-    assert_true(calls > 0);
+    convert_cancelled_at_half(src_path, dst_path, "qcow2");
     assert_int_equal(count_files(), files_before);
     assert_int_equal(access(dst_path, F_OK), -1);
 }
