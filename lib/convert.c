@@ -167,6 +167,52 @@ static int convert_through_format(struct convert_job *job, const char *temp, con
     return ret;
 }
 
+/* As the kernel's limit on links followed in one lookup. */
+#define MAX_LINKS 40
+
+/*
+ * The file a chain of symbolic links at `path` names, even when it does not exist yet (then
+ * the convert creates it, as opening the link to create it would). *out is NULL when `path`
+ * is no link.
+ */
+static int follow_links(const char *path, char **out)
+{
+    *out = NULL;
+    char *current = NULL;
+    for (int hops = 0;; hops++) {
+        const char *at = current ? current : path;
+        struct stat st;
+        if (lstat(at, &st) < 0 || !S_ISLNK(st.st_mode)) {
+            *out = current;
+            return 0;
+        }
+        if (hops == MAX_LINKS) {
+            free(current);
+            return img_error(-ELOOP, "cannot follow the link '%s': too many levels", path);
+        }
+        char target[4096];
+        ssize_t n = readlink(at, target, sizeof(target) - 1);
+        if (n < 0) {
+            int err = -errno;
+            free(current);
+            return img_error(err, "cannot follow the link '%s': %s", path, img_strerror(err));
+        }
+        target[n] = '\0';
+        /* A relative target is relative to the folder holding the link. */
+        const char *slash = strrchr(at, '/');
+        int dir_len = target[0] != '/' && slash ? (int)(slash - at) + 1 : 0;
+        size_t len = (size_t)dir_len + (size_t)n + 1;
+        char *next = malloc(len);
+        if (!next) {
+            free(current);
+            return img_error(-ENOMEM, "out of memory");
+        }
+        snprintf(next, len, "%.*s%s", dir_len, at, target);
+        free(current);
+        current = next;
+    }
+}
+
 /* Target creation options: everything but the keys convert itself reads. */
 static int split_options(const img_opts *opts, img_opts **create_opts)
 {
@@ -216,14 +262,11 @@ IMG_API int img_convert(img *src, const char *dst_path, const char *dst_format,
      * and the link stays.
      */
     char *resolved = NULL;
-    struct stat link;
-    if (lstat(dst_path, &link) == 0 && S_ISLNK(link.st_mode)) {
-        resolved = realpath(dst_path, NULL);
-        if (!resolved)
-            return img_error(-errno, "cannot follow the link '%s': %s", dst_path,
-                             img_strerror(-errno));
+    ret = follow_links(dst_path, &resolved);
+    if (ret < 0)
+        return ret;
+    if (resolved)
         dst_path = resolved;
-    }
 
     /* The source must not change under the copy: a raw source shared with writers stops. */
     ret = img_refuse_writers(src, true);

@@ -70,6 +70,10 @@ ln -s real/disk.raw link.raw
 expect_status 0 convert -O raw pat.raw link.raw
 [ -L link.raw ] || fail "symbolic link target: the link was replaced"
 cmp -s pat.raw real/disk.raw || fail "symbolic link target: the file it names was not written"
+ln -s real/new.raw dangling.raw
+expect_status 0 convert -O raw pat.raw dangling.raw
+[ -L dangling.raw ] && cmp -s pat.raw real/new.raw ||
+    fail "dangling symbolic link target: the file it names was not created"
 printf old >private.raw
 chmod 600 private.raw
 expect_status 0 convert -O raw pat.raw private.raw
