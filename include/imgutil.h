@@ -26,7 +26,9 @@
  *    folder of the image that names it, an absolute name is used as written. Loops are refused
  *    with -ELOOP and the chain depth is capped at IMG_MAX_CHAIN_DEPTH.
  *  - A qcow2 external data file is opened only with IMG_OPEN_ALLOW_DATA_FILE. img_info_json()
- *    never opens one.
+ *    never opens one. A relative data file name is resolved from the image's folder, like a
+ *    backing file name (QEMU 7.2 resolves it from the working directory instead, so the two
+ *    agree when run from the image's folder).
  *  - IMG_OPEN_UNTRUSTED (for downloaded images) refuses any image that names another file at
  *    all and applies tighter resource limits.
  */
