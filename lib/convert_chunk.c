@@ -2,7 +2,8 @@
 /*
  * Copies one chunk of a convert: the source's extents are read into the worker's buffer
  * (ranges the source already reports as zeros are not read), then the runs of non-zero blocks
- * are written to the target, so the target stays sparse where the data is zero.
+ * are written to the target, so the target stays sparse where the data is zero. A compressed
+ * chunk is copied in two halves: its units are compressed at once, and written later in turn.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -55,6 +56,8 @@ void convert_chunk_ctx_fini(struct convert_chunk_ctx *ctx)
 {
     free(ctx->buf);
     free(ctx->zeros);
+    free(ctx->packed);
+    free(ctx->units);
     memset(ctx, 0, sizeof(*ctx));
 }
 
@@ -205,6 +208,92 @@ static int write_compressed_units(const struct convert_job *job, struct convert_
     return runs_flush(&zeros);
 }
 
+bool convert_writes_in_order(const struct convert_job *job)
+{
+    const struct img_format *fmt = job->img_dst ? job->img_dst->fmt : NULL;
+    return job->compress_unit && fmt && fmt->compress_unit && fmt->write_compressed_data;
+}
+
+static int note_unit(struct convert_chunk_ctx *ctx, const struct convert_unit *u)
+{
+    if (ctx->nunits == ctx->units_cap) {
+        /* At most one per unit of a chunk: bounded. */
+        size_t cap = ctx->units_cap ? ctx->units_cap * 2 : 64;
+        struct convert_unit *grown = realloc(ctx->units, cap * sizeof(*grown));
+        if (!grown)
+            return img_error(-ENOMEM, "out of memory");
+        ctx->units = grown;
+        ctx->units_cap = cap;
+    }
+    ctx->units[ctx->nunits++] = *u;
+    return 0;
+}
+
+/* The expensive half of a compressed chunk, which touches nothing shared: compression. */
+static int compress_units(const struct convert_job *job, struct convert_chunk_ctx *ctx,
+                          uint64_t length)
+{
+    struct img *dst = job->img_dst;
+    uint64_t unit = job->compress_unit;
+    if (!ctx->packed && !(ctx->packed = malloc(CONVERT_CHUNK_SIZE)))
+        return img_error(-ENOMEM, "out of memory");
+    ctx->nunits = 0;
+    size_t cursor = 0;
+    uint64_t used = 0;
+    for (uint64_t pos = 0; pos < length; pos += unit) {
+        struct convert_unit u = {.pos = pos, .len = min_u64(unit, length - pos)};
+        if (source_says_zero(ctx, &cursor, pos, pos + u.len)) {
+            if (!job->zeros_explicit)
+                continue;
+            u.zero = true;
+        } else if (buffer_is_zero(ctx->buf + pos, u.len) && !job->zeros_explicit) {
+            continue;
+        } else {
+            /*
+             * Every earlier stream is shorter than its unit, so at least the rest of the
+             * chunk, a whole unit or more, is left in `packed`.
+             */
+            size_t clen;
+            int ret = dst->fmt->compress_unit(dst, ctx->buf + pos, u.len, ctx->packed + used,
+                                              CONVERT_CHUNK_SIZE - used, &clen);
+            if (ret < 0)
+                return ret;
+            u.packed_off = used;
+            u.stream_len = clen;
+            used += clen;
+        }
+        int ret = note_unit(ctx, &u);
+        if (ret < 0)
+            return ret;
+    }
+    return 0;
+}
+
+int convert_chunk_commit(const struct convert_job *job, struct convert_chunk_ctx *ctx,
+                         uint64_t offset)
+{
+    struct img *dst = job->img_dst;
+    struct piece_runs zeros = {.job = job, .offset = offset};
+    for (size_t i = 0; i < ctx->nunits; i++) {
+        const struct convert_unit *u = &ctx->units[i];
+        int ret;
+        if (u->zero) {
+            ret = runs_add(&zeros, PIECE_ZERO, u->pos, u->len);
+        } else {
+            ret = runs_flush(&zeros);
+            if (ret == 0 && u->stream_len)
+                ret = dst->fmt->write_compressed_data(
+                    dst, offset + u->pos, ctx->packed + u->packed_off, u->stream_len, false);
+            else if (ret == 0)
+                ret = dst->fmt->write_compressed_data(dst, offset + u->pos, ctx->buf + u->pos,
+                                                      u->len, true);
+        }
+        if (ret < 0)
+            return ret;
+    }
+    return runs_flush(&zeros);
+}
+
 /*
  * The fate of each piece of one granule: the source's zeros are left out (or written as
  * zeros over a backing file); the rest is data, unless the whole granule reads as zeros.
@@ -242,6 +331,8 @@ int convert_chunk(const struct convert_job *job, struct convert_chunk_ctx *ctx, 
         return ret;
     if (write_all)
         return write_run(job, ctx->buf, length, offset);
+    if (convert_writes_in_order(job))
+        return compress_units(job, ctx, length);
     if (job->compress_unit)
         return write_compressed_units(job, ctx, offset, length);
 

@@ -53,6 +53,20 @@ struct convert_chunk_ctx {
         uint64_t start, end;
     } * zeros;
     size_t nzeros, zeros_cap;
+    /*
+     * Compressing in guest order: convert_chunk() compresses the chunk's units into `packed`
+     * (CONVERT_CHUNK_SIZE bytes, allocated on first use; each stream is shorter than its
+     * unit, so they always fit) and lists what each unit becomes; convert_chunk_commit()
+     * writes them.
+     */
+    uint8_t *packed;
+    struct convert_unit {
+        uint64_t pos, len;   /* the unit, relative to the chunk */
+        uint64_t packed_off; /* its stream in `packed` */
+        uint64_t stream_len; /* 0: written as zeros, or stored uncompressed (below) */
+        bool zero;
+    } * units;
+    size_t nunits, units_cap;
 };
 
 int convert_chunk_ctx_init(struct convert_chunk_ctx *ctx);
@@ -61,6 +75,16 @@ void convert_chunk_ctx_fini(struct convert_chunk_ctx *ctx);
 /* Copies guest bytes [offset, offset + length) of the source to the target (any thread). */
 int convert_chunk(const struct convert_job *job, struct convert_chunk_ctx *ctx, uint64_t offset,
                   uint64_t length);
+
+/*
+ * True when the job compresses with a target that can compress apart from writing: then
+ * convert_chunk() only reads and compresses (in parallel), and convert_chunk_commit() writes
+ * the chunk, called for one chunk after another in guest order, so that the compressed
+ * clusters are laid out in the file the same way on every run, as qemu-img lays them out.
+ */
+bool convert_writes_in_order(const struct convert_job *job);
+int convert_chunk_commit(const struct convert_job *job, struct convert_chunk_ctx *ctx,
+                         uint64_t offset);
 
 /* Copies the whole source, reporting progress on the calling thread. */
 int convert_copy(struct convert_job *job);

@@ -5,6 +5,10 @@
  * chunks overlap. The calling thread only hands out chunks, skips ranges the source reports as
  * zeros, and reports progress: the progress callback runs on the caller's thread alone, and
  * its request to cancel stops new chunks; the ones in flight finish before convert returns.
+ *
+ * A compressed convert writes in guest order (convert_writes_in_order): workers compress their
+ * chunks at once, then take turns in the order the chunks were handed out to write them. A
+ * chunk that fails, or a convert that stops, ends the turns: workers still waiting give up.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -27,6 +31,8 @@
 
 struct chunk_task {
     uint64_t offset, length;
+    uint64_t seq;   /* place in the order chunks are handed out */
+    bool abandoned; /* not written: the convert stopped while it waited for its turn */
     int result;
     char message[512];
     struct chunk_task *next;
@@ -40,7 +46,47 @@ struct pool {
     struct chunk_task *todo_head, *todo_tail;
     struct chunk_task *done_head;
     bool stop;
+    /* Writing in order: the chunk whose turn it is, and whether the turns have ended. */
+    bool in_order;
+    pthread_cond_t turn;
+    uint64_t next_write;
+    bool turns_over;
 };
+
+static void end_turns(struct pool *p)
+{
+    p->turns_over = true;
+    pthread_cond_broadcast(&p->turn);
+}
+
+/* The second half of an in-order chunk whose compression gave `result`. */
+static int write_in_turn(struct pool *p, struct convert_chunk_ctx *ctx, struct chunk_task *t,
+                         int result)
+{
+    pthread_mutex_lock(&p->lock);
+    if (result < 0) {
+        end_turns(p);
+        pthread_mutex_unlock(&p->lock);
+        return result;
+    }
+    while (p->next_write != t->seq && !p->turns_over)
+        pthread_cond_wait(&p->turn, &p->lock);
+    t->abandoned = p->turns_over;
+    pthread_mutex_unlock(&p->lock);
+    if (t->abandoned)
+        return 0;
+
+    result = convert_chunk_commit(p->job, ctx, t->offset);
+    pthread_mutex_lock(&p->lock);
+    if (result < 0) {
+        end_turns(p);
+    } else {
+        p->next_write++;
+        pthread_cond_broadcast(&p->turn);
+    }
+    pthread_mutex_unlock(&p->lock);
+    return result;
+}
 
 static void *worker_main(void *arg)
 {
@@ -59,7 +105,10 @@ static void *worker_main(void *arg)
             p->todo_tail = NULL;
         pthread_mutex_unlock(&p->lock);
 
+        t->abandoned = false;
         t->result = init < 0 ? init : convert_chunk(p->job, &ctx, t->offset, t->length);
+        if (p->in_order)
+            t->result = write_in_turn(p, &ctx, t, t->result);
         if (t->result < 0)
             snprintf(t->message, sizeof(t->message), "%s", img_last_error());
 
@@ -141,7 +190,7 @@ int convert_copy(struct convert_job *job)
 {
     unsigned want = worker_count();
     unsigned ntasks = want * CHUNKS_PER_WORKER;
-    struct pool p = {.job = job};
+    struct pool p = {.job = job, .in_order = convert_writes_in_order(job)};
     pthread_t *tids = calloc(want, sizeof(*tids));
     struct chunk_task *tasks = calloc(ntasks, sizeof(*tasks));
     if (!tids || !tasks) {
@@ -152,6 +201,7 @@ int convert_copy(struct convert_job *job)
     pthread_mutex_init(&p.lock, NULL);
     pthread_cond_init(&p.work, NULL);
     pthread_cond_init(&p.finished, NULL);
+    pthread_cond_init(&p.turn, NULL);
     unsigned nworkers = start_workers(&p, tids, want);
     int ret = nworkers ? 0 : img_error(-EAGAIN, "convert: cannot start worker threads");
 
@@ -161,7 +211,7 @@ int convert_copy(struct convert_job *job)
         free_list = &tasks[i];
     }
     unsigned busy = 0;
-    uint64_t next = 0;
+    uint64_t next = 0, seq = 0;
     pthread_mutex_lock(&p.lock);
     for (;;) {
         /* Hand out chunks while there are free tasks and nothing failed. */
@@ -176,6 +226,7 @@ int convert_copy(struct convert_job *job)
             free_list = t->next;
             t->offset = next;
             t->length = length;
+            t->seq = seq++;
             t->next = NULL;
             if (p.todo_tail)
                 p.todo_tail->next = t;
@@ -199,14 +250,18 @@ int convert_copy(struct convert_job *job)
             busy--;
             if (ret == 0 && t->result < 0)
                 ret = img_error(t->result, "%s", t->message);
-            else if (ret == 0)
+            else if (ret == 0 && !t->abandoned)
                 ret = report_progress(job, t->length);
             t->next = free_list;
             free_list = t;
         }
         pthread_mutex_lock(&p.lock);
         if (ret < 0) {
-            /* Chunks not started yet are dropped; the running ones finish. */
+            /*
+             * Chunks not started yet are dropped; the running ones finish, but for those
+             * waiting for a turn that the dropped chunks would never pass on.
+             */
+            end_turns(&p);
             while (p.todo_head) {
                 struct chunk_task *t = p.todo_head;
                 p.todo_head = t->next;
@@ -222,6 +277,7 @@ int convert_copy(struct convert_job *job)
     pthread_mutex_unlock(&p.lock);
     for (unsigned i = 0; i < nworkers; i++)
         pthread_join(tids[i], NULL);
+    pthread_cond_destroy(&p.turn);
     pthread_cond_destroy(&p.finished);
     pthread_cond_destroy(&p.work);
     pthread_mutex_destroy(&p.lock);

@@ -100,6 +100,24 @@ struct img_format {
     int (*snapshot_create)(struct img *img, const char *name);
     int (*snapshot_apply)(struct img *img, const char *name_or_id);
     int (*snapshot_delete)(struct img *img, const char *name_or_id);
+
+    /*
+     * write_compressed() in two steps, so that a caller can compress many units in parallel
+     * and still place them in the file in an order of its choosing (convert: guest order).
+     *
+     * compress_unit() compresses one unit (`len` bytes: a whole cluster, or the image's short
+     * last one) with the image's codec and rules, into `out`, which holds at least a cluster
+     * (`out_cap`). *out_len receives the stream's length, or 0 when compression does not pay
+     * and the unit is to be stored as it is. It touches no image state: any thread, any time.
+     *
+     * write_compressed_data() allocates room for one unit at the unit-aligned guest `offset`
+     * and writes it: the stream of `len` bytes from compress_unit(), or, when
+     * `stored_uncompressed`, the unit's own `len` plain bytes.
+     */
+    int (*compress_unit)(struct img *img, const void *buf, size_t len, void *out, size_t out_cap,
+                         size_t *out_len);
+    int (*write_compressed_data)(struct img *img, uint64_t offset, const void *data, size_t len,
+                                 bool stored_uncompressed);
 };
 
 /* The registry (formats/registry.c): every backend, in probe-tie-break order. */

@@ -274,6 +274,148 @@ static void test_convert_compressed_round_trip(void **state)
     assert_same_file(src_path, back_path);
 }
 
+/*
+ * Clusters that compress well, clusters of noise that do not compress (stored as they are),
+ * clusters of zeros, a source hole, and a short last cluster: chunks whose compressed sizes
+ * differ a lot, so that workers finish them out of order.
+ */
+#define MIXED_SIZE ((12u << 20) + 4608)
+static void make_mixed_source(const char *path)
+{
+    int fd = open(path, O_CREAT | O_TRUNC | O_WRONLY, 0644);
+    assert_true(fd >= 0);
+    uint8_t *buf = malloc(MIXED_SIZE);
+    uint32_t x = 12345;
+    for (uint32_t c = 0; c < MIXED_SIZE; c += 65536) {
+        uint32_t n = MIXED_SIZE - c < 65536 ? MIXED_SIZE - c : 65536;
+        unsigned kind = (c >> 16) * 7 % 5;
+        for (uint32_t i = 0; i < n; i++) {
+            x = x * 1103515245 + 12345;
+            buf[c + i] = kind == 0   ? 0
+                         : kind <= 2 ? (uint8_t)(x >> 16)
+                                     : (uint8_t) "imgutil "[i % 8];
+        }
+    }
+    /* A hole of two chunks, left out unread, then a chunk of data that is all zeros. */
+    memset(buf + (8 << 20), 0, 2 << 20);
+    assert_int_equal(pwrite(fd, buf, 4 << 20, 0), 4 << 20);
+    assert_int_equal(pwrite(fd, buf + (8 << 20), MIXED_SIZE - (8 << 20), 8 << 20),
+                     MIXED_SIZE - (8 << 20));
+    close(fd);
+    free(buf);
+}
+
+static bool have_qemu_img(void)
+{
+    return system("qemu-img --version >/dev/null 2>&1") == 0;
+}
+
+static void qemu_img(const char *args)
+{
+    char cmd[1100];
+    snprintf(cmd, sizeof(cmd), "qemu-img %s >/dev/null", args);
+    if (system(cmd) != 0)
+        fail_msg("failed: %s", cmd);
+}
+
+static void convert_compressed(const char *src_path, const char *dst_path, const char *type)
+{
+    img *src;
+    assert_int_equal(img_open(&src, src_path, "raw", 0, NULL), 0);
+    img_opts *opts;
+    img_opts_new(&opts);
+    img_opts_set(opts, "compress", "on");
+    img_opts_set(opts, "compression_type", type);
+    assert_int_equal(img_convert(src, dst_path, "qcow2", opts, NULL, NULL), 0);
+    img_opts_free(opts);
+    img_close(src);
+}
+
+/*
+ * Compression runs on many threads, but compressed clusters are placed in guest order: the
+ * file is the same on every run, and the same as qemu-img makes it.
+ */
+static void test_convert_compressed_deterministic(void **state)
+{
+    char src_path[256];
+    snprintf(src_path, sizeof(src_path), "%s", path_in_dir("det-src.raw"));
+    make_mixed_source(src_path);
+    static const char *const types[] = {"zlib", "zstd"};
+    for (size_t t = 0; t < 2; t++) {
+        char a[256], b[256], ref[256], args[1024];
+        snprintf(a, sizeof(a), "%s", path_in_dir("det-a.qcow2"));
+        snprintf(b, sizeof(b), "%s", path_in_dir("det-b.qcow2"));
+        snprintf(ref, sizeof(ref), "%s", path_in_dir("det-ref.qcow2"));
+        convert_compressed(src_path, a, types[t]);
+        convert_compressed(src_path, b, types[t]);
+        assert_same_file(a, b);
+        assert_same_content(a, "qcow2", src_path);
+
+        img *q;
+        uint64_t pnum;
+        unsigned status;
+        assert_int_equal(img_open(&q, a, "qcow2", 0, NULL), 0);
+        /* A cluster that compresses and one of noise that is stored as it is. */
+        assert_int_equal(img_block_status(q, 2 << 16, 65536, &pnum, &status, NULL, NULL), 0);
+        assert_true(status & IMG_BLOCK_COMPRESSED);
+        assert_int_equal(img_block_status(q, 1 << 16, 65536, &pnum, &status, NULL, NULL), 0);
+        assert_true(status & IMG_BLOCK_DATA);
+        assert_false(status & IMG_BLOCK_COMPRESSED);
+        img_close(q);
+
+        if (!have_qemu_img()) {
+            print_message("qemu-img not found: interop checks skipped\n");
+            continue;
+        }
+        snprintf(args, sizeof(args), "check -q %s", a);
+        qemu_img(args);
+        snprintf(args, sizeof(args), "compare -q -f raw -F qcow2 %s %s", src_path, a);
+        qemu_img(args);
+        snprintf(args, sizeof(args), "convert -c -f raw -O qcow2 -o compression_type=%s %s %s",
+                 types[t], src_path, ref);
+        qemu_img(args);
+        assert_same_file(a, ref);
+    }
+}
+
+/* Workers waiting for their turn to write are released when the convert stops. */
+static void test_compressed_cancel_and_error(void **state)
+{
+    char src_path[256], dst_path[256];
+    snprintf(src_path, sizeof(src_path), "%s", path_in_dir("stop-src.raw"));
+    snprintf(dst_path, sizeof(dst_path), "%s", path_in_dir("stop.qcow2"));
+    make_mixed_source(src_path);
+    int files_before = count_files();
+    img *src;
+    assert_int_equal(img_open(&src, src_path, "raw", 0, NULL), 0);
+    img_opts *opts;
+    img_opts_new(&opts);
+    img_opts_set(opts, "compress", "on");
+    int calls = 0;
+    assert_int_equal(img_convert(src, dst_path, "qcow2", opts, cancel_at_half, &calls), -ECANCELED);
+    assert_true(calls > 0);
+    assert_int_equal(count_files(), files_before);
+
+    /* A write failing in the middle of the turns: its own message, not a later waiter's. */
+    struct rlimit old, small;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+    small = old;
+    small.rlim_cur = 1 << 20;
+    void (*old_handler)(int) = signal(SIGXFSZ, SIG_IGN);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &small), 0);
+    int ret = img_convert(src, dst_path, "qcow2", opts, NULL, NULL);
+    char message[512];
+    snprintf(message, sizeof(message), "%s", img_last_error());
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    signal(SIGXFSZ, old_handler);
+    img_opts_free(opts);
+    img_close(src);
+    assert_int_equal(ret, -EFBIG);
+    if (!strcasestr(message, "file too large"))
+        fail_msg("message does not name the failure: %s", message);
+    assert_int_equal(count_files(), files_before);
+}
+
 static void test_convert_no_sparse_writes_zeros(void **state)
 {
     const char *src_path = path_in_dir("full-src.raw"), *dst_path = path_in_dir("full.raw");
@@ -349,6 +491,8 @@ int main(void)
         cmocka_unit_test(test_bad_options),
         cmocka_unit_test(test_convert_qcow2_round_trip),
         cmocka_unit_test(test_convert_compressed_round_trip),
+        cmocka_unit_test(test_convert_compressed_deterministic),
+        cmocka_unit_test(test_compressed_cancel_and_error),
         cmocka_unit_test(test_convert_no_sparse_writes_zeros),
         cmocka_unit_test(test_cancel_qcow2_leaves_nothing),
         cmocka_unit_test(test_worker_error_reported),

@@ -1,9 +1,12 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * write_compressed(): one whole guest cluster, compressed with the image's codec (deflate or
+ * Compressed writes: one whole guest cluster, compressed with the image's codec (deflate or
  * zstd) and packed byte by byte after the previous compressed cluster, as QEMU packs them. Data
  * that does not shrink below a cluster is written as a normal cluster. The stream is written
  * before the L2 entry that points at it, like any other data.
+ *
+ * Compressing (qcow2_compress_unit) and placing the result (qcow2_write_compressed_data) are
+ * separate, so that convert compresses on many threads but places clusters in guest order.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -19,7 +22,8 @@
 #include "io/io.h"
 #include "util/checked.h"
 
-int qcow2_write_compressed(struct img *img, uint64_t offset, const void *buf, size_t len)
+/* Where compressed data may go: a cluster of the guest, in a writable image of one file. */
+static int check_target(struct img *img, uint64_t offset)
 {
     struct qcow2_state *s = img->priv;
     if (!s->writer)
@@ -27,19 +31,47 @@ int qcow2_write_compressed(struct img *img, uint64_t offset, const void *buf, si
     if (offset & (s->cluster_size - 1))
         return img_error(-EINVAL, "qcow2: compressed write at %" PRIu64 " is not cluster-aligned",
                          offset);
-    /* The image's last cluster may be partial; it is compressed padded with zeros. */
-    if (len != s->cluster_size && offset + len != img->size)
+    if (offset >= img->size)
         return img_error(-EINVAL,
-                         "qcow2: a compressed write must cover one whole cluster (%zu bytes "
-                         "given, cluster size %" PRIu32 ")",
-                         len, s->cluster_size);
-    if (len > s->cluster_size)
-        return img_error(-EINVAL, "qcow2: compressed write larger than a cluster");
+                         "qcow2: compressed write at %" PRIu64 " is beyond the end of "
+                         "the image",
+                         offset);
     if (qcow2_has_data_file(s))
         return img_error(-ENOTSUP,
                          "qcow2: compressed clusters cannot be written to an image with an "
                          "external data file");
+    return 0;
+}
 
+/* Only whole clusters, or the image's short last one, can be stored compressed. */
+static int check_unit(struct img *img, uint64_t offset, size_t len)
+{
+    struct qcow2_state *s = img->priv;
+    int ret = check_target(img, offset);
+    if (ret < 0)
+        return ret;
+    if (len > s->cluster_size)
+        return img_error(-EINVAL, "qcow2: compressed write larger than a cluster");
+    if (len != s->cluster_size && len != img->size - offset)
+        return img_error(-EINVAL,
+                         "qcow2: a compressed write must cover one whole cluster (%zu bytes "
+                         "given, cluster size %" PRIu32 ")",
+                         len, s->cluster_size);
+    return 0;
+}
+
+int qcow2_compress_unit(struct img *img, const void *buf, size_t len, void *out, size_t out_cap,
+                        size_t *out_len)
+{
+    struct qcow2_state *s = img->priv;
+    *out_len = 0;
+    if (len == 0 || len > s->cluster_size)
+        return img_error(-EINVAL, "qcow2: cannot compress %zu bytes as one cluster of %" PRIu32,
+                         len, s->cluster_size);
+    if (out_cap < s->cluster_size)
+        return img_error(-EINVAL, "qcow2: compression buffer smaller than a cluster");
+
+    /* The image's last cluster may be partial; it is compressed padded with zeros. */
     uint8_t *plain = NULL;
     const uint8_t *src = buf;
     if (len < s->cluster_size) {
@@ -49,24 +81,21 @@ int qcow2_write_compressed(struct img *img, uint64_t offset, const void *buf, si
         memcpy(plain, buf, len);
         src = plain;
     }
-    uint8_t *out = malloc(s->cluster_size);
-    if (!out) {
-        free(plain);
-        return img_error(-ENOMEM, "out of memory");
-    }
     /* As QEMU: the stream must be smaller than a cluster, by at least a byte. */
     long clen = codec_compress(s->codec, src, s->cluster_size, out, s->cluster_size - 1);
     free(plain);
-    if (clen == -ENOSPC || clen == 0) {
-        free(out);
-        return qcow2_write_through(img, offset, buf, len);
-    }
-    if (clen < 0) {
-        free(out);
+    if (clen == -ENOSPC || clen == 0)
+        return 0;
+    if (clen < 0)
         return img_error((int)clen, "qcow2: %s compression failed", codec_name(s->codec));
-    }
+    *out_len = (size_t)clen;
+    return 0;
+}
 
-    uint64_t c = offset >> s->cluster_bits;
+/* Packs `clen` bytes of stream after the previous compressed cluster and points `c` at them. */
+static int place_stream(struct img *img, uint64_t c, const void *stream, size_t clen)
+{
+    struct qcow2_state *s = img->priv;
     struct qcow2_inflight inflight;
     uint64_t host = 0;
     pthread_mutex_lock(&s->lock);
@@ -79,13 +108,10 @@ int qcow2_write_compressed(struct img *img, uint64_t offset, const void *buf, si
     if (ret == 0)
         qcow2_inflight_add(s, &inflight, c, 1);
     pthread_mutex_unlock(&s->lock);
-    if (ret < 0) {
-        free(out);
+    if (ret < 0)
         return ret;
-    }
 
-    ret = io_pwrite(s->file, out, (size_t)clen, host);
-    free(out);
+    ret = io_pwrite(s->file, stream, clen, host);
     if (ret < 0)
         img_error(ret, "qcow2: cannot write a compressed cluster: %s", img_strerror(ret));
 
@@ -117,5 +143,42 @@ int qcow2_write_compressed(struct img *img, uint64_t offset, const void *buf, si
     }
     qcow2_inflight_remove(s, &inflight);
     pthread_mutex_unlock(&s->lock);
+    return ret;
+}
+
+int qcow2_write_compressed_data(struct img *img, uint64_t offset, const void *data, size_t len,
+                                bool stored_uncompressed)
+{
+    struct qcow2_state *s = img->priv;
+    if (stored_uncompressed) {
+        int ret = check_unit(img, offset, len);
+        return ret < 0 ? ret : qcow2_write_through(img, offset, data, len);
+    }
+    int ret = check_target(img, offset);
+    if (ret < 0)
+        return ret;
+    if (len == 0 || len >= s->cluster_size)
+        return img_error(-EINVAL,
+                         "qcow2: a compressed stream of %zu bytes does not fit a cluster of "
+                         "%" PRIu32,
+                         len, s->cluster_size);
+    return place_stream(img, offset >> s->cluster_bits, data, len);
+}
+
+int qcow2_write_compressed(struct img *img, uint64_t offset, const void *buf, size_t len)
+{
+    struct qcow2_state *s = img->priv;
+    int ret = check_unit(img, offset, len);
+    if (ret < 0)
+        return ret;
+    uint8_t *out = malloc(s->cluster_size);
+    if (!out)
+        return img_error(-ENOMEM, "out of memory");
+    size_t clen;
+    ret = qcow2_compress_unit(img, buf, len, out, s->cluster_size, &clen);
+    if (ret == 0)
+        ret = qcow2_write_compressed_data(img, offset, clen ? out : buf, clen ? clen : len,
+                                          clen == 0);
+    free(out);
     return ret;
 }

@@ -281,4 +281,6 @@ const struct img_format format_qcow2 = {
     .flush = qcow2_flush,
     .resize = qcow2_resize,
     .write_compressed = qcow2_write_compressed,
+    .compress_unit = qcow2_compress_unit,
+    .write_compressed_data = qcow2_write_compressed_data,
 };
