@@ -22,6 +22,7 @@
 #include "convert_job.h"
 #include "error.h"
 #include "util/checked.h"
+#include "util/cpus.h"
 
 /* Workers block in I/O as often as they compute: a few more than the CPUs keep both busy. */
 #define EXTRA_WORKERS 2
@@ -124,15 +125,7 @@ static void *worker_main(void *arg)
 
 static unsigned worker_count(void)
 {
-    long cpus = 0;
-    cpu_set_t set;
-    if (sched_getaffinity(0, sizeof(set), &set) == 0)
-        cpus = CPU_COUNT(&set);
-    if (cpus <= 0)
-        cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    if (cpus < 1)
-        cpus = 1;
-    return (unsigned)min_u64((uint64_t)cpus + EXTRA_WORKERS, MAX_WORKERS);
+    return (unsigned)min_u64((uint64_t)host_cpu_count() + EXTRA_WORKERS, MAX_WORKERS);
 }
 
 /* Starts up to `want` workers with every signal blocked: signals belong to the caller. */

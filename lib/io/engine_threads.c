@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "engine.h"
+#include "util/cpus.h"
 
 /* A blocking fsync must not hold up every read, so there are at least two workers. */
 #define POOL_MIN_THREADS 2
@@ -141,17 +142,12 @@ static void atfork_child(void)
 
 static unsigned pool_size(void)
 {
-    long cpus = 0;
-    cpu_set_t set;
-    if (sched_getaffinity(0, sizeof(set), &set) == 0)
-        cpus = CPU_COUNT(&set);
-    if (cpus <= 0)
-        cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    unsigned cpus = host_cpu_count();
     if (cpus < POOL_MIN_THREADS)
         cpus = POOL_MIN_THREADS;
     if (cpus > POOL_MAX_THREADS)
         cpus = POOL_MAX_THREADS;
-    return (unsigned)cpus;
+    return cpus;
 }
 
 /* With pool.lock held: starts the workers on first use. */
