@@ -136,7 +136,7 @@ static int convert_through_format(struct convert_job *job, const char *temp, con
     /* Unallocated ranges of the target would show its backing file, not the source's zeros. */
     job->zeros_explicit = dst->backing_name != NULL;
     if (job->compress) {
-        if (!dst->fmt->write_compressed || !whole_clusters) {
+        if (!dst->fmt->compress_unit || !dst->fmt->write_compressed_data || !whole_clusters) {
             img_close(dst);
             return img_error(-ENOTSUP, "convert: format %s cannot write compressed data",
                              dst->fmt->name);

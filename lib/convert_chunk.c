@@ -182,38 +182,6 @@ static int runs_add(struct piece_runs *r, enum piece_fate fate, uint64_t start, 
     return 0;
 }
 
-static int write_compressed_units(const struct convert_job *job, struct convert_chunk_ctx *ctx,
-                                  uint64_t offset, uint64_t length)
-{
-    struct img *dst = job->img_dst;
-    uint64_t unit = job->compress_unit;
-    size_t cursor = 0;
-    struct piece_runs zeros = {.job = job, .offset = offset};
-    for (uint64_t pos = 0; pos < length; pos += unit) {
-        uint64_t n = min_u64(unit, length - pos);
-        int ret = 0;
-        if (source_says_zero(ctx, &cursor, pos, pos + n)) {
-            ret = runs_add(&zeros, job->zeros_explicit ? PIECE_ZERO : PIECE_SKIP, pos, n);
-        } else if (buffer_is_zero(ctx->buf + pos, n) && !job->zeros_explicit) {
-            continue;
-        } else {
-            ret = runs_flush(&zeros);
-            /* A short unit is the image's last: the backend pads it, as QEMU does. */
-            if (ret == 0)
-                ret = dst->fmt->write_compressed(dst, offset + pos, ctx->buf + pos, n);
-        }
-        if (ret < 0)
-            return ret;
-    }
-    return runs_flush(&zeros);
-}
-
-bool convert_writes_in_order(const struct convert_job *job)
-{
-    const struct img_format *fmt = job->img_dst ? job->img_dst->fmt : NULL;
-    return job->compress_unit && fmt && fmt->compress_unit && fmt->write_compressed_data;
-}
-
 static int note_unit(struct convert_chunk_ctx *ctx, const struct convert_unit *u)
 {
     if (ctx->nunits == ctx->units_cap) {
@@ -331,10 +299,8 @@ int convert_chunk(const struct convert_job *job, struct convert_chunk_ctx *ctx, 
         return ret;
     if (write_all)
         return write_run(job, ctx->buf, length, offset);
-    if (convert_writes_in_order(job))
-        return compress_units(job, ctx, length);
     if (job->compress_unit)
-        return write_compressed_units(job, ctx, offset, length);
+        return compress_units(job, ctx, length);
 
     struct piece_runs runs = {.job = job, .buf = ctx->buf, .offset = offset};
     size_t cursor = 0;

@@ -77,12 +77,11 @@ int convert_chunk(const struct convert_job *job, struct convert_chunk_ctx *ctx, 
                   uint64_t length);
 
 /*
- * True when the job compresses with a target that can compress apart from writing: then
- * convert_chunk() only reads and compresses (in parallel), and convert_chunk_commit() writes
- * the chunk, called for one chunk after another in guest order, so that the compressed
- * clusters are laid out in the file the same way on every run, as qemu-img lays them out.
+ * When the job compresses, convert_chunk() only reads and compresses (in parallel), and
+ * convert_chunk_commit() writes the chunk, called for one chunk after another in guest order,
+ * so that the compressed clusters are laid out in the file the same way on every run, as
+ * qemu-img lays them out.
  */
-bool convert_writes_in_order(const struct convert_job *job);
 int convert_chunk_commit(const struct convert_job *job, struct convert_chunk_ctx *ctx,
                          uint64_t offset);
 

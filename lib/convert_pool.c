@@ -6,7 +6,7 @@
  * zeros, and reports progress: the progress callback runs on the caller's thread alone, and
  * its request to cancel stops new chunks; the ones in flight finish before convert returns.
  *
- * A compressed convert writes in guest order (convert_writes_in_order): workers compress their
+ * A compressed convert writes in guest order: workers compress their
  * chunks at once, then take turns in the order the chunks were handed out to write them. A
  * chunk that fails, or a convert that stops, ends the turns: workers still waiting give up.
  */
@@ -183,7 +183,7 @@ int convert_copy(struct convert_job *job)
 {
     unsigned want = worker_count();
     unsigned ntasks = want * CHUNKS_PER_WORKER;
-    struct pool p = {.job = job, .in_order = convert_writes_in_order(job)};
+    struct pool p = {.job = job, .in_order = job->compress_unit != 0};
     pthread_t *tids = calloc(want, sizeof(*tids));
     struct chunk_task *tasks = calloc(ntasks, sizeof(*tasks));
     if (!tids || !tasks) {
