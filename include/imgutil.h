@@ -169,8 +169,34 @@ IMG_API int img_block_status(img *img, uint64_t offset, uint64_t length, uint64_
  */
 IMG_API int img_info_json(img *img, unsigned flags, char **out);
 
-/* The allocation map as `qemu-img map --output=json` prints it. *out is freed with img_free(). */
+/*
+ * The allocation map as `qemu-img map --output=json` prints it. *out is freed with img_free().
+ * The text grows with the number of rows: use img_map() to walk a map of any size.
+ */
 IMG_API int img_map_json(img *img, char **out);
+
+/* ---- allocation map ----------------------------------------------------------------------- */
+
+/*
+ * Receives one row of the map: `length` bytes from guest offset `start`, answered by the layer
+ * at chain `depth` (0 = this image), with `status` a set of IMG_BLOCK_* flags and `offset` the
+ * host file offset when IMG_BLOCK_OFFSET_VALID is set (0 otherwise). A non-zero return stops
+ * the walk, and img_map() returns that value.
+ */
+typedef int (*img_map_fn)(void *user, uint64_t start, uint64_t length, int depth,
+                          unsigned status, uint64_t offset);
+
+/*
+ * Walks the allocation map of [offset, offset + length), clipped to the virtual size, calling
+ * `fn` for each row in guest order, with neighbouring runs merged exactly as `qemu-img map`
+ * merges them: the same depth and flags, and host offsets (where valid) that continue each
+ * other. Rows are delivered as they are found, so memory stays bounded whatever the image.
+ * Returns 0 when the range was walked (nothing is delivered for an empty range), the
+ * callback's non-zero return, or a negative errno (the rows before the failure were delivered).
+ * Thread-safe like img_block_status(); the callback runs on the calling thread and must not
+ * close the handle.
+ */
+IMG_API int img_map(img *img, uint64_t offset, uint64_t length, img_map_fn fn, void *user);
 
 /* ---- conversion --------------------------------------------------------------------------- */
 

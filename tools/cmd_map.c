@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* imgutil map: the allocation map of qemu-img map, from img_map_json(). */
+/* imgutil map: the allocation map of qemu-img map, printed row by row from img_map(). */
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -19,81 +19,67 @@ enum {
 struct map_entry {
     int64_t start, length, depth, offset;
     bool present, zero, data, has_offset;
-    const struct json_value *source; /* the library's entry, for members not named here */
 };
 
-struct map_range {
-    int64_t start, end;
-};
-
-static bool read_entry(const struct json_value *v, struct map_entry *e)
+static void entry_from_row(struct map_entry *e, uint64_t start, uint64_t length, int depth,
+                           unsigned status, uint64_t offset)
 {
-    memset(e, 0, sizeof(*e));
-    e->source = v;
-    if (!json_get_i64(v, "start", &e->start) || !json_get_i64(v, "length", &e->length))
-        return false;
-    json_get_i64(v, "depth", &e->depth);
-    json_get_bool(v, "present", &e->present);
-    json_get_bool(v, "zero", &e->zero);
-    json_get_bool(v, "data", &e->data);
-    e->has_offset = json_get_i64(v, "offset", &e->offset);
-    return e->start >= 0 && e->length >= 0;
+    e->start = (int64_t)start;
+    e->length = (int64_t)length;
+    e->depth = depth;
+    e->present = status & IMG_BLOCK_ALLOCATED;
+    e->zero = status & IMG_BLOCK_ZERO;
+    e->data = status & IMG_BLOCK_DATA;
+    e->has_offset = status & IMG_BLOCK_OFFSET_VALID;
+    e->offset = e->has_offset ? (int64_t)offset : 0;
 }
 
-/* Cuts an entry down to the requested range; false when nothing of it is left. */
-static bool clip_entry(struct map_entry *e, const struct map_range *range)
-{
-    int64_t start = e->start > range->start ? e->start : range->start;
-    int64_t end = e->start + e->length < range->end ? e->start + e->length : range->end;
-    if (start >= end)
-        return false;
-    if (e->has_offset)
-        e->offset += start - e->start;
-    e->length = end - start;
-    e->start = start;
-    return true;
-}
-
-/* One entry in qemu-img's JSON layout, keeping any member this tool does not interpret. */
+/* One entry in qemu-img's JSON layout, printed as soon as the library delivers it. */
 static void print_json_entry(const struct map_entry *e)
 {
-    printf("{ \"start\": %" PRId64 ", \"length\": %" PRId64, e->start, e->length);
-    const struct json_value *src = e->source;
-    for (size_t i = 0; src && i < src->count; i++) {
-        const char *key = src->keys[i];
-        if (strcmp(key, "start") == 0 || strcmp(key, "length") == 0)
-            continue;
-        printf(", ");
-        json_write_string(key, stdout);
-        if (strcmp(key, "offset") == 0)
-            printf(": %" PRId64, e->offset);
-        else {
-            printf(": ");
-            json_write_compact(&src->items[i], stdout);
-        }
-    }
+    printf("{ \"start\": %" PRId64 ", \"length\": %" PRId64 ", \"depth\": %" PRId64
+           ", \"present\": %s, \"zero\": %s, \"data\": %s",
+           e->start, e->length, e->depth, e->present ? "true" : "false", e->zero ? "true" : "false",
+           e->data ? "true" : "false");
+    if (e->has_offset)
+        printf(", \"offset\": %" PRId64, e->offset);
     putchar('}');
 }
 
-static void print_json(const struct json_value *doc, const struct map_range *range)
+struct json_state {
+    bool first;
+};
+
+static int json_row(void *user, uint64_t start, uint64_t length, int depth, unsigned status,
+                    uint64_t offset)
 {
-    bool first = true;
+    struct json_state *st = user;
+    struct map_entry e;
+    entry_from_row(&e, start, length, depth, status, offset);
+    if (!st->first)
+        puts(",");
+    print_json_entry(&e);
+    st->first = false;
+    return 0;
+}
+
+static int print_json(img *image, int64_t start, int64_t end)
+{
+    struct json_state st = {.first = true};
     putchar('[');
-    for (size_t i = 0; i < doc->count; i++) {
-        struct map_entry e;
-        if (!read_entry(&doc->items[i], &e) || !clip_entry(&e, range))
-            continue;
-        if (!first)
-            puts(",");
-        print_json_entry(&e);
-        first = false;
+    int ret = img_map(image, (uint64_t)start, (uint64_t)(end - start), json_row, &st);
+    if (ret < 0) {
+        /* Close what was started, so the partial output is still one line per row. */
+        printf("%s]\n", st.first ? "" : "\n");
+        return ret;
     }
     /* An empty range still yields one (empty) entry, as qemu-img prints it. */
-    if (first)
+    if (st.first)
         printf("{ \"start\": %" PRId64 ", \"length\": 0, \"depth\": 0, \"present\": false, "
                "\"zero\": false, \"data\": false}",
-               range->start);
+               start);
     printf("]\n");
+    return 0;
 }
 
 /* The images of the chain, by depth, to fill the "File" column. */
@@ -155,24 +141,37 @@ static int print_human_entry(const struct map_entry *e, struct map_entry *next,
     return 0;
 }
 
-static int print_human(const struct json_value *doc, const struct map_range *range,
-                       const struct chain_names *names)
+/* The run being merged; rows join it or push it out to be printed. */
+struct human_state {
+    struct map_entry curr;
+    const struct chain_names *names;
+};
+
+static int human_row(void *user, uint64_t start, uint64_t length, int depth, unsigned status,
+                     uint64_t offset)
 {
-    struct map_entry curr = {.start = range->start};
-    printf("%-16s%-16s%-16s%s\n", "Offset", "Length", "Mapped to", "File");
-    for (size_t i = 0; i < doc->count; i++) {
-        struct map_entry next;
-        if (!read_entry(&doc->items[i], &next) || !clip_entry(&next, range))
-            continue;
-        if (mergeable(&curr, &next)) {
-            curr.length += next.length;
-            continue;
-        }
-        if (curr.length > 0 && print_human_entry(&curr, &next, names) < 0)
-            return -1;
-        curr = next;
+    struct human_state *st = user;
+    struct map_entry next;
+    entry_from_row(&next, start, length, depth, status, offset);
+    if (mergeable(&st->curr, &next)) {
+        st->curr.length += next.length;
+        return 0;
     }
-    return print_human_entry(&curr, NULL, names);
+    if (st->curr.length > 0 && print_human_entry(&st->curr, &next, st->names) < 0)
+        return 1;
+    st->curr = next;
+    return 0;
+}
+
+/* Returns 0, 1 when a run cannot be shown (reported), or a negative errno from the library. */
+static int print_human(img *image, int64_t start, int64_t end, const struct chain_names *names)
+{
+    struct human_state st = {.curr = {.start = start}, .names = names};
+    printf("%-16s%-16s%-16s%s\n", "Offset", "Length", "Mapped to", "File");
+    int ret = img_map(image, (uint64_t)start, (uint64_t)(end - start), human_row, &st);
+    if (ret)
+        return ret;
+    return print_human_entry(&st.curr, NULL, names) < 0 ? 1 : 0;
 }
 
 static int parse_offset(const char *arg, const char *what, int64_t *out)
@@ -200,7 +199,6 @@ int cmd_map(int argc, char **argv)
     };
     struct cli_image_args args = {.format = NULL};
     int64_t start = 0, max_length = INT64_MAX;
-    bool ranged = false;
     int c;
 
     while ((c = cli_image_getopt(argc, argv, ":hf:U", long_options, &args)) != -1) {
@@ -208,12 +206,10 @@ int cmd_map(int argc, char **argv)
         case OPT_START_OFFSET:
             if (parse_offset(optarg, "start offset", &start) < 0)
                 return CLI_EXIT_FAILURE;
-            ranged = true;
             break;
         case OPT_MAX_LENGTH:
             if (parse_offset(optarg, "max length", &max_length) < 0)
                 return CLI_EXIT_FAILURE;
-            ranged = true;
             break;
         default:
             return cli_getopt_error(c, argv);
@@ -228,32 +224,23 @@ int cmd_map(int argc, char **argv)
     enum cli_output output = args.output;
 
     int status = CLI_EXIT_FAILURE;
-    char *json = NULL, *chain_json = NULL;
-    struct json_value *doc = NULL;
+    char *chain_json = NULL;
     struct chain_names names = {NULL};
 
     int64_t size = img_get_size(image);
-    if (size < 0 || img_map_json(image, &json) < 0) {
+    if (size < 0) {
         cli_lib_error("%s", filename);
         goto out;
     }
-    if (output == CLI_OUTPUT_JSON && !ranged) {
-        cli_print_json(json);
-        status = 0;
-        goto out;
-    }
-    if (json_parse(json, &doc) < 0 || doc->type != JSON_ARRAY) {
-        cli_error("map: the library returned unreadable JSON");
-        goto out;
-    }
-    struct map_range range = {
-        .start = start,
-        .end = max_length > size - start ? size : start + max_length,
-    };
-    if (range.end < range.start)
-        range.end = range.start;
+    int64_t end = max_length > size - start ? size : start + max_length;
+    if (end < start)
+        end = start;
     if (output == CLI_OUTPUT_JSON) {
-        print_json(doc, &range);
+        if (print_json(image, start, end) < 0) {
+            fflush(stdout);
+            cli_lib_error("%s", filename);
+            goto out;
+        }
         status = 0;
         goto out;
     }
@@ -265,13 +252,16 @@ int cmd_map(int argc, char **argv)
         cli_error("map: the library returned unreadable JSON");
         goto out;
     }
-    status = print_human(doc, &range, &names) < 0 ? CLI_EXIT_FAILURE : 0;
+    int ret = print_human(image, start, end, &names);
+    if (ret < 0) {
+        fflush(stdout);
+        cli_lib_error("%s", filename);
+    }
+    status = ret ? CLI_EXIT_FAILURE : 0;
 
 out:
     json_free(names.doc);
-    json_free(doc);
     img_free(chain_json);
-    img_free(json);
     img_close(image);
     return status;
 }

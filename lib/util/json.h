@@ -17,7 +17,12 @@ struct json_writer {
     int depth;
     bool need_comma;
     bool failed;
-    bool compact; /* single line, as `qemu-img map --output=json` rows */
+    /*
+     * qemu-img map's layout instead of the indented one: objects on one line as
+     * `{ "a": 1, "b": 2}`, array elements one per line (",\n" between them).
+     */
+    bool compact;
+    uint64_t array_levels; /* bit d set: the container at depth d+1 is an array */
 };
 
 void json_init(struct json_writer *w);
@@ -32,5 +37,12 @@ void json_bool(struct json_writer *w, const char *key, bool value);
 /* Returns the text (caller frees with free()) or NULL on allocation failure. */
 char *json_finish(struct json_writer *w);
 void json_discard(struct json_writer *w);
+
+/*
+ * Decodes one character of `s` (which must not be at its NUL) as QEMU's JSON output does:
+ * returns the code point, or -1 for an invalid, overlong, surrogate or noncharacter sequence,
+ * and sets *end past what was consumed (always at least one byte).
+ */
+long json_utf8_decode(const unsigned char *s, const unsigned char **end);
 
 #endif
