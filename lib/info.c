@@ -43,11 +43,12 @@ static int write_one_image(struct img *img, struct json_writer *w)
 {
     int ret;
     json_object_begin(w, NULL);
+    /* qemu-img's order: its dictionary's hash buckets, in which this key comes first. */
+    if (img->backing_name && img->backing_format)
+        json_string(w, "backing-filename-format", img->backing_format);
     ret = write_snapshots(img, w, false);
     if (ret < 0)
         return ret;
-    if (img->backing_name && img->backing_format)
-        json_string(w, "backing-filename-format", img->backing_format);
     json_u64(w, "virtual-size", img->size);
     json_string(w, "filename", img->filename);
     if (img->cluster_size)

@@ -143,6 +143,9 @@ static char *parse_string(struct parser *ps)
                 hex4(p + 3, &low) == 0 && low >= 0xdc00 && low < 0xe000) {
                 cp = 0x10000 + ((cp - 0xd800) << 10) + (low - 0xdc00);
                 p += 6;
+            } else if ((cp >= 0xd800 && cp < 0xe000) || cp == 0) {
+                /* A lone surrogate has no UTF-8 form, and NUL would cut the string. */
+                cp = 0xfffd;
             }
             n += put_utf8(out + n, cp);
             break;
@@ -388,16 +391,63 @@ int64_t json_i64_or(const struct json_value *object, const char *key, int64_t fa
     return v;
 }
 
+/*
+ * One character of `s` as QEMU's JSON output decodes it (the library's writer follows the same
+ * rules): the code point, or -1 for an invalid, overlong, surrogate or noncharacter sequence.
+ * *end is set past what was consumed.
+ */
+static long utf8_decode(const unsigned char *s, const unsigned char **end)
+{
+    static const long min_cp[5] = {0x80, 0x800, 0x10000, 0x200000, 0x4000000};
+    const unsigned char *p = s;
+    unsigned byte = *p++;
+    long cp;
+    if (byte < 0x80) {
+        cp = byte;
+    } else if (byte >= 0xfe || !(byte & 0x40)) {
+        cp = -1;
+    } else {
+        unsigned len = 0, mask;
+        for (mask = 0x80; byte & mask; mask >>= 1)
+            len++;
+        cp = byte & (mask - 1);
+        for (unsigned i = 1; i < len; i++) {
+            if ((*p & 0xc0) != 0x80) {
+                *end = p;
+                return -1;
+            }
+            cp = (cp << 6) | (*p++ & 0x3f);
+        }
+        bool noncharacter = (cp >= 0xfdd0 && cp <= 0xfdef) || (cp & 0xfffe) == 0xfffe;
+        bool surrogate = cp >= 0xd800 && cp <= 0xdfff;
+        if (cp > 0x10ffff || noncharacter || surrogate ||
+            (cp < min_cp[len - 2] && !(cp == 0 && len == 2)))
+            cp = -1;
+    }
+    *end = p;
+    return cp;
+}
+
+/* Escaped as qemu-img escapes: ASCII only, \uXXXX beyond it, U+FFFD for invalid bytes. */
 void json_write_string(const char *text, FILE *file)
 {
     fputc('"', file);
-    for (const unsigned char *p = (const unsigned char *)text; *p; p++) {
-        switch (*p) {
+    const unsigned char *p = (const unsigned char *)text;
+    while (*p) {
+        const unsigned char *next;
+        long cp = utf8_decode(p, &next);
+        switch (cp) {
         case '"':
             fputs("\\\"", file);
             break;
         case '\\':
             fputs("\\\\", file);
+            break;
+        case '\b':
+            fputs("\\b", file);
+            break;
+        case '\f':
+            fputs("\\f", file);
             break;
         case '\n':
             fputs("\\n", file);
@@ -409,11 +459,17 @@ void json_write_string(const char *text, FILE *file)
             fputs("\\t", file);
             break;
         default:
-            if (*p < 0x20)
-                fprintf(file, "\\u%04x", *p);
+            if (cp < 0)
+                cp = 0xfffd;
+            if (cp > 0xffff)
+                fprintf(file, "\\u%04lX\\u%04lX", 0xd800 + ((cp - 0x10000) >> 10),
+                        0xdc00 + ((cp - 0x10000) & 0x3ff));
+            else if (cp < 0x20 || cp >= 0x7f)
+                fprintf(file, "\\u%04lX", cp);
             else
-                fputc(*p, file);
+                fputc((int)cp, file);
         }
+        p = next;
     }
     fputc('"', file);
 }
