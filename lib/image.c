@@ -53,6 +53,40 @@ static bool names_file_in_image_folder(const char *name)
     return true;
 }
 
+int img_open_named_host_file(struct io_file **out, const char *path, int oflags, const char *owner,
+                             const char *what)
+{
+    /*
+     * Without O_NONBLOCK, opening a FIFO waits for a writer, and reading a character device
+     * may never end: refuse anything else than a regular file or a block device before the
+     * first read, then give the descriptor back its blocking reads.
+     */
+    const char *sep = owner ? ": " : "";
+    owner = owner ? owner : "";
+    int ret = io_file_open(out, path, oflags | O_NONBLOCK, 0);
+    if (ret < 0)
+        return img_error(ret, "%s%scannot open %s '%s': %s", owner, sep, what, path,
+                         img_strerror(ret));
+    int fd = io_file_fd(*out);
+    struct stat st;
+    int flags;
+    if (fstat(fd, &st) < 0) {
+        ret = img_error(-errno, "%s%scannot stat %s '%s'", owner, sep, what, path);
+    } else if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+        ret = img_error(-EINVAL,
+                        "%s%s%s '%s' is not a regular file or a block device (a FIFO, a "
+                        "socket or a character device could block forever)",
+                        owner, sep, what, path);
+    } else if ((flags = fcntl(fd, F_GETFL)) < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0) {
+        ret = img_error(-errno, "%s%scannot set up %s '%s'", owner, sep, what, path);
+    }
+    if (ret < 0) {
+        io_file_close(*out);
+        *out = NULL;
+    }
+    return ret;
+}
+
 int img_open_named_file(struct img *img, const char *name, unsigned allow_flag, const char *what,
                         struct io_file **out)
 {
@@ -72,10 +106,9 @@ int img_open_named_file(struct img *img, const char *name, unsigned allow_flag, 
     char *path = img_resolve_path(img->filename, name);
     if (!path)
         return img_error(-ENOMEM, "out of memory");
-    int ret = io_file_open(out, path, img->writable ? O_RDWR : O_RDONLY, 0);
-    if (ret < 0) {
-        img_error(ret, "%s: cannot open %s '%s': %s", img->filename, what, path, img_strerror(ret));
-    } else if (!(img->flags & IMG_OPEN_FORCE_SHARE)) {
+    int ret =
+        img_open_named_host_file(out, path, img->writable ? O_RDWR : O_RDONLY, img->filename, what);
+    if (ret >= 0 && !(img->flags & IMG_OPEN_FORCE_SHARE)) {
         ret = io_file_lock(*out, img->writable ? IO_LOCK_WRITE : IO_LOCK_READ, path);
         if (ret < 0) {
             io_file_close(*out);
@@ -201,9 +234,15 @@ static int open_one(struct img **out, const char *path, const char *format, unsi
         img_error(ret, "out of memory");
         goto fail;
     }
-    ret = io_file_open(&img->file, path, img->writable ? O_RDWR : O_RDONLY, 0);
+    int oflags = img->writable ? O_RDWR : O_RDONLY;
+    /* The image the caller named is opened as given; files that images name are checked. */
+    if (depth > 0)
+        ret = img_open_named_host_file(&img->file, path, oflags, NULL, "backing file");
+    else
+        ret = io_file_open(&img->file, path, oflags, 0);
     if (ret < 0) {
-        img_error(ret, "could not open '%s': %s", path, img_strerror(ret));
+        if (depth == 0)
+            img_error(ret, "could not open '%s': %s", path, img_strerror(ret));
         goto fail;
     }
     struct stat st;

@@ -106,6 +106,14 @@ int img_backing_pread(struct img *img, void *buf, size_t len, uint64_t offset);
 char *img_resolve_path(const char *base_path, const char *name);
 
 /*
+ * Opens a file an image names (backing file, data file, extent) without blocking, and refuses
+ * it unless it is a regular file or a block device: a FIFO would hang the first open or read.
+ * `owner` (the naming image, or NULL) and `what` word the message.
+ */
+int img_open_named_host_file(struct io_file **out, const char *path, int oflags, const char *owner,
+                             const char *what);
+
+/*
  * Opens a file named by the image (external data file, VMDK extent) subject to the open-flag
  * policy: `allow_flag` (e.g. IMG_OPEN_ALLOW_DATA_FILE) must be set for names outside the image's
  * folder, and IMG_OPEN_UNTRUSTED refuses any. `what` names the reference in messages.
