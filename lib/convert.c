@@ -128,7 +128,9 @@ static int convert_through_format(struct convert_job *job, const char *temp, con
     if (ret < 0)
         return ret;
     struct img *dst;
-    ret = img_open(&dst, temp, format, IMG_OPEN_READ_WRITE | IMG_OPEN_NO_BACKING, NULL);
+    /* A data file in the options was named by the caller: opening it is allowed. */
+    ret = img_open(&dst, temp, format,
+                   IMG_OPEN_READ_WRITE | IMG_OPEN_NO_BACKING | IMG_OPEN_ALLOW_DATA_FILE, NULL);
     if (ret < 0)
         return ret;
     uint64_t cluster = dst->cluster_size;

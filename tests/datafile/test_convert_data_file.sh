@@ -1,0 +1,57 @@
+#!/bin/sh
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# convert -O qcow2 -o data_file=F: the result matches qemu-img's (the same data file bytes, the
+# same map, a clean check), and a convert that cannot succeed leaves F as it was: not emptied,
+# not created, and never the source it is reading.
+#
+# usage: test_convert_data_file.sh IMGUTIL   (exit 77 without qemu-img)
+
+. "$(dirname "$0")/../cli/lib.sh"
+enter_work_with_qemu
+
+qemu-img create -q -f raw src.raw 4M || exit 1
+qemu-io -f raw -c "write -P 0x11 0 1M" -c "write -P 0x22 2M 512k" -c "write -P 0x33 4032k 64k" \
+    src.raw >/dev/null || exit 1
+cp src.raw src.copy
+
+# An existing data file (its old bytes must go) and a new one, against qemu-img's results.
+for name in existing new; do
+    rm -f "$name.data" "$name.ref.data"
+    if [ "$name" = existing ]; then
+        printf 'old contents\n' >existing.data
+        printf 'old contents\n' >existing.ref.data
+    fi
+    qemu-img convert -O qcow2 -o "data_file=$name.ref.data" src.raw "$name.ref.qcow2" || exit 1
+    expect_status 0 convert -O qcow2 -o "data_file=$name.data" src.raw "$name.qcow2" || continue
+    cmp -s "$name.data" "$name.ref.data" || fail "$name: the data file differs from qemu-img's"
+    qemu-img check "$name.qcow2" >check.out 2>&1 || fail "$name: qemu-img check: $(cat check.out)"
+    qemu-img compare src.raw "$name.qcow2" >/dev/null 2>&1 || fail "$name: content differs"
+    qemu-img map --output=json "$name.qcow2" >map.out
+    qemu-img map --output=json "$name.ref.qcow2" >map.ref
+    expect_same_output "$name: map" map.out map.ref
+    qemu-img info "$name.qcow2" | grep -qxF "    data file: $name.data" ||
+        fail "$name: the image does not name its data file"
+done
+
+# The source as its own data file: refused (it is locked for reading), and left intact.
+expect_status 1 convert -O qcow2 -o data_file=src.raw src.raw self.qcow2 && expect_err "lock"
+cmp -s src.raw src.copy || fail "convert emptied its own source, named as the data file"
+[ -e self.qcow2 ] && fail "a failed convert left self.qcow2"
+
+# Options refused before anything is written: an existing data file keeps its bytes, a missing
+# one is not created.
+printf 'keep me\n' >kept.data
+expect_status 1 convert -O qcow2 -o data_file=kept.data,cluster_size=1000 src.raw bad.qcow2
+[ "$(cat kept.data)" = "keep me" ] || fail "a refused convert changed the data file"
+expect_status 1 convert -O qcow2 -o data_file=missing.data,cluster_size=1000 src.raw bad.qcow2
+[ -e missing.data ] && fail "a refused convert created the data file"
+
+# A FIFO as the data file is refused, not waited on.
+mkfifo fifo.data || exit 1
+timeout 10 "$IMGUTIL" convert -O qcow2 -o data_file=fifo.data src.raw fifo.qcow2 \
+    >"$WORK/out" 2>"$WORK/err"
+STATUS=$?
+[ "$STATUS" -eq 1 ] || fail "convert to a FIFO data file: exit status $STATUS (124 is a hang)"
+expect_err "is not a regular file or a block device"
+
+finish
