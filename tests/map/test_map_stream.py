@@ -109,6 +109,15 @@ def main():
         crafted.alternating(small, 16, 1 * GiB)
         compare_with_qemu(imgutil, map_rows, small)
 
+        # An empty image: qemu-img still prints one (empty) entry.
+        empty = os.path.join(work, 'empty.qcow2')
+        subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', empty, '0'], check=True)
+        for fmt in ('json', 'human'):
+            args = ['map', '--output=' + fmt, empty]
+            ours, ref = output_of([imgutil] + args), output_of(['qemu-img'] + args)
+            check(ours.returncode == 0 and ours.stdout == ref.stdout,
+                  'imgutil %s differs from qemu-img: %s' % (args, ours.stdout))
+
         # 256 Ki rows from a 384 KiB file: bounded memory in both layouts.
         many = os.path.join(work, 'many.qcow2')
         crafted.alternating(many, 16, 16 * GiB)
