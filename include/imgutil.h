@@ -183,8 +183,8 @@ IMG_API int img_map_json(img *img, char **out);
  * host file offset when IMG_BLOCK_OFFSET_VALID is set (0 otherwise). A non-zero return stops
  * the walk, and img_map() returns that value.
  */
-typedef int (*img_map_fn)(void *user, uint64_t start, uint64_t length, int depth,
-                          unsigned status, uint64_t offset);
+typedef int (*img_map_fn)(void *user, uint64_t start, uint64_t length, int depth, unsigned status,
+                          uint64_t offset);
 
 /*
  * Walks the allocation map of [offset, offset + length), clipped to the virtual size, calling
