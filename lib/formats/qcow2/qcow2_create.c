@@ -264,6 +264,7 @@ static int open_data_file(const struct img_create_args *args, const struct creat
     if (ret == 0) {
         ret = io_file_lock(*out, IO_LOCK_WRITE, path);
         if (ret < 0) {
+            img_error_prefix("qcow2: %s: cannot take the data file", owner);
             io_file_close(*out);
             *out = NULL;
             if (*created)
