@@ -258,10 +258,11 @@ IMG_API int img_resize(img *img, uint64_t new_size, unsigned flags, const img_op
  *
  * A completion callback may submit new requests on the same handle (or any other), and may
  * call the synchronous functions. It must not call img_aio_poll() on the same handle (that
- * fails with -EBUSY) nor img_close() on it (refused: img_close() then sets img_last_error()
- * and returns without closing). It should return quickly: the other completions wait for it.
+ * fails with -EBUSY) nor img_close() on it or on the image whose backing chain it belongs to
+ * (refused: img_close() then sets img_last_error() and returns without closing). It should return quickly: the other completions wait for it.
  *
- * img_close() with requests in flight waits until every one of them has finished executing
+ * img_close() with requests in flight (on the handle, or on one of its backing images as
+ * img_get_backing() returns them) waits until every one of them has finished executing
  * (so buffers are no longer used and written data has reached the image, which img_close()
  * then flushes), drops their completions without running the callbacks, and reports how many
  * it dropped on img_last_error() (a message starting with "img_close: "). To run every

@@ -376,18 +376,28 @@ IMG_API int img_aio_poll(img *img, int timeout_ms)
     return ret < 0 ? ret : ran;
 }
 
-int img_aio_close(struct img *img)
+/* True when this thread is running completion callbacks of `img`. */
+static bool polled_by_this_thread(struct img *img)
+{
+    struct img_aio *aio = aio_state(img);
+    if (!aio)
+        return false;
+    pthread_mutex_lock(&aio->lock);
+    bool mine = aio->polling && pthread_equal(aio->poller, pthread_self());
+    pthread_mutex_unlock(&aio->lock);
+    return mine;
+}
+
+/*
+ * Waits for the layer's requests, drops their completions and frees its state. Returns how
+ * many requests it dropped.
+ */
+static unsigned close_layer(struct img *img)
 {
     struct img_aio *aio = aio_state(img);
     if (!aio)
         return 0;
     pthread_mutex_lock(&aio->lock);
-    if (aio->polling && pthread_equal(aio->poller, pthread_self())) {
-        pthread_mutex_unlock(&aio->lock);
-        return img_error(-EBUSY,
-                         "img_close: %s: refused from a completion callback of the same handle",
-                         img->filename);
-    }
     while (aio->running > 0)
         pthread_cond_wait(&aio->idle, &aio->lock);
     unsigned dropped = aio->in_flight;
@@ -405,9 +415,27 @@ int img_aio_close(struct img *img)
     pthread_mutex_destroy(&aio->lock);
     free(aio);
     img->aio = NULL;
+    return dropped;
+}
+
+/*
+ * The backing images go with the image that owns them (img_get_backing handles are never
+ * closed by the caller), so requests submitted on them are waited for here too.
+ */
+int img_aio_close(struct img *img)
+{
+    for (struct img *layer = img; layer; layer = layer->backing)
+        if (polled_by_this_thread(layer))
+            return img_error(-EBUSY,
+                             "img_close: %s: refused from a completion callback of the image "
+                             "or of its backing chain",
+                             layer->filename);
+    unsigned long dropped = 0;
+    for (struct img *layer = img; layer; layer = layer->backing)
+        dropped += close_layer(layer);
     if (dropped)
         img_error(-ECANCELED,
-                  "img_close: %s: %u asynchronous requests were not polled; they finished, "
+                  "img_close: %s: %lu asynchronous requests were not polled; they finished, "
                   "and their completion callbacks were not run",
                   img->filename, dropped);
     return 0;

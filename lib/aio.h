@@ -7,10 +7,11 @@
 struct img;
 
 /*
- * For img_close: waits until no request of the handle runs on a worker, drops the completions
- * nobody polled (their callbacks are not run) and frees the per-handle state. Returns 0, or
- * -EBUSY (changing nothing) when called from a completion callback of this handle, which must
- * not close it. A non-zero count of dropped requests is reported on img_last_error().
+ * For img_close: waits until no request of the handle (or of its backing images) runs on a worker,
+ * drops the completions nobody polled (their callbacks are not run) and frees the per-handle state.
+ * Returns 0, or -EBUSY (changing nothing) when called from a completion callback of this handle (or
+ * of one of its backing images), which must not close it. A non-zero count of dropped requests is
+ * reported on img_last_error().
  */
 int img_aio_close(struct img *img);
 

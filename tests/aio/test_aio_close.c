@@ -21,11 +21,13 @@
 #define THREAD_READS 200u
 
 static unsigned callbacks;
+static pthread_t main_thread;
 
 static void count_done(void *user, int64_t result)
 {
     (void)user;
     CHECK(result >= 0);
+    CHECK(pthread_equal(pthread_self(), main_thread)); /* never on a library thread */
     callbacks++;
 }
 
@@ -100,7 +102,7 @@ static void chain_done(void *user, int64_t result)
     callbacks++;
     CHECK_EQ(img_aio_poll(c->image, 0), -EBUSY);
     img_close(c->image); /* refused: the handle stays open */
-    CHECK(strstr(img_last_error(), "refused from a completion callback") != NULL);
+    CHECK(strstr(img_last_error(), "refused from a completion callback of the image") != NULL);
     CHECK_EQ(img_get_size(c->image), IMAGE_SIZE);
     if (c->next < CHAIN) {
         unsigned b = c->next++;
@@ -162,8 +164,53 @@ static void submit_from_threads(const char *path, const char *fmt)
     img_close(s.image);
 }
 
+/* Requests on a backing image's handle are waited for when the image owning it closes. */
+static void close_waits_for_backing_requests(const char *dir)
+{
+    char *base = path_in(dir, "base.raw");
+    char *top = path_in(dir, "top.qcow2");
+    CHECK_EQ(img_create(base, "raw", IMAGE_SIZE, NULL), 0);
+    img *image;
+    CHECK_EQ(img_open(&image, base, "raw", IMG_OPEN_READ_WRITE, NULL), 0);
+    static uint8_t block[BLOCK];
+    for (unsigned b = 0; b < CHAIN; b++) {
+        fill_block(block, b, 3);
+        CHECK_EQ(img_pwrite(image, block, BLOCK, (uint64_t)b * BLOCK), BLOCK);
+    }
+    img_close(image);
+    img_opts *opts;
+    CHECK_EQ(img_opts_new(&opts), 0);
+    CHECK_EQ(img_opts_set(opts, "backing_file", "base.raw"), 0);
+    CHECK_EQ(img_opts_set(opts, "backing_fmt", "raw"), 0);
+    CHECK_EQ(img_create(top, "qcow2", IMAGE_SIZE, opts), 0);
+    img_opts_free(opts);
+
+    CHECK_EQ(img_open(&image, top, "qcow2", IMG_OPEN_READ_ONLY, NULL), 0);
+    img *backing = img_get_backing(image);
+    CHECK(backing != NULL);
+    static uint8_t bufs[CHAIN][BLOCK];
+    for (unsigned b = 0; b < CHAIN; b++) {
+        CHECK_EQ(img_aio_pread(backing, bufs[b], BLOCK, (uint64_t)b * BLOCK, count_done, NULL), 0);
+        CHECK_EQ(img_aio_pread(image, bufs[b], BLOCK, (uint64_t)b * BLOCK, count_done, NULL), 0);
+    }
+    callbacks = 0;
+    img_close(image);
+    CHECK_EQ(callbacks, 0);
+    char expect[128];
+    snprintf(expect, sizeof(expect), "%u asynchronous requests were not polled", 2 * CHAIN);
+    CHECK(strstr(img_last_error(), expect) != NULL); /* the backing image's requests too */
+    uint8_t want[BLOCK];
+    for (unsigned b = 0; b < CHAIN; b++) {
+        fill_block(want, b, 3);
+        CHECK(memcmp(bufs[b], want, BLOCK) == 0);
+    }
+    free(base);
+    free(top);
+}
+
 int main(void)
 {
+    main_thread = pthread_self();
     char *dir = scratch_dir();
     const char *formats[] = {"raw", "qcow2"};
     for (unsigned i = 0; i < 2; i++) {
@@ -174,6 +221,7 @@ int main(void)
         submit_from_threads(path, formats[i]);
         free(path);
     }
+    close_waits_for_backing_requests(dir);
     scratch_remove(dir);
     free(dir);
     return 0;
