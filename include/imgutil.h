@@ -242,6 +242,105 @@ IMG_API int img_flush(img *img);
 /* Options (may be NULL): "preallocation" = off|metadata|falloc|full for the new space. */
 IMG_API int img_resize(img *img, uint64_t new_size, unsigned flags, const img_opts *opts);
 
+/* ---- asynchronous requests ---------------------------------------------------------------- */
+
+/*
+ * Asynchronous requests, for programs built around an event loop (epoll, poll, GLib, libuv,
+ * QEMU's), in the manner of libnbd's nbd_aio_* calls.
+ *
+ * A submit call (img_aio_pread, img_aio_pwrite, img_aio_zero, img_aio_discard, img_aio_flush)
+ * checks its arguments, queues the request and returns at once: 0 when queued, or a negative
+ * errno when refused, in which case the request does not exist and its callback never runs:
+ *   -EINVAL  invalid handle, NULL buffer with len > 0, unknown flags, or a range that does not
+ *            lie inside the image (unlike img_pread, an asynchronous read does not stop short
+ *            at the end of the image: offset + len must not exceed img_get_size()),
+ *   -EROFS   a write, zero, discard or flush on a handle opened read-only,
+ *   -EAGAIN  IMG_AIO_MAX_IN_FLIGHT requests of this handle are in flight already: run some
+ *            completions with img_aio_poll() and submit again,
+ *   -ENOMEM, or the errno of a worker thread that could not be started.
+ *
+ * A queued request runs on the library's process-wide worker pool, through exactly the data
+ * path of the matching synchronous call (img_pread, img_pwrite, img_zero, img_discard,
+ * img_flush), with the same ordering of data and metadata writes and so the same crash
+ * safety. Its completion callback then waits until the caller runs it in img_aio_poll(), on
+ * the caller's thread; no callback ever runs on a thread of the library. `result` is the
+ * number of bytes transferred for reads and writes (always `len`), 0 for zero, discard and
+ * flush, or a negative errno; during a callback with a negative result, img_last_error()
+ * holds the request's message. `done` may be NULL (the result is then dropped).
+ *
+ * Buffers: `buf` belongs to the caller, who must keep it valid and (for a read) leave it
+ * alone until the callback has run or img_close() has returned. Memory is bounded: the library
+ * allocates a small fixed record per request and at most IMG_AIO_MAX_IN_FLIGHT are in flight
+ * per handle.
+ *
+ * Ordering: requests in flight run concurrently, in any order. Overlapping requests where one
+ * is a write, zero or discard give an undefined result in the overlap, as on a disk; wait for
+ * one's callback before submitting the other. A flush makes durable the writes whose callbacks
+ * ran before it was submitted (the same rule as NBD_CMD_FLUSH).
+ *
+ * Threads: the submit calls, img_aio_get_fd() and img_aio_in_flight() may be called from any
+ * thread, also together with the synchronous calls on the same handle. img_aio_poll() runs on
+ * one thread at a time per handle (a second concurrent call fails with -EBUSY).
+ *
+ * A completion callback may submit new requests on the same handle (or any other), and may
+ * call the synchronous functions. It must not call img_aio_poll() on the same handle (that
+ * fails with -EBUSY) nor img_close() on it or on the image whose backing chain it belongs to
+ * (refused: img_close() then sets img_last_error() and returns without closing). It should return quickly: the other completions wait for it.
+ *
+ * img_close() with requests in flight (on the handle, or on one of its backing images as
+ * img_get_backing() returns them) waits until every one of them has finished executing
+ * (so buffers are no longer used and written data has reached the image, which img_close()
+ * then flushes), drops their completions without running the callbacks, and reports how many
+ * it dropped on img_last_error() (a message starting with "img_close: "). To run every
+ * callback, poll until img_aio_in_flight() is 0 before img_close().
+ */
+
+/* The most requests one handle may have in flight (submitted, callback not yet run). */
+#define IMG_AIO_MAX_IN_FLIGHT 1024
+
+/* Called from img_aio_poll() when a request has completed: see above for `result`. */
+typedef void (*img_aio_done_fn)(void *user, int64_t result);
+
+/* Reads `len` bytes at `offset` into `buf`; result `len` or a negative errno. */
+IMG_API int img_aio_pread(img *img, void *buf, size_t len, uint64_t offset, img_aio_done_fn done,
+                          void *user);
+/* Writes `len` bytes from `buf` at `offset`; result `len` or a negative errno. */
+IMG_API int img_aio_pwrite(img *img, const void *buf, size_t len, uint64_t offset,
+                           img_aio_done_fn done, void *user);
+/* As img_zero() (flags IMG_ZERO_*); result 0 or a negative errno. */
+IMG_API int img_aio_zero(img *img, uint64_t offset, uint64_t len, unsigned flags,
+                         img_aio_done_fn done, void *user);
+/* As img_discard(); result 0 or a negative errno. */
+IMG_API int img_aio_discard(img *img, uint64_t offset, uint64_t len, img_aio_done_fn done,
+                            void *user);
+/* As img_flush(); result 0 or a negative errno. */
+IMG_API int img_aio_flush(img *img, img_aio_done_fn done, void *user);
+
+/*
+ * A descriptor (an eventfd, created on the first call of the handle's asynchronous API) that
+ * is readable while completions wait to be run by img_aio_poll(). Watch it for input in
+ * epoll/poll/GLib, level- or edge-triggered; never read, write or close it (img_aio_poll()
+ * resets it, img_close() closes it). The same descriptor for the life of the handle. Returns
+ * the descriptor or a negative errno.
+ */
+IMG_API int img_aio_get_fd(img *img);
+
+/*
+ * Runs the completions that are waiting, on the calling thread, and returns how many callbacks
+ * ran (0 or more), or a negative errno (-EBUSY: called from a callback of this handle or while
+ * another thread polls it). When none is waiting and requests are in flight, it first waits up
+ * to `timeout_ms` milliseconds (-1: without limit, 0: not at all) for one to complete. With
+ * nothing in flight it returns 0 at once, whatever the timeout.
+ */
+IMG_API int img_aio_poll(img *img, int timeout_ms);
+
+/*
+ * The number of requests of the handle in flight: submitted, and whose callback has not yet
+ * started to run (executing, or completed and waiting for img_aio_poll()). Never more than
+ * IMG_AIO_MAX_IN_FLIGHT. A negative errno for an invalid handle.
+ */
+IMG_API int64_t img_aio_in_flight(img *img);
+
 /* ---- internal snapshots ------------------------------------------------------------------- */
 
 /*

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "aio.h"
 #include "error.h"
 #include "formats/format.h"
 #include "image.h"
@@ -336,6 +337,9 @@ IMG_API int img_open(img **out, const char *path, const char *format, unsigned f
 IMG_API void img_close(img *img)
 {
     if (!img || img->magic != IMG_HANDLE_MAGIC)
+        return;
+    /* Requests in flight finish first; refused (handle left open) from their own callback. */
+    if (img_aio_close(img) < 0)
         return;
     if (img->writable && img->fmt->flush)
         img->fmt->flush(img);

@@ -10,6 +10,7 @@
 
 #include "imgutil.h"
 
+struct img_aio;
 struct img_format;
 struct io_file;
 
@@ -42,6 +43,7 @@ struct img {
     int depth;            /* 0 for the image the caller opened, 1 for its backing file, ... */
 
     pthread_mutex_t lock; /* serialises metadata updates; backends may use it or their own */
+    struct img_aio *aio;  /* asynchronous requests (aio.c); NULL until first used */
 };
 
 /* A run of the guest address space, as a backend's map() reports it. */
