@@ -92,33 +92,76 @@ def build(tmp, with_leak=False):
     return image, views
 
 
+class Qcow2File:
+    """Just enough of the format to damage an image (default refcount width: 16 bits)."""
+
+    def __init__(self, f):
+        self.f = f
+        header = self.read(0, 72)
+        self.l1_size = int.from_bytes(header[36:40], 'big')
+        self.l1_offset = int.from_bytes(header[40:48], 'big')
+        self.reftable = int.from_bytes(header[48:56], 'big')
+
+    def read(self, offset, length):
+        self.f.seek(offset)
+        return self.f.read(length)
+
+    def write(self, offset, data):
+        self.f.seek(offset)
+        self.f.write(data)
+
+    def l2_entries(self):
+        """(entry offset in the file, entry) of every allocated active L2 entry."""
+        for i in range(self.l1_size):
+            l2 = int.from_bytes(self.read(self.l1_offset + 8 * i, 8), 'big') & OFFSET_MASK
+            for j in range(CLUSTER // 8) if l2 else ():
+                entry = int.from_bytes(self.read(l2 + 8 * j, 8), 'big')
+                if entry & OFFSET_MASK and not entry & COMPRESSED:
+                    yield l2 + 8 * j, entry
+
+    def refcount_at(self, host):
+        cluster = host // CLUSTER
+        block = int.from_bytes(self.read(self.reftable + 8 * (cluster // (CLUSTER // 2)), 8),
+                               'big')
+        return block + 2 * (cluster % (CLUSTER // 2))
+
+    def refcount(self, host):
+        return int.from_bytes(self.read(self.refcount_at(host), 2), 'big')
+
+    def set_refcount(self, host, value):
+        self.write(self.refcount_at(host), value.to_bytes(2, 'big'))
+
+
+OFFSET_MASK = 0x00fffffffffffe00
+COPIED = 1 << 63
+COMPRESSED = 1 << 62
+
+
 def damage(tmp, image, kind):
-    """Leaks for `check -r leaks`; leaks and a refcount too low for `check -r all`."""
-    work = os.path.join(tmp, 'damage.qcow2')
+    """Damage whose repair changes a refcount and the COPIED flag that depends on it:
+    leaks: a cluster used once is counted twice and its entry lacks COPIED (consistent with
+           the wrong count), so repairing the leak must also set COPIED;
+    all:   the same, and a cluster shared with s2 is counted once and its entry has COPIED,
+           so repairing the refcount must also clear COPIED;
+    rebuild: a cluster used once is counted zero times and its entry lacks COPIED, so the
+           rebuilt refcount structure must come with the COPIED flag."""
+    work = os.path.join(tmp, 'damage-%s.qcow2' % kind)
     shutil.copyfile(image, work)
     with open(work, 'r+b') as f:
-        header = f.read(112)
-        reftable = int.from_bytes(header[48:56], 'big')
-        f.seek(reftable)
-        block = int.from_bytes(f.read(8), 'big')
-        # Leaks: three clusters used once are counted twice.
-        f.seek(block)
-        counts = bytearray(f.read(CLUSTER))
-        leaked = 0
-        for i in range(8, len(counts) // 2):
-            if counts[2 * i:2 * i + 2] == b'\x00\x01':
-                counts[2 * i + 1] = 2
-                leaked += 1
-                if leaked == 3:
-                    break
+        q = Qcow2File(f)
+        entries = list(q.l2_entries())
+        private = [(at, e) for at, e in entries if e & COPIED]
+        shared = [(at, e) for at, e in entries if not e & COPIED]
+        at, entry = private[len(private) // 2]
+        q.set_refcount(entry & OFFSET_MASK, 2)
+        q.write(at, (entry & ~COPIED).to_bytes(8, 'big'))
+        if kind == 'rebuild':
+            # Counted zero times: only a new refcount structure repairs that.
+            q.set_refcount(entry & OFFSET_MASK, 0)
         if kind == 'all':
-            # A refcount of 0 on a used cluster: a corruption qemu-img repairs.
-            for i in range(len(counts) // 2 - 1, 8, -1):
-                if counts[2 * i:2 * i + 2] == b'\x00\x01':
-                    counts[2 * i + 1] = 0
-                    break
-        f.seek(block)
-        f.write(counts)
+            at, entry = shared[len(shared) // 2]
+            q.set_refcount(entry & OFFSET_MASK, 1)
+            q.write(at, (entry | COPIED).to_bytes(8, 'big'))
     return work
 
 
@@ -166,7 +209,8 @@ def command(op, cli, image):
             'delete-s1': [cli, 'snapshot', '-d', 's1', image],
             'delete-s2': [cli, 'snapshot', '-d', 's2', image],
             'repair-leaks': [cli, 'check', '-q', '-r', 'leaks', image],
-            'repair-all': [cli, 'check', '-q', '-r', 'all', image]}[op]
+            'repair-all': [cli, 'check', '-q', '-r', 'all', image],
+            'repair-rebuild': [cli, 'check', '-q', '-r', 'all', image]}[op]
 
 
 def preload_env(so, **values):
@@ -193,6 +237,9 @@ def try_op(op, so, cli, tmp, start, views):
     if writes == 0:
         raise Failure('%s made no writes' % op)
     problems = verify(op, image, views, tmp)
+    code = check_errors(image)[0]
+    if code != 0:
+        problems.append('qemu-img check exits %d' % code)
     if problems:
         raise Failure('%s completed but: %s' % (op, '; '.join(problems)))
     bad = []

@@ -40,8 +40,9 @@ struct qcow2_snapshot_txn {
     uint8_t **blocks;
     uint64_t *block_at;
     bool *old_dropped;
-    bool wrote;    /* clusters were written past start_size */
-    bool switched; /* the header names the new structures */
+    uint64_t reclaim_from; /* clusters from here on are known to be unreferenced */
+    bool wrote;            /* clusters were written past start_size */
+    bool switched;         /* the header names the new structures */
 };
 
 static uint64_t old_block_offset(const struct qcow2_state *s, uint64_t index)
@@ -65,6 +66,7 @@ int qcow2_snapshot_txn_begin(struct qcow2_state *s, struct qcow2_snapshot_txn **
         return img_error(-ENOMEM, "out of memory");
     t->s = s;
     t->start_size = (uint64_t)size;
+    t->reclaim_from = UINT64_MAX;
     t->next_cluster = align_up_u64((uint64_t)size, s->cluster_size) >> s->cluster_bits;
     if (s->writer && s->writer->end_cluster > t->next_cluster)
         t->next_cluster = s->writer->end_cluster;
@@ -202,20 +204,52 @@ int qcow2_snapshot_txn_add(struct qcow2_snapshot_txn *t, uint64_t offset, uint64
     return 0;
 }
 
+int qcow2_snapshot_txn_set(struct qcow2_snapshot_txn *t, uint64_t cluster, uint64_t value)
+{
+    struct qcow2_state *s = t->s;
+    if (value > s->refcount_max)
+        return img_error(-EINVAL, "qcow2: refcount %" PRIu64 " exceeds the largest (%" PRIu64 ")",
+                         value, s->refcount_max);
+    uint8_t *block = NULL;
+    int ret = block_copy(t, cluster >> s->refcount_block_bits, &block);
+    if (ret < 0)
+        return ret;
+    uint64_t in_block = cluster & ((1ull << s->refcount_block_bits) - 1);
+    qcow2_refcount_entry_set(block, in_block, s->refcount_order, value);
+    return 0;
+}
+
+void qcow2_snapshot_txn_reclaim_from(struct qcow2_snapshot_txn *t, uint64_t cluster)
+{
+    t->reclaim_from = cluster;
+}
+
+bool qcow2_snapshot_txn_changed(const struct qcow2_snapshot_txn *t)
+{
+    for (uint64_t i = 0; i < t->nb_blocks; i++)
+        if (t->blocks[i])
+            return true;
+    return false;
+}
+
 int qcow2_snapshot_txn_alloc(struct qcow2_snapshot_txn *t, uint64_t clusters, uint64_t *offset)
 {
     struct qcow2_state *s = t->s;
+    /* A damaged image may count clusters past its end: the run starts after them. */
     uint64_t first = t->next_cluster;
     for (uint64_t i = 0; i < clusters; i++) {
         uint64_t v;
         int ret = qcow2_snapshot_txn_get(t, first + i, &v);
         if (ret < 0)
             return ret;
-        if (v)
-            return img_error(-EIO,
-                             "qcow2: cluster 0x%" PRIx64 " past the end of the image has a "
-                             "refcount",
-                             (first + i) << s->cluster_bits);
+        if (v && first + i >= t->reclaim_from) {
+            ret = qcow2_snapshot_txn_set(t, first + i, 0);
+            if (ret < 0)
+                return ret;
+        } else if (v) {
+            first += i + 1;
+            i = (uint64_t)-1;
+        }
     }
     int ret = qcow2_snapshot_txn_add(t, first << s->cluster_bits, clusters << s->cluster_bits, 1);
     if (ret < 0)
@@ -394,6 +428,16 @@ static void adopt(struct qcow2_snapshot_txn *t, const struct qcow2_snapshot_swit
     w->free_cluster_index = 0;
     w->free_byte_offset = 0;
     w->end_cluster = max_u64(w->end_cluster, t->next_cluster);
+}
+
+void qcow2_snapshot_install_l1(struct qcow2_state *s, uint64_t *l1, uint32_t l1_size)
+{
+    uint64_t *old = s->l1_table;
+    s->l1_table = l1;
+    s->l1_size = l1_size;
+    /* Readers that do not take the lock (map) may still hold the old table until close. */
+    if (qcow2_retire(s->writer, old) < 0)
+        free(old);
 }
 
 int qcow2_snapshot_txn_commit(struct qcow2_snapshot_txn *t, const struct qcow2_snapshot_switch *sw)

@@ -130,17 +130,6 @@ static int read_snapshot_l1(const struct qcow2_state *s, const struct qcow2_snap
     return 0;
 }
 
-/* Installs the active L1 table the switch named; the old one is retired, not freed. */
-static void install_l1(struct qcow2_state *s, uint64_t *l1, uint32_t l1_size)
-{
-    uint64_t *old = s->l1_table;
-    s->l1_table = l1;
-    s->l1_size = l1_size;
-    /* Readers that do not take the lock (map) may still hold the old table until close. */
-    if (qcow2_retire(s->writer, old) < 0)
-        free(old);
-}
-
 /* A copy of the active L1 table with room for `entries` (at least s->l1_size) entries. */
 static int copy_active_l1(const struct qcow2_state *s, uint32_t entries, uint64_t **out)
 {
@@ -261,7 +250,7 @@ static int create_locked(struct img *img, struct qcow2_snapshot *sn, struct qcow
         *list = NULL;
         return ret;
     }
-    install_l1(s, l1, sw.l1_size);
+    qcow2_snapshot_install_l1(s, l1, sw.l1_size);
     qcow2_snapshot_table_adopt(s, *list, sw.nb_snapshots, table_size);
     qcow2_snapshot_txn_free(t);
     return ret;
@@ -324,7 +313,7 @@ static int apply_locked(struct img *img, const struct qcow2_snapshot *sn)
         free(l1);
         return ret;
     }
-    install_l1(s, l1, entries);
+    qcow2_snapshot_install_l1(s, l1, entries);
     img->size = align_down_u64(sn->disk_size, 512);
     qcow2_snapshot_txn_free(t);
     return ret;
@@ -394,7 +383,7 @@ static int delete_locked(struct qcow2_state *s, uint32_t index)
         return ret;
     }
     struct qcow2_snapshot removed = s->snapshots[index];
-    install_l1(s, l1, sw.l1_size);
+    qcow2_snapshot_install_l1(s, l1, sw.l1_size);
     qcow2_snapshot_table_adopt(s, list, count, table_size);
     qcow2_snapshot_entry_free(&removed);
     qcow2_snapshot_txn_free(t);

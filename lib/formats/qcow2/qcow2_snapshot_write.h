@@ -46,7 +46,8 @@ int qcow2_snapshot_create(struct img *img, const char *name);
 int qcow2_snapshot_apply(struct img *img, const char *name_or_id);
 int qcow2_snapshot_delete(struct img *img, const char *name_or_id);
 
-/* ---- shared by the snapshot-writing files ------------------------------------------------- */
+/* ---- shared by the snapshot-writing files (the transaction also serves the check's repairs:
+ * refcount fixes and the COPIED flags that depend on them switch in together) ---------------- */
 
 struct qcow2_snapshot_txn;
 
@@ -76,6 +77,15 @@ int qcow2_snapshot_txn_get(struct qcow2_snapshot_txn *t, uint64_t cluster, uint6
  * count would overflow or drop below zero. */
 int qcow2_snapshot_txn_add(struct qcow2_snapshot_txn *t, uint64_t offset, uint64_t length,
                            int delta);
+/* Sets the refcount of one cluster (repairs). */
+int qcow2_snapshot_txn_set(struct qcow2_snapshot_txn *t, uint64_t cluster, uint64_t value);
+/*
+ * Tells the transaction that nothing references clusters from `cluster` on (the check knows):
+ * counts found there past the end of the file are stale, and allocating overwrites them.
+ */
+void qcow2_snapshot_txn_reclaim_from(struct qcow2_snapshot_txn *t, uint64_t cluster);
+/* Whether any refcount was changed (else there is nothing to commit). */
+bool qcow2_snapshot_txn_changed(const struct qcow2_snapshot_txn *t);
 /* Takes `clusters` new clusters past the end of the image, counted once. */
 int qcow2_snapshot_txn_alloc(struct qcow2_snapshot_txn *t, uint64_t clusters, uint64_t *offset);
 /* Writes into clusters the transaction allocated. */
@@ -90,6 +100,9 @@ int qcow2_snapshot_txn_alloc_write(struct qcow2_snapshot_txn *t, const void *buf
  * list: the caller does that). A failure before the header write changes nothing visible.
  */
 int qcow2_snapshot_txn_commit(struct qcow2_snapshot_txn *t, const struct qcow2_snapshot_switch *sw);
+
+/* After the switch: `l1` (l1_size entries) becomes the handle's active L1 table. */
+void qcow2_snapshot_install_l1(struct qcow2_state *s, uint64_t *l1, uint32_t l1_size);
 
 /*
  * Adds `delta` (+1 or -1) to the refcount of every cluster reached from the `l1_size` entries
