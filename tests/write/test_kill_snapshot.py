@@ -269,7 +269,7 @@ def main():
         return 2
     so = os.path.abspath(args[0])
     ops = args[1:] or ['create', 'apply-s1', 'apply-s2', 'delete-s1', 'delete-s2',
-                       'repair-leaks', 'repair-all']
+                       'repair-leaks', 'repair-all', 'repair-rebuild']
     cli = os.environ.get('IMGUTIL_CLI')
     if not cli or not shutil.which('qemu-img') or not shutil.which('qemu-io'):
         print('SKIP: needs IMGUTIL_CLI, qemu-img and qemu-io')
