@@ -6,17 +6,21 @@ The killpoint preload (killpoint.c) counts the writes `imgutil` makes and kills 
 write N. For each operation and every N from 1 to the number of writes it makes, the image is
 built again (512-byte clusters, snapshots and diverging writes made by qemu-img/qemu-io), the
 operation is killed at N, and then:
-  - qemu-img check exits 0 or 3 (leaks at most, never corruption);
-  - the guest view reads as the old or the new state (qemu-img compare against raw copies):
+  - qemu-img check exits 0 or 3 (leaks at most); after a killed repair it may still report
+    corruptions the damaged image had (exit 2), never a new one;
+  - the guest view reads as the old or the new state (qemu-img convert -O raw, compared byte
+    for byte with the views taken before):
       snapshot -c: the active view unchanged, and the new snapshot, if listed, reads as it;
       snapshot -a: the old active view or the snapshot's (s1, s2);
       snapshot -d: the view unchanged, and every snapshot still listed reads as before (s1, s2);
-      check -r:    the view unchanged (the repair fixes metadata only).
+      check -r:    the view unchanged (the repair fixes metadata only);
+  - the snapshots listed are the old list or the new one.
+Run to completion, every operation must leave an image qemu-img check finds clean.
 Every kill point of a write longer than a sector is also tried as a torn write (the first
 sector written, then the kill).
 
 usage: test_kill_snapshot.py KILLPOINT_SO [--count] [OPERATION...]
-  --count  reports the corrupt kill points per operation instead of failing on the first
+  --count  only reports how many kill points leave corruption (exit 0 regardless)
 """
 
 import os
