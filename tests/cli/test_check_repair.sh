@@ -77,6 +77,15 @@ for image in leak double corrupt doublecorrupt corruptclean dirty; do
             mine=$?
             [ "$mine" -eq "$theirs" ] ||
                 fail "$what: exit status $mine, qemu-img $theirs (stderr: $(cat imgutil.err))"
+            # A repair that changes a refcount together with the COPIED flags depending on it
+            # writes new tables past the end and switches to them at once (crash safety),
+            # where qemu-img rewrites them in place: the image may end later than qemu-img's.
+            if [ "$repair" != none ]; then
+                for out in imgutil.out qemu.out; do
+                    grep -v 'Image end offset\|image-end-offset' "$out" >"$out.cut"
+                    mv "$out.cut" "$out"
+                done
+            fi
             expect_same_output "$what: stdout" imgutil.out qemu.out
             # The findings; the closing message names the program and words the reason its way.
             grep -v '^qemu-img: ' qemu.err >qemu.findings

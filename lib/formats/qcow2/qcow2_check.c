@@ -14,6 +14,7 @@
 #include "formats/qcow2/qcow2.h"
 #include "formats/qcow2/qcow2_check.h"
 #include "formats/qcow2/qcow2_offset_map.h"
+#include "formats/qcow2/qcow2_snapshot_write.h"
 #include "formats/qcow2/qcow2_writer.h"
 #include "io/io.h"
 #include "util/checked.h"
@@ -109,6 +110,19 @@ static void compare_block(struct qcow2_check_ctx *c, unsigned fix, uint64_t inde
                            : on_disk < counted ? "ERROR"
                                                : "Leaked",
                            cluster, on_disk, counted);
+        if (can_fix && c->txn) {
+            if (qcow2_snapshot_txn_set(c->txn, cluster, counted) == 0) {
+                if (on_disk > counted)
+                    c->res->leaks_fixed++;
+                else
+                    c->res->corruptions_fixed++;
+                continue;
+            }
+            qcow2_check_report(c, "ERROR: could not repair the refcount of cluster %" PRIu64 ": %s",
+                               cluster, img_last_error());
+            c->res->check_errors++;
+            can_fix = false;
+        }
         if (can_fix) {
             qcow2_refcount_entry_set(block, k, s->refcount_order, counted);
             note_fix(&fixes, s, k, on_disk > counted);
@@ -139,7 +153,10 @@ static int compare_refcounts(struct qcow2_check_ctx *c, unsigned fix, uint64_t *
 /* The refcount a COPIED flag must agree with; false when it cannot be read (already reported). */
 static bool refcount_for_copied(struct qcow2_check_ctx *c, uint64_t offset, uint64_t *refcount)
 {
-    if (qcow2_refcount_get_locked(c->s, offset >> c->s->cluster_bits, refcount) < 0) {
+    uint64_t cluster = offset >> c->s->cluster_bits;
+    int ret = c->txn ? qcow2_snapshot_txn_get(c->txn, cluster, refcount)
+                     : qcow2_refcount_get_locked(c->s, cluster, refcount);
+    if (ret < 0) {
         img_error_clear();
         return false;
     }
@@ -147,11 +164,30 @@ static bool refcount_for_copied(struct qcow2_check_ctx *c, uint64_t offset, uint
 }
 
 /*
+ * With a transaction, a repaired L2 table goes to a new cluster that the active L1 entry will
+ * name (with COPIED: the copy is its alone), and the old table loses that reference. (A table
+ * the L1 table names more than once, in a damaged image, is rewritten in place.)
+ */
+static int copy_l2_table(struct qcow2_check_ctx *c, uint64_t l2_offset, uint32_t l1_index,
+                         const uint8_t *table)
+{
+    uint64_t copy;
+    int ret = qcow2_snapshot_txn_alloc_write(c->txn, table, c->s->cluster_size, &copy);
+    if (ret == 0)
+        ret = qcow2_snapshot_txn_add(c->txn, l2_offset, c->s->cluster_size, -1);
+    if (ret < 0)
+        return ret;
+    c->l1[l1_index] = copy | QCOW2_OFLAG_COPIED;
+    c->l1_changed = true;
+    return 0;
+}
+
+/*
  * COPIED flags of one active L2 table named `times` times. A repair is written at the first
  * reading (later ones find it done); otherwise each reading finds the same faults.
  */
 static int check_copied_l2(struct qcow2_check_ctx *c, uint64_t l2_offset, uint64_t times,
-                           bool repair, uint8_t *table)
+                           uint32_t l1_index, bool repair, uint8_t *table)
 {
     struct qcow2_state *s = c->s;
     int ret = io_pread(s->file, table, s->cluster_size, l2_offset);
@@ -190,7 +226,10 @@ static int check_copied_l2(struct qcow2_check_ctx *c, uint64_t l2_offset, uint64
         c->res->corruptions += wrong * times;
         return 0;
     }
-    ret = qcow2_check_write_l2_table(c, l2_offset, table);
+    if (c->txn && times == 1)
+        ret = copy_l2_table(c, l2_offset, l1_index, table);
+    else
+        ret = qcow2_check_write_l2_table(c, l2_offset, table);
     if (ret < 0) {
         qcow2_check_report(c, "ERROR: Could not write L2 table: %s", strerror(-ret));
         c->res->corruptions += wrong;
@@ -218,7 +257,14 @@ static int check_copied_l1_entry(struct qcow2_check_ctx *c, uint32_t i, bool rep
         c->res->corruptions++;
         return 0;
     }
-    s->l1_table[i] = refcount == 1 ? l1_entry | QCOW2_OFLAG_COPIED : l1_entry & ~QCOW2_OFLAG_COPIED;
+    uint64_t fixed = refcount == 1 ? l1_entry | QCOW2_OFLAG_COPIED : l1_entry & ~QCOW2_OFLAG_COPIED;
+    if (c->txn) {
+        c->l1[i] = fixed;
+        c->l1_changed = true;
+        c->res->corruptions_fixed++;
+        return 0;
+    }
+    s->l1_table[i] = fixed;
     int ret = qcow2_check_write_l1_entry(c, i);
     if (ret < 0) {
         s->l1_table[i] = l1_entry;
@@ -232,6 +278,7 @@ static int check_copied_l1_entry(struct qcow2_check_ctx *c, uint32_t i, bool rep
 
 struct copied_use {
     uint64_t offset, times;
+    uint32_t l1_index; /* the first entry naming the table */
 };
 
 /* COPIED must be set exactly where the refcount is one, in the active L1 and L2 tables. */
@@ -266,7 +313,7 @@ static int check_copied(struct qcow2_check_ctx *c, unsigned fix)
         bool added;
         ret = qcow2_offset_map_add(&map, l2_offset, &n, &added);
         if (ret == 0 && added)
-            uses[n] = (struct copied_use){l2_offset, 0};
+            uses[n] = (struct copied_use){l2_offset, 0, i};
         if (ret == 0)
             uses[n].times++;
     }
@@ -275,7 +322,7 @@ static int check_copied(struct qcow2_check_ctx *c, unsigned fix)
         img_error(ret, "out of memory");
     }
     for (size_t n = 0; ret == 0 && n < map.count; n++)
-        ret = check_copied_l2(c, uses[n].offset, uses[n].times, repair, table);
+        ret = check_copied_l2(c, uses[n].offset, uses[n].times, uses[n].l1_index, repair, table);
     qcow2_offset_map_free(&map);
     free(uses);
     free(table);
@@ -336,6 +383,94 @@ static int rebuild_and_recount(struct qcow2_check_ctx *c, uint64_t *highest)
     return 0;
 }
 
+/*
+ * Whether a refcount repair would change whether a referenced cluster's count is one, that is,
+ * whether a COPIED flag must change with it. Only then do the repairs need a transaction:
+ * otherwise each in-place write (as QEMU makes them) leaves the image no worse than it was.
+ */
+static bool fixes_change_copied(struct qcow2_check_ctx *c, unsigned fix)
+{
+    struct qcow2_state *s = c->s;
+    uint8_t *block = malloc(s->cluster_size);
+    if (!block)
+        return true;
+    uint64_t per_block = 1ull << s->refcount_block_bits;
+    bool change = false;
+    for (uint64_t first = 0; !change && first < c->nb_clusters; first += per_block) {
+        uint64_t block_offset;
+        if (refblock_offset(s, first >> s->refcount_block_bits, &block_offset) < 0 ||
+            !block_offset || io_pread(s->file, block, s->cluster_size, block_offset) < 0)
+            continue;
+        uint64_t count = min_u64(per_block, c->nb_clusters - first);
+        for (uint64_t k = 0; !change && k < count; k++) {
+            uint64_t on_disk = qcow2_refcount_entry_get(block, k, s->refcount_order);
+            uint64_t counted = qcow2_check_ref(c, first + k);
+            bool can_fix = on_disk > counted ? (fix & IMG_CHECK_REPAIR_LEAKS) != 0
+                                             : (fix & IMG_CHECK_REPAIR_ERRORS) != 0;
+            change = on_disk && counted && on_disk != counted && can_fix &&
+                     (on_disk == 1) != (counted == 1);
+        }
+    }
+    free(block);
+    img_error_clear();
+    return change;
+}
+
+/* Starts gathering repairs: refcounts in a transaction, the active L1 table in a copy. */
+static int repair_begin(struct qcow2_check_ctx *c)
+{
+    struct qcow2_state *s = c->s;
+    c->l1 = calloc(s->l1_size ? s->l1_size : 1, sizeof(uint64_t));
+    if (!c->l1)
+        return img_error(-ENOMEM, "out of memory");
+    if (s->l1_size)
+        memcpy(c->l1, s->l1_table, (size_t)s->l1_size * sizeof(uint64_t));
+    c->l1_changed = false;
+    int ret = qcow2_snapshot_txn_begin(s, &c->txn);
+    /* The walk counted every reference, those just past the end of the file included. */
+    if (ret == 0)
+        qcow2_snapshot_txn_reclaim_from(c->txn, c->nb_clusters);
+    return ret;
+}
+
+/*
+ * Writes the gathered repairs: the repaired L1 table to new clusters (the old one uncounted)
+ * and the new refcount structure, then one header write switches to both.
+ */
+static int repair_finish(struct qcow2_check_ctx *c, int ret)
+{
+    struct qcow2_state *s = c->s;
+    struct qcow2_snapshot_switch sw = {.size = s->hdr.size,
+                                       .l1_size = s->l1_size,
+                                       .l1_table_offset = s->hdr.l1_table_offset,
+                                       .nb_snapshots = s->hdr.nb_snapshots,
+                                       .snapshots_offset = s->hdr.snapshots_offset};
+    bool needed = c->txn && (c->l1_changed || qcow2_snapshot_txn_changed(c->txn));
+    if (ret == 0 && needed && c->l1_changed) {
+        ret = qcow2_snapshot_write_l1(c->txn, c->l1, s->l1_size, true, &sw.l1_table_offset);
+        if (ret == 0)
+            ret = qcow2_snapshot_txn_add(c->txn, s->hdr.l1_table_offset, (uint64_t)s->l1_size * 8,
+                                         -1);
+    }
+    if (ret == 0 && needed)
+        ret = qcow2_snapshot_txn_commit(c->txn, &sw);
+    if (qcow2_snapshot_txn_switched(c->txn)) {
+        if (c->l1_changed) {
+            qcow2_snapshot_install_l1(s, c->l1, s->l1_size);
+            c->l1 = NULL;
+        }
+        qcow2_snapshot_txn_free(c->txn);
+    } else {
+        qcow2_snapshot_txn_abort(c->txn);
+        if (ret < 0)
+            qcow2_check_report(c, "ERROR: could not write the repairs: %s", img_last_error());
+    }
+    c->txn = NULL;
+    free(c->l1);
+    c->l1 = NULL;
+    return ret;
+}
+
 /* One pass of QEMU's qcow2_check_refcounts. */
 static int check_pass(struct qcow2_check_ctx *c)
 {
@@ -362,12 +497,14 @@ static int check_pass(struct qcow2_check_ctx *c)
             return img_error(-EIO, "qcow2: the refcount structure must be rebuilt, which needs "
                                    "repairing errors (check -r all)");
         }
-        if (c->res->leaks || c->res->corruptions) {
+        if (fixes_change_copied(c, c->fix))
+            ret = repair_begin(c);
+        if (ret == 0 && (c->res->leaks || c->res->corruptions)) {
             *c->res = before_compare;
             ret = compare_refcounts(c, c->fix, &highest);
-            if (ret < 0)
-                return ret;
         }
+        if (ret < 0)
+            return repair_finish(c, ret);
     }
 
     /* Refcounts reach the disk before COPIED flags that rely on them. */
@@ -378,6 +515,8 @@ static int check_pass(struct qcow2_check_ctx *c)
         c->wrote = false;
     }
     ret = check_copied(c, c->fix);
+    if (c->txn)
+        ret = repair_finish(c, ret);
     if (ret < 0)
         return ret;
     c->res->image_end_offset = (highest + 1) << s->cluster_bits;

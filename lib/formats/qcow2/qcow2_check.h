@@ -63,6 +63,16 @@ struct qcow2_check_ctx {
 
     bool rebuild; /* the refcount structure itself is broken */
     bool wrote;   /* a repair was written and is not yet synced */
+
+    /*
+     * Repairs outside a rebuild are gathered in one transaction (qcow2_snapshot_write.h):
+     * refcount fixes and the COPIED flags that depend on them (L2 tables fixed in copies, the
+     * active L1 table in `l1`) reach the image in one header write, so a repair killed half
+     * way leaves no corruption it did not find.
+     */
+    struct qcow2_snapshot_txn *txn;
+    uint64_t *l1;    /* the active L1 table as repaired (with txn) */
+    bool l1_changed; /* it differs from the one on disk */
 };
 
 void qcow2_check_report(struct qcow2_check_ctx *c, const char *fmt, ...)

@@ -8,9 +8,11 @@
  * block whose range received one is written again.
  *
  * Only clusters that nothing references are written before the switch, and the switch is one
- * header write (table offset and size are adjacent fields): a crash leaves the old structure or
- * the new one in force. The old table and blocks stay counted, so the check that follows finds
- * them leaked and frees them.
+ * header write (L1 table offset, refcount table offset and size are adjacent fields): a crash
+ * leaves the old structure or the new one in force. COPIED flags that the new refcounts change
+ * go to copies of the active L2 and L1 tables that the same write switches to, so that no
+ * moment has refcounts and flags disagreeing where they agreed before. The old tables and
+ * blocks stay counted, so the check that follows finds them leaked and frees them.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -26,8 +28,8 @@
 #include "util/checked.h"
 #include "util/endian.h"
 
-/* refcount_table_offset, then refcount_table_clusters. */
-#define HEADER_REFCOUNT_TABLE_OFFSET 48u
+/* l1_table_offset, then refcount_table_offset and refcount_table_clusters. */
+#define HEADER_L1_TABLE_OFFSET 40u
 
 /* The table being built: host offsets of the new blocks, in host byte order. */
 struct new_table {
@@ -165,8 +167,115 @@ static int place_table(struct qcow2_check_ctx *c, struct new_table *t, uint8_t *
     }
 }
 
+/* The refcount a COPIED flag must agree with: the rebuilt one (what the walk counted). */
+static uint64_t rebuilt_refcount(const struct qcow2_check_ctx *c, uint64_t offset)
+{
+    uint64_t cluster = offset >> c->s->cluster_bits;
+    return cluster < c->nb_clusters ? qcow2_check_ref(c, cluster) : 0;
+}
+
+/* COPIED exactly where the rebuilt refcount is one; *changed when an entry changes. */
+static void fix_l2_copied(const struct qcow2_check_ctx *c, uint8_t *table, bool *changed)
+{
+    const struct qcow2_state *s = c->s;
+    for (uint32_t j = 0; j < s->l2_entries; j++) {
+        uint8_t *p = table + (size_t)j * s->l2_entry_bytes;
+        uint64_t entry = load_be64(p);
+        uint64_t offset = qcow2_l2_entry_offset(entry);
+        if ((entry & QCOW2_OFLAG_COMPRESSED) || !offset)
+            continue;
+        uint64_t want = entry & ~QCOW2_OFLAG_COPIED;
+        if (rebuilt_refcount(c, offset) == 1)
+            want |= QCOW2_OFLAG_COPIED;
+        if (want != entry) {
+            store_be64(p, want);
+            *changed = true;
+        }
+    }
+}
+
+/* Whether the active L1 table names the L2 table of entry `i` at another index as well. */
+static bool named_twice(const struct qcow2_state *s, uint32_t i)
+{
+    uint64_t l2 = s->l1_table[i] & QCOW2_L1E_OFFSET_MASK;
+    for (uint32_t k = 0; k < s->l1_size; k++)
+        if (k != i && (s->l1_table[k] & QCOW2_L1E_OFFSET_MASK) == l2)
+            return true;
+    return false;
+}
+
+/*
+ * The COPIED flags the rebuilt refcounts change must change with them, in the same header
+ * write: active L2 tables whose flags change are copied, fixed, to free clusters, and a new
+ * active L1 table names the copies (with its own flags fixed). Only clusters that nothing
+ * references are written, as for the blocks. The replaced tables stay counted: the check that
+ * follows finds them leaked and frees them. *l1_cluster is 0 when the L1 table stays.
+ */
+static int copy_changed_tables(struct qcow2_check_ctx *c, uint8_t *buf, uint64_t **l1_out,
+                               uint64_t *l1_cluster)
+{
+    struct qcow2_state *s = c->s;
+    *l1_out = NULL;
+    *l1_cluster = 0;
+    if (c->has_data_file || s->l1_size == 0)
+        return 0;
+    uint64_t *l1 = malloc((size_t)s->l1_size * sizeof(uint64_t));
+    if (!l1)
+        return img_error(-ENOMEM, "out of memory");
+    memcpy(l1, s->l1_table, (size_t)s->l1_size * sizeof(uint64_t));
+    bool l1_changed = false;
+    uint64_t first_free = 0;
+    int ret = 0;
+    for (uint32_t i = 0; ret == 0 && i < s->l1_size; i++) {
+        uint64_t l2 = l1[i] & QCOW2_L1E_OFFSET_MASK;
+        /* Damaged entries are left to the check that follows. */
+        if (!l2 || (l2 & (s->cluster_size - 1)) || l2 >= c->file_size || named_twice(s, i))
+            continue;
+        bool changed = false;
+        ret = io_pread(s->file, buf, s->cluster_size, l2);
+        if (ret < 0)
+            break;
+        fix_l2_copied(c, buf, &changed);
+        if (changed) {
+            uint64_t at;
+            ret = take_clusters(c, 1, &first_free, &at);
+            if (ret == 0)
+                ret = io_pwrite(s->file, buf, s->cluster_size, at << s->cluster_bits);
+            l2 = at << s->cluster_bits;
+        }
+        uint64_t want = l2 | (rebuilt_refcount(c, l2) == 1 ? QCOW2_OFLAG_COPIED : 0);
+        if (want != l1[i]) {
+            l1[i] = want;
+            l1_changed = true;
+        }
+    }
+    if (ret == 0 && l1_changed) {
+        size_t bytes = (size_t)s->l1_size * sizeof(uint64_t);
+        uint64_t clusters = (bytes + s->cluster_size - 1) >> s->cluster_bits;
+        uint8_t *disk = calloc(1, (size_t)(clusters << s->cluster_bits));
+        ret = disk ? take_clusters(c, clusters, &first_free, l1_cluster)
+                   : img_error(-ENOMEM, "out of memory");
+        for (uint32_t i = 0; ret == 0 && i < s->l1_size; i++)
+            store_be64(disk + (size_t)i * 8, l1[i]);
+        if (ret == 0)
+            ret = io_pwrite(s->file, disk, bytes, *l1_cluster << s->cluster_bits);
+        free(disk);
+    }
+    if (ret < 0 || !l1_changed) {
+        free(l1);
+        *l1_cluster = 0;
+        if (ret < 0)
+            img_error(ret, "qcow2: cannot write the repaired L2 and L1 tables: %s",
+                      img_strerror(ret));
+        return ret;
+    }
+    *l1_out = l1;
+    return 0;
+}
+
 static int write_table_and_switch(struct qcow2_check_ctx *c, const struct new_table *t,
-                                  uint64_t table_cluster, uint64_t table_clusters)
+                                  uint64_t table_cluster, uint64_t table_clusters,
+                                  uint64_t l1_cluster)
 {
     struct qcow2_state *s = c->s;
     size_t bytes = (size_t)(table_clusters << s->cluster_bits);
@@ -181,10 +290,12 @@ static int write_table_and_switch(struct qcow2_check_ctx *c, const struct new_ta
     if (ret == 0)
         ret = io_fsync(s->file);
     if (ret == 0) {
-        uint8_t field[12];
-        store_be64(field, table_cluster << s->cluster_bits);
-        store_be32(field + 8, (uint32_t)table_clusters);
-        ret = io_pwrite(s->file, field, sizeof(field), HEADER_REFCOUNT_TABLE_OFFSET);
+        /* l1_table_offset, refcount_table_offset, refcount_table_clusters: adjacent. */
+        uint8_t field[20];
+        store_be64(field, l1_cluster ? l1_cluster << s->cluster_bits : s->hdr.l1_table_offset);
+        store_be64(field + 8, table_cluster << s->cluster_bits);
+        store_be32(field + 16, (uint32_t)table_clusters);
+        ret = io_pwrite(s->file, field, sizeof(field), HEADER_L1_TABLE_OFFSET);
     }
     if (ret == 0)
         ret = io_fsync(s->file);
@@ -200,14 +311,17 @@ int qcow2_check_rebuild_refcounts(struct qcow2_check_ctx *c)
     uint8_t *buf = malloc(s->cluster_size);
     if (!buf)
         return img_error(-ENOMEM, "out of memory");
-    uint64_t table_cluster = 0, table_clusters = 0;
-    int ret = write_blocks(c, 0, c->nb_clusters, &t, buf);
+    uint64_t table_cluster = 0, table_clusters = 0, l1_cluster = 0, *l1 = NULL;
+    int ret = copy_changed_tables(c, buf, &l1, &l1_cluster);
+    if (ret == 0)
+        ret = write_blocks(c, 0, c->nb_clusters, &t, buf);
     if (ret == 0)
         ret = place_table(c, &t, buf, &table_cluster, &table_clusters);
     free(buf);
     if (ret == 0)
-        ret = write_table_and_switch(c, &t, table_cluster, table_clusters);
+        ret = write_table_and_switch(c, &t, table_cluster, table_clusters, l1_cluster);
     if (ret < 0) {
+        free(l1);
         free(t.entries);
         img_error_prefix("qcow2: could not rebuild the refcount structure");
         return ret;
@@ -223,6 +337,15 @@ int qcow2_check_rebuild_refcounts(struct qcow2_check_ctx *c)
     s->hdr.refcount_table_offset = table_cluster << s->cluster_bits;
     s->hdr.refcount_table_clusters = (uint32_t)table_clusters;
     qcow2_cache_invalidate(s->refcount_cache, 0, UINT64_MAX);
+    if (l1) {
+        s->hdr.l1_table_offset = l1_cluster << s->cluster_bits;
+        uint64_t *old = s->l1_table;
+        s->l1_table = l1;
+        if (!s->writer || qcow2_retire(s->writer, old) < 0)
+            free(old);
+        /* Tables were written to clusters that were free: cached slices there are stale. */
+        qcow2_cache_invalidate(s->l2_cache, 0, UINT64_MAX);
+    }
     if (s->writer) {
         s->writer->free_cluster_index = 0;
         if (s->writer->end_cluster < c->nb_clusters)

@@ -1,8 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Writing the snapshot table. A changed table is never written over the old one: it goes to
- * new clusters, and one 12-byte header write (nb_snapshots and snapshots_offset are adjacent)
- * switches to it, as QEMU does.
+ * new clusters of the operation's transaction, whose header switch names it.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -19,8 +18,6 @@
 
 /* Extra data fields written for every entry: vm_state_size_large, disk_size, icount. */
 #define KNOWN_EXTRA_BYTES 24u
-/* nb_snapshots (4 bytes) followed by snapshots_offset (8 bytes). */
-#define HEADER_NB_SNAPSHOTS 60u
 
 void qcow2_snapshot_entry_free(struct qcow2_snapshot *sn)
 {
@@ -99,54 +96,27 @@ static int encode_table(const struct qcow2_snapshot *list, uint32_t count, uint8
     return 0;
 }
 
-static int switch_header(struct qcow2_state *s, uint32_t count, uint64_t offset)
+int qcow2_snapshot_table_write(struct qcow2_snapshot_txn *t, const struct qcow2_snapshot *list,
+                               uint32_t count, uint64_t *offset, uint64_t *size)
 {
-    uint8_t buf[12];
-    store_be32(buf, count);
-    store_be64(buf + 4, offset);
-    int ret = io_pwrite(s->file, buf, sizeof(buf), HEADER_NB_SNAPSHOTS);
+    struct qcow2_state *s = qcow2_snapshot_txn_state(t);
+    uint8_t *buf = NULL;
+    int ret = encode_table(list, count, &buf, size);
     if (ret == 0)
-        ret = io_fsync(s->file);
+        ret = qcow2_snapshot_txn_alloc_write(t, buf, (size_t)*size, offset);
+    free(buf);
+    if (ret == 0 && s->snapshot_table_bytes)
+        ret = qcow2_snapshot_txn_add(t, s->hdr.snapshots_offset, s->snapshot_table_bytes, -1);
+    if (ret < 0)
+        img_error_prefix("qcow2: cannot write the snapshot table");
     return ret;
 }
 
-int qcow2_snapshot_table_replace(struct qcow2_state *s, struct qcow2_snapshot *list, uint32_t count)
+void qcow2_snapshot_table_adopt(struct qcow2_state *s, struct qcow2_snapshot *list, uint32_t count,
+                                uint64_t size)
 {
-    uint8_t *buf = NULL;
-    uint64_t size = 0;
-    int ret = encode_table(list, count, &buf, &size);
-    if (ret < 0)
-        return ret;
-    uint64_t offset = 0;
-    if (size) {
-        uint64_t clusters = (size + s->cluster_size - 1) >> s->cluster_bits;
-        ret = qcow2_alloc_clusters(s, clusters, &offset);
-        if (ret == 0)
-            ret = io_pwrite(s->file, buf, (size_t)size, offset);
-    }
-    free(buf);
-    /* The new table and its refcounts are durable before the header names it. */
-    if (ret == 0)
-        ret = qcow2_flush_caches(s, true);
-    if (ret == 0)
-        ret = switch_header(s, count, offset);
-    if (ret < 0) {
-        if (offset)
-            qcow2_refcount_update(s, offset, size, -1);
-        img_error_prefix("qcow2: cannot write the snapshot table");
-        return ret;
-    }
-
-    /* Nothing names the old table any more; failing to free it would only leak it. */
-    if (s->snapshot_table_bytes &&
-        qcow2_refcount_update(s, s->hdr.snapshots_offset, s->snapshot_table_bytes, -1) < 0)
-        img_error_clear();
     free(s->snapshots);
     s->snapshots = list;
-    qcow2_overlap_invalidate(s);
     s->nb_snapshots = count;
     s->snapshot_table_bytes = size;
-    s->hdr.nb_snapshots = count;
-    s->hdr.snapshots_offset = offset;
-    return 0;
 }

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * Walking the tree under an L1 table for snapshots: counting its clusters up or down, and
- * bringing its COPIED flags in line with the refcounts. L2 tables are read straight from the
- * file (the caller flushed the held metadata) and rewritten there, dropping their cached slices.
+ * Walking the tree under an L1 table for snapshots, inside a transaction: counting its
+ * clusters up or down, and giving it L2 tables whose COPIED flags match the refcounts the
+ * transaction will leave (copies, where a flag changes). L2 tables are read straight from the
+ * file (the caller flushed the held metadata) and never rewritten in place.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -17,54 +18,30 @@
 #include "util/checked.h"
 #include "util/endian.h"
 
-/*
- * The updates made for one L2 table, so that an increase refused half way (a refcount would
- * overflow) can be taken back: a failed operation then leaves the refcounts as they were.
- */
-struct update_log {
-    struct run {
-        uint64_t start, length;
-    } * v;
-    size_t n;
+/* A run of host clusters that are next to each other: one refcount update for all of them. */
+struct run {
+    uint64_t start, length;
 };
 
-static int update(struct qcow2_state *s, struct update_log *log, uint64_t start, uint64_t length,
-                  int delta)
-{
-    int ret = qcow2_refcount_update(s, start, length, delta);
-    if (ret == 0 && log)
-        log->v[log->n++] = (struct run){start, length};
-    return ret;
-}
-
-static void undo(struct qcow2_state *s, struct update_log *log, int delta)
-{
-    while (log->n) {
-        struct run *r = &log->v[--log->n];
-        qcow2_refcount_update(s, r->start, r->length, -delta);
-    }
-}
-
-/* A run of host clusters that are next to each other: one refcount update for all of them. */
-static int run_flush(struct qcow2_state *s, struct update_log *log, struct run *r, int delta)
+static int run_flush(struct qcow2_snapshot_txn *t, struct run *r, int delta)
 {
     int ret = 0;
     if (r->length)
-        ret = update(s, log, r->start, r->length, delta);
+        ret = qcow2_snapshot_txn_add(t, r->start, r->length, delta);
     r->length = 0;
     return ret;
 }
 
-static int run_add(struct qcow2_state *s, struct update_log *log, struct run *r, uint64_t offset,
-                   int delta)
+static int run_add(struct qcow2_snapshot_txn *t, uint32_t cluster_size, struct run *r,
+                   uint64_t offset, int delta)
 {
     if (r->length && r->start + r->length == offset) {
-        r->length += s->cluster_size;
+        r->length += cluster_size;
         return 0;
     }
-    int ret = run_flush(s, log, r, delta);
+    int ret = run_flush(t, r, delta);
     r->start = offset;
-    r->length = s->cluster_size;
+    r->length = cluster_size;
     return ret;
 }
 
@@ -109,9 +86,10 @@ static int check_l2_offset(const struct qcow2_state *s, struct qcow2_offset_map 
 }
 
 /* Counts what one L2 table references, then the table itself. */
-static int count_l2_table(struct qcow2_state *s, const uint8_t *table, uint64_t l2_offset,
-                          uint64_t fsize, int delta, struct update_log *log)
+static int count_l2_table(struct qcow2_snapshot_txn *t, const uint8_t *table, uint64_t l2_offset,
+                          uint64_t fsize, int delta)
 {
+    struct qcow2_state *s = qcow2_snapshot_txn_state(t);
     struct run r = {0};
     int ret = 0;
     for (uint32_t j = 0; j < s->l2_entries && ret == 0; j++) {
@@ -125,9 +103,9 @@ static int count_l2_table(struct qcow2_state *s, const uint8_t *table, uint64_t 
                                  ", entry %" PRIu32 ") is beyond the end of the file",
                                  offset, l2_offset, j);
             /* Neighbours may share host clusters: each stream counts on its own. */
-            ret = run_flush(s, log, &r, delta);
+            ret = run_flush(t, &r, delta);
             if (ret == 0)
-                ret = update(s, log, offset, length, delta);
+                ret = qcow2_snapshot_txn_add(t, offset, length, delta);
             continue;
         }
         /* Any host offset holds a reference (data, or preallocated zeros). */
@@ -141,71 +119,47 @@ static int count_l2_table(struct qcow2_state *s, const uint8_t *table, uint64_t 
                              offset, l2_offset, j,
                              offset >= fsize ? "beyond the end of the file"
                                              : "not cluster-aligned");
-        ret = run_add(s, log, &r, offset, delta);
+        ret = run_add(t, s->cluster_size, &r, offset, delta);
     }
     if (ret == 0)
-        ret = run_flush(s, log, &r, delta);
+        ret = run_flush(t, &r, delta);
     if (ret == 0)
-        ret = update(s, log, l2_offset, s->cluster_size, delta);
+        ret = qcow2_snapshot_txn_add(t, l2_offset, s->cluster_size, delta);
     return ret;
 }
 
-/* Takes back the increases made for the first `count` L1 entries (all succeeded before). */
-static void undo_tables(struct qcow2_state *s, const uint64_t *l1, uint32_t count, uint64_t fsize,
-                        int delta, uint8_t *table)
+int qcow2_snapshot_tree_count(struct qcow2_snapshot_txn *t, const uint64_t *l1, uint32_t l1_size,
+                              int delta)
 {
-    for (uint32_t i = 0; i < count; i++) {
-        uint64_t l2_offset = l1[i] & QCOW2_L1E_OFFSET_MASK;
-        if (l2_offset && io_pread(s->file, table, s->cluster_size, l2_offset) == 0)
-            count_l2_table(s, table, l2_offset, fsize, -delta, NULL);
-    }
-}
-
-int qcow2_snapshot_tree_refs(struct qcow2_state *s, const uint64_t *l1, uint32_t l1_size, int delta)
-{
+    struct qcow2_state *s = qcow2_snapshot_txn_state(t);
     uint64_t fsize = 0;
     int ret = file_size(s, &fsize);
     if (ret < 0)
         return ret;
     uint8_t *table = malloc(s->cluster_size);
-    /* At most one update per entry and one for the table. */
-    struct update_log log = {malloc(((size_t)s->l2_entries + 1) * sizeof(*log.v)), 0};
-    if (!table || !log.v) {
-        free(table);
-        free(log.v);
+    if (!table)
         return img_error(-ENOMEM, "out of memory");
-    }
     struct qcow2_offset_map seen;
     qcow2_offset_map_init(&seen, l1_size);
-    uint32_t i;
-    for (i = 0; i < l1_size && ret == 0; i++) {
+    for (uint32_t i = 0; i < l1_size && ret == 0; i++) {
         uint64_t l2_offset = l1[i] & QCOW2_L1E_OFFSET_MASK;
         if (!l2_offset)
             continue;
-        log.n = 0;
         ret = check_l2_offset(s, &seen, l2_offset, i, fsize);
         if (ret == 0)
             ret = io_pread(s->file, table, s->cluster_size, l2_offset);
         if (ret == 0)
-            ret = count_l2_table(s, table, l2_offset, fsize, delta, &log);
-    }
-    /*
-     * A refused increase is taken back. (A decrease runs only once nothing points to the tree:
-     * what it could not drop stays leaked, which taking back would not change.)
-     */
-    if (ret < 0 && delta > 0) {
-        undo(s, &log, delta);
-        undo_tables(s, l1, i - 1, fsize, delta, table);
+            ret = count_l2_table(t, table, l2_offset, fsize, delta);
     }
     qcow2_offset_map_free(&seen);
-    free(log.v);
     free(table);
     return ret;
 }
 
-/* COPIED exactly where the refcount is one; never on compressed or unallocated entries. */
-static int fix_l2_copied(struct qcow2_state *s, uint8_t *table, bool *changed)
+/* COPIED exactly where the refcount will be one; never on compressed or unallocated entries. */
+static int fix_l2_copied(struct qcow2_snapshot_txn *t, uint8_t *table, bool *changed)
 {
+    struct qcow2_state *s = qcow2_snapshot_txn_state(t);
     for (uint32_t j = 0; j < s->l2_entries; j++) {
         uint8_t *p = table + (size_t)j * s->l2_entry_bytes;
         uint64_t entry = load_be64(p);
@@ -213,7 +167,7 @@ static int fix_l2_copied(struct qcow2_state *s, uint8_t *table, bool *changed)
         uint64_t offset = qcow2_l2_entry_offset(entry);
         if (!(entry & QCOW2_OFLAG_COMPRESSED) && offset) {
             uint64_t refcount;
-            int ret = qcow2_refcount_get_locked(s, offset >> s->cluster_bits, &refcount);
+            int ret = qcow2_snapshot_txn_get(t, offset >> s->cluster_bits, &refcount);
             if (ret < 0)
                 return ret;
             if (refcount == 1)
@@ -227,10 +181,9 @@ static int fix_l2_copied(struct qcow2_state *s, uint8_t *table, bool *changed)
     return 0;
 }
 
-int qcow2_snapshot_tree_fix_copied(struct qcow2_state *s, uint64_t *l1, uint32_t l1_size,
-                                   bool *l1_changed)
+int qcow2_snapshot_tree_cow(struct qcow2_snapshot_txn *t, uint64_t *l1, uint32_t l1_size)
 {
-    *l1_changed = false;
+    struct qcow2_state *s = qcow2_snapshot_txn_state(t);
     uint64_t fsize = 0;
     int ret = file_size(s, &fsize);
     if (ret < 0)
@@ -238,55 +191,52 @@ int qcow2_snapshot_tree_fix_copied(struct qcow2_state *s, uint64_t *l1, uint32_t
     uint8_t *table = malloc(s->cluster_size);
     if (!table)
         return img_error(-ENOMEM, "out of memory");
-    bool wrote = false;
     struct qcow2_offset_map seen;
     qcow2_offset_map_init(&seen, l1_size);
     for (uint32_t i = 0; i < l1_size && ret == 0; i++) {
         uint64_t l2_offset = l1[i] & QCOW2_L1E_OFFSET_MASK;
-        if (!l2_offset)
+        if (!l2_offset) {
+            l1[i] = 0;
             continue;
+        }
         ret = check_l2_offset(s, &seen, l2_offset, i, fsize);
         if (ret == 0)
             ret = io_pread(s->file, table, s->cluster_size, l2_offset);
         bool changed = false;
         if (ret == 0)
-            ret = fix_l2_copied(s, table, &changed);
+            ret = fix_l2_copied(t, table, &changed);
         if (ret == 0 && changed) {
-            ret = io_pwrite(s->file, table, s->cluster_size, l2_offset);
-            qcow2_cache_invalidate(s->l2_cache, l2_offset, s->cluster_size);
-            wrote = true;
+            /* The copy is this tree's alone; the old table keeps its other users. */
+            uint64_t copy;
+            ret = qcow2_snapshot_txn_alloc_write(t, table, s->cluster_size, &copy);
+            if (ret == 0)
+                ret = qcow2_snapshot_txn_add(t, l2_offset, s->cluster_size, -1);
+            l2_offset = copy;
         }
         uint64_t refcount = 0;
         if (ret == 0)
-            ret = qcow2_refcount_get_locked(s, l2_offset >> s->cluster_bits, &refcount);
-        if (ret == 0) {
-            uint64_t want = l2_offset | (refcount == 1 ? QCOW2_OFLAG_COPIED : 0);
-            if (want != l1[i]) {
-                l1[i] = want;
-                *l1_changed = true;
-            }
-        }
+            ret = qcow2_snapshot_txn_get(t, l2_offset >> s->cluster_bits, &refcount);
+        if (ret == 0)
+            l1[i] = l2_offset | (refcount == 1 ? QCOW2_OFLAG_COPIED : 0);
     }
     qcow2_offset_map_free(&seen);
     free(table);
-    if (ret == 0 && wrote)
-        ret = io_fsync(s->file);
     return ret;
 }
 
-int qcow2_snapshot_write_active_l1(struct qcow2_state *s)
+int qcow2_snapshot_write_l1(struct qcow2_snapshot_txn *t, const uint64_t *l1, uint32_t l1_size,
+                            bool keep_copied, uint64_t *offset)
 {
-    if (s->l1_size == 0)
+    *offset = 0;
+    if (l1_size == 0)
         return 0;
-    size_t bytes = (size_t)s->l1_size * sizeof(uint64_t);
+    size_t bytes = (size_t)l1_size * sizeof(uint64_t);
     uint8_t *buf = malloc(bytes);
     if (!buf)
         return img_error(-ENOMEM, "out of memory");
-    for (uint32_t i = 0; i < s->l1_size; i++)
-        store_be64(buf + (size_t)i * 8, s->l1_table[i]);
-    int ret = io_pwrite(s->file, buf, bytes, s->hdr.l1_table_offset);
+    for (uint32_t i = 0; i < l1_size; i++)
+        store_be64(buf + (size_t)i * 8, keep_copied ? l1[i] : l1[i] & ~QCOW2_OFLAG_COPIED);
+    int ret = qcow2_snapshot_txn_alloc_write(t, buf, bytes, offset);
     free(buf);
-    if (ret == 0)
-        ret = io_fsync(s->file);
     return ret;
 }

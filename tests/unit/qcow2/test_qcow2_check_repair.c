@@ -194,6 +194,14 @@ static void assert_same_report(const char *ours, const struct qemu_check *q)
                                        "leaks-fixed",    "check-errors",      "image-end-offset",
                                        "total-clusters", "allocated-clusters"};
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+        /*
+         * A repair that changes a refcount together with the COPIED flags depending on it
+         * writes new tables past the end and switches to them at once (crash safety), where
+         * qemu-img rewrites them in place: the image may end later than qemu-img's.
+         */
+        if (strcmp(keys[i], "image-end-offset") == 0 &&
+            report_u64(ours, keys[i]) >= report_u64(q->json, keys[i]))
+            continue;
         if (report_u64(ours, keys[i]) != report_u64(q->json, keys[i]))
             fail_msg("%s: ours %llu, qemu-img %llu\nours:\n%s\nqemu-img:\n%s", keys[i],
                      (unsigned long long)report_u64(ours, keys[i]),
