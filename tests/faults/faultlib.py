@@ -202,5 +202,33 @@ class Scenario:
         return []
 
 
+def unflushed_problems(script, stdout, rc, data, reference):
+    """For a write_driver script that ran with exit status `rc` and printed `stdout` (each
+    operation as it starts it): the writes that a completed flush covered must read back in
+    `data` as in `reference` (the content after the whole script), except where a later
+    operation of the script overwrote them."""
+    done = len(stdout.splitlines()) - (1 if rc != 0 else 0)
+    flushed = 0
+    for i, line in enumerate(script[:max(done, 0)]):
+        if line == 'flush':
+            flushed = i
+
+    def ranges(lines):
+        for line in lines:
+            words = line.split()
+            if words[0] in ('write', 'zero'):
+                yield line, int(words[1]), int(words[1]) + int(words[2])
+
+    later = list(ranges(script[flushed:]))
+    problems = []
+    for line, off, end in ranges(script[:flushed]):
+        if data[off:end] == reference[off:end]:
+            continue
+        if any(o < end and off < e for _, o, e in later):
+            continue
+        problems.append('flushed "%s" does not read back' % line)
+    return problems
+
+
 def tools_present():
     return shutil.which('qemu-img') is not None and shutil.which('qemu-io') is not None

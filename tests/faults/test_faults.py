@@ -128,33 +128,8 @@ class Write(Scenario):
         if problems:
             return problems
         data = guest_bytes(path, self.fmt)
-        # Operations done before the failing one (the driver prints each as it starts it).
-        done = len(self.last_stdout.splitlines()) - (1 if rc != 0 else 0)
-        flushed = 0
-        for i, line in enumerate(WRITE_SCRIPT[:max(done, 0)]):
-            if line == 'flush':
-                flushed = i
-        for line in WRITE_SCRIPT[:flushed]:
-            words = line.split()
-            if words[0] in ('write', 'zero'):
-                off, length = int(words[1]), int(words[2])
-                end = off + length
-                # Later flushed operations may overlap: compare with the final reference only
-                # where no later operation in the flushed prefix touched.
-                if data[off:end] != self.reference[off:end] and not self.overlapped(
-                        off, end, flushed):
-                    problems.append('flushed "%s" does not read back' % line)
-        return problems
-
-    @staticmethod
-    def overlapped(off, end, flushed):
-        for line in WRITE_SCRIPT[flushed:]:
-            words = line.split()
-            if words[0] in ('write', 'zero'):
-                o, n = int(words[1]), int(words[2])
-                if o < end and off < o + n:
-                    return True
-        return False
+        return faultlib.unflushed_problems(WRITE_SCRIPT, self.last_stdout, rc, data,
+                                           self.reference)
 
 
 class Resize(Scenario):
