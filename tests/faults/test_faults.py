@@ -220,16 +220,19 @@ OLD_TARGET = b'the old target, which a failed convert must leave alone\n' * 64
 
 
 class Convert(Scenario):
-    def __init__(self, cluster, target, compressed=False):
+    def __init__(self, cluster, target, compressed=False, old_target=True):
         self.cluster, self.target, self.compressed = cluster, target, compressed
-        self.name = 'convert-%d-%s%s' % (cluster, target, '-c' if compressed else '')
+        self.old_target = old_target
+        self.name = 'convert-%d-%s%s%s' % (cluster, target, '-c' if compressed else '',
+                                           '' if old_target else '-new')
 
     def prepare(self, work):
         src = os.path.join(work, 'src')
         new_image(src, 'qcow2', self.cluster)
         qemu_io(src, 'qcow2', 'write -P 68 0 100000', 'write -P 85 300000 200000')
-        with open(os.path.join(work, 'dst'), 'wb') as f:
-            f.write(OLD_TARGET)
+        if self.old_target:
+            with open(os.path.join(work, 'dst'), 'wb') as f:
+                f.write(OLD_TARGET)
 
     def command(self, work):
         extra = ['-c'] if self.compressed else []
@@ -249,7 +252,9 @@ class Convert(Scenario):
                 problems.append('converted image differs: %s' % proc.stdout.strip())
         elif os.path.exists(dst):
             with open(dst, 'rb') as f:
-                if f.read() != OLD_TARGET:
+                if not self.old_target:
+                    problems.append('failed convert left a target behind')
+                elif f.read() != OLD_TARGET:
                     problems.append('failed convert changed the old target')
         return problems
 
@@ -263,7 +268,8 @@ def scenarios():
                 Snapshot(cluster, '-a'), Snapshot(cluster, '-d'), Check(cluster),
                 Convert(cluster, 'qcow2'), Convert(cluster, 'raw')]
     out += [Create('raw', 0, 'falloc'), Write('raw', 0), Resize('raw', 0, 'off'),
-            Resize('raw', 0, 'falloc'), Convert(65536, 'qcow2', compressed=True)]
+            Resize('raw', 0, 'falloc'), Convert(65536, 'qcow2', compressed=True),
+            Convert(65536, 'raw', old_target=False)]
     return out
 
 
