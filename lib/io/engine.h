@@ -70,6 +70,11 @@ int io_host_write_zeroes_slowly(struct io_file *f, uint64_t offset, uint64_t len
 int io_req_execute(struct io_req *req);
 
 bool io_file_is_block(const struct io_file *f);
+/*
+ * The descriptor to put in io_uring requests: the same file as io_file_fd(), through an open
+ * file description that holds no locks (see file.c for why).
+ */
+int io_file_ring_fd(struct io_file *f);
 
 /* The thread-pool engine's queue half, which the fault engine shares. */
 int io_threads_queue_init(struct io_queue *q);

@@ -83,7 +83,7 @@ static void uring_queue_fini(struct io_queue *q)
 
 static void prep_sqe(struct io_uring_sqe *sqe, struct io_req *req)
 {
-    int fd = io_file_fd(req->file);
+    int fd = io_file_ring_fd(req->file);
     size_t done = req->engine_done_bytes;
     size_t left = req->len - done;
     unsigned chunk = left < RING_MAX_TRANSFER ? (unsigned)left : RING_MAX_TRANSFER;

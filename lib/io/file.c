@@ -24,6 +24,14 @@
 
 struct io_file {
     int fd;
+    /*
+     * The descriptor io_uring requests use: a second open file description of the same file,
+     * made on first use (-1 until then). The kernel may hold a ring's files for a moment after
+     * the process is gone (a killed process's in-flight requests are torn down
+     * asynchronously); the image locks live on `fd`'s description, which only this process
+     * holds, so they go with the process and an image is never found locked by a dead one.
+     */
+    int ring_fd;
     bool is_block; /* block devices need FALLOC_FL_KEEP_SIZE and cannot grow */
     bool no_flush; /* flushes succeed without syncing (read and set atomically) */
     char *name;    /* for messages; NULL when wrapped from a bare descriptor */
@@ -107,6 +115,7 @@ static int wrap_fd(struct io_file **out, int fd, const char *path)
         }
     }
     f->fd = fd;
+    f->ring_fd = -1;
     f->is_block = S_ISBLK(st.st_mode);
     *out = f;
     return 0;
@@ -154,6 +163,9 @@ void io_file_close(struct io_file *f)
     if (!f)
         return;
     /* Not retried on EINTR: Linux has released the descriptor either way. */
+    int ring_fd = __atomic_load_n(&f->ring_fd, __ATOMIC_ACQUIRE);
+    if (ring_fd >= 0 && ring_fd != f->fd)
+        close(ring_fd);
     close(f->fd);
     free(f->name);
     free(f);
@@ -162,6 +174,36 @@ void io_file_close(struct io_file *f)
 int io_file_fd(const struct io_file *f)
 {
     return f ? f->fd : -EBADF;
+}
+
+int io_file_ring_fd(struct io_file *f)
+{
+    int fd = __atomic_load_n(&f->ring_fd, __ATOMIC_ACQUIRE);
+    if (fd >= 0)
+        return fd;
+
+    /* The same access mode and caching; opening through /proc makes a new description. */
+    int flags = fcntl(f->fd, F_GETFL);
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", f->fd);
+    int mine = -1;
+    if (flags >= 0) {
+        flags &= O_ACCMODE | O_DIRECT | O_DSYNC | O_SYNC | O_NOATIME;
+        do {
+            mine = open(path, flags | O_CLOEXEC);
+        } while (mine < 0 && errno == EINTR);
+    }
+    /* Without /proc the ring uses the locked descriptor itself, as it always could. */
+    int want = mine >= 0 ? mine : f->fd;
+    int expected = -1;
+    if (!__atomic_compare_exchange_n(&f->ring_fd, &expected, want, false, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE)) {
+        /* Another thread made one first. */
+        if (mine >= 0)
+            close(mine);
+        return expected;
+    }
+    return want;
 }
 
 bool io_file_is_block(const struct io_file *f)
