@@ -19,7 +19,8 @@ struct io_engine {
     int (*queue_init)(struct io_queue *q);
     /* Called only when nothing is in flight. */
     void (*queue_fini)(struct io_queue *q);
-    /* Starts a validated request with len > 0 (or an fsync). Never runs a callback. */
+    /* Starts a validated request with len > 0 (or an fsync, a truncate). Never runs a
+     * callback. */
     int (*submit)(struct io_queue *q, struct io_req *req);
     /*
      * Waits until at least `min` more requests have finished (queue.c never asks for more than
@@ -27,6 +28,11 @@ struct io_engine {
      * with io_queue_complete().
      */
     int (*collect)(struct io_queue *q, unsigned min);
+    /*
+     * Performs one validated request for a synchronous call and returns when it is finished
+     * (0 or a negative errno, no message: file.c writes that on the caller's thread).
+     */
+    int (*execute)(struct io_req *req);
 };
 
 struct io_queue {
@@ -43,12 +49,41 @@ struct io_queue {
 /* Hands a finished request (result 0 or a negative errno) back to the queue. */
 void io_queue_complete(struct io_queue *q, struct io_req *req, int result);
 
-/* Performs a request synchronously with the io_* calls of file.c. */
+/* The engine this process uses (chosen once, from IMGUTIL_IO). */
+const struct io_engine *io_process_engine(void);
+
+/*
+ * The host primitives (host.c): system-call loops with EINTR retried and transfers completed
+ * (reads past the end of the file zero-filled). They return 0 or a negative errno and record
+ * no message, since they may run on a thread other than the caller's.
+ */
+int io_host_pread(struct io_file *f, void *buf, size_t len, uint64_t offset);
+int io_host_pwrite(struct io_file *f, const void *buf, size_t len, uint64_t offset);
+int io_host_fsync(struct io_file *f);
+int io_host_truncate(struct io_file *f, uint64_t size);
+int io_host_punch_hole(struct io_file *f, uint64_t offset, uint64_t len);
+int io_host_preallocate(struct io_file *f, uint64_t offset, uint64_t len);
+int io_host_write_zeroes(struct io_file *f, uint64_t offset, uint64_t len);
+/* write_zeroes without FALLOC_FL_ZERO_RANGE: punching holes, else writing zeroes. */
+int io_host_write_zeroes_slowly(struct io_file *f, uint64_t offset, uint64_t len);
+/* Performs a request on the calling thread with the host primitives. */
 int io_req_execute(struct io_req *req);
 
 bool io_file_is_block(const struct io_file *f);
+/*
+ * The descriptor to put in io_uring requests: the same file as io_file_fd(), through an open
+ * file description that holds no locks (see file.c for why).
+ */
+int io_file_ring_fd(struct io_file *f);
+
+/* The thread-pool engine's queue half, which the fault engine shares. */
+int io_threads_queue_init(struct io_queue *q);
+void io_threads_queue_fini(struct io_queue *q);
+int io_threads_submit(struct io_queue *q, struct io_req *req);
+int io_threads_collect(struct io_queue *q, unsigned min);
 
 extern const struct io_engine io_engine_threads;
 extern const struct io_engine io_engine_uring;
+extern const struct io_engine io_engine_fault;
 
 #endif

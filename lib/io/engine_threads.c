@@ -22,6 +22,9 @@
 #define POOL_MAX_THREADS 64
 
 struct thread_queue {
+    /* How workers perform a request: the host primitives, or the fault engine's wrapper. */
+    int (*execute)(struct io_req *req);
+
     /* Guarded by pool.lock. */
     struct io_req *pending_head;
     struct io_req *pending_tail;
@@ -109,7 +112,7 @@ static void *worker_main(void *arg)
         struct io_req *req = take_work(&tq);
         pthread_mutex_unlock(&pool.lock);
 
-        req->engine_result = io_req_execute(req);
+        req->engine_result = tq->execute(req);
         finish(tq, req);
 
         pthread_mutex_lock(&pool.lock);
@@ -193,7 +196,7 @@ static bool threads_available(void)
     return true;
 }
 
-static int threads_queue_init(struct io_queue *q)
+int io_threads_queue_init(struct io_queue *q)
 {
     struct thread_queue *tq = calloc(1, sizeof(*tq));
     if (!tq)
@@ -217,11 +220,12 @@ static int threads_queue_init(struct io_queue *q)
         free(tq);
         return ret;
     }
+    tq->execute = q->engine->execute;
     q->engine_state = tq;
     return 0;
 }
 
-static void threads_queue_fini(struct io_queue *q)
+void io_threads_queue_fini(struct io_queue *q)
 {
     struct thread_queue *tq = q->engine_state;
     /* The last worker to touch tq released its lock; taking it once orders us after that. */
@@ -232,7 +236,7 @@ static void threads_queue_fini(struct io_queue *q)
     free(tq);
 }
 
-static int threads_submit(struct io_queue *q, struct io_req *req)
+int io_threads_submit(struct io_queue *q, struct io_req *req)
 {
     struct thread_queue *tq = q->engine_state;
     pthread_mutex_lock(&pool.lock);
@@ -244,7 +248,7 @@ static int threads_submit(struct io_queue *q, struct io_req *req)
     return 0;
 }
 
-static int threads_collect(struct io_queue *q, unsigned min)
+int io_threads_collect(struct io_queue *q, unsigned min)
 {
     struct thread_queue *tq = q->engine_state;
     pthread_mutex_lock(&tq->lock);
@@ -264,11 +268,21 @@ static int threads_collect(struct io_queue *q, unsigned min)
     return 0;
 }
 
+/*
+ * A synchronous request runs on the calling thread: the caller blocks until it is done either
+ * way, and a hop to a worker and back would only add two wake-ups of latency.
+ */
+static int threads_execute(struct io_req *req)
+{
+    return io_req_execute(req);
+}
+
 const struct io_engine io_engine_threads = {
     .name = "threads",
     .available = threads_available,
-    .queue_init = threads_queue_init,
-    .queue_fini = threads_queue_fini,
-    .submit = threads_submit,
-    .collect = threads_collect,
+    .queue_init = io_threads_queue_init,
+    .queue_fini = io_threads_queue_fini,
+    .submit = io_threads_submit,
+    .collect = io_threads_collect,
+    .execute = threads_execute,
 };

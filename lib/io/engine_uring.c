@@ -6,6 +6,11 @@
  * The kernel may transfer less than asked: a read or write that comes back short is sent
  * again for the remainder, and a read that reaches the end of the file is zero-filled, as
  * io_pread() does.
+ *
+ * Synchronous calls use a second, small ring per thread (made on the thread's first call,
+ * released by a thread-specific-data destructor when the thread exits): one io_uring_enter
+ * both submits the request and waits for it. What this liburing or kernel's ring cannot do
+ * (truncate; zeroing without FALLOC_FL_ZERO_RANGE) runs inline with the host primitives.
  */
 #include "config.h"
 #include "engine.h"
@@ -16,6 +21,7 @@
 
 #include <fcntl.h>
 #include <liburing.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -77,7 +83,7 @@ static void uring_queue_fini(struct io_queue *q)
 
 static void prep_sqe(struct io_uring_sqe *sqe, struct io_req *req)
 {
-    int fd = io_file_fd(req->file);
+    int fd = io_file_ring_fd(req->file);
     size_t done = req->engine_done_bytes;
     size_t left = req->len - done;
     unsigned chunk = left < RING_MAX_TRANSFER ? (unsigned)left : RING_MAX_TRANSFER;
@@ -105,6 +111,10 @@ static void prep_sqe(struct io_uring_sqe *sqe, struct io_req *req)
         break;
     case IO_OP_PREALLOCATE:
         io_uring_prep_fallocate(sqe, fd, 0, (off_t)req->offset, (off_t)req->len);
+        break;
+    case IO_OP_TRUNCATE:
+        /* Never reaches the ring (see ring_can): a harmless no-op should it ever. */
+        io_uring_prep_nop(sqe);
         break;
     }
     io_uring_sqe_set_data(sqe, req);
@@ -140,9 +150,20 @@ static void start_backlog(struct uring_queue *uq)
     }
 }
 
+/* Whether the ring can carry this request (liburing 2.3 has no ftruncate opcode). */
+static bool ring_can(const struct io_req *req)
+{
+    return req->op != IO_OP_TRUNCATE;
+}
+
 static int uring_submit(struct io_queue *q, struct io_req *req)
 {
     struct uring_queue *uq = q->engine_state;
+    if (!ring_can(req)) {
+        /* Done inline; the callback still runs only at the next reap. */
+        io_queue_complete(q, req, io_req_execute(req));
+        return 0;
+    }
     start(uq, req);
     /*
      * Sent now so the I/O overlaps whatever the caller does next. Should the kernel refuse for
@@ -152,14 +173,14 @@ static int uring_submit(struct io_queue *q, struct io_req *req)
     return 0;
 }
 
-/* Handles one completion; returns true when the request is finished and was reported. */
-static bool handle_cqe(struct io_queue *q, struct io_req *req, int res)
+/*
+ * Applies one completion to `req`. Returns true when the request is finished, with its result
+ * (0 or a negative errno) in *result; false when the rest of it must be sent again.
+ */
+static bool apply_cqe(struct io_req *req, int res, int *result)
 {
-    struct uring_queue *uq = q->engine_state;
-    if (res == -EINTR || res == -EAGAIN) {
-        start(uq, req);
+    if (res == -EINTR || res == -EAGAIN)
         return false;
-    }
 
     switch (req->op) {
     case IO_OP_READ:
@@ -178,24 +199,38 @@ static bool handle_cqe(struct io_queue *q, struct io_req *req, int res)
         } else {
             req->engine_done_bytes += (size_t)res;
         }
-        if (req->engine_done_bytes < req->len) {
-            start(uq, req);
+        if (req->engine_done_bytes < req->len)
             return false;
-        }
         res = 0;
         break;
     case IO_OP_WRITE_ZEROES:
-        /* Without FALLOC_FL_ZERO_RANGE the synchronous path knows the slower ways. */
+        /* Without FALLOC_FL_ZERO_RANGE the host primitives know the slower ways. */
         if (res == -EOPNOTSUPP || res == -EINVAL || res == -ENOSYS)
-            res = io_write_zeroes(req->file, req->offset, req->len);
+            res = io_host_write_zeroes_slowly(req->file, req->offset, req->len);
         break;
-    case IO_OP_FSYNC:
     case IO_OP_PUNCH_HOLE:
     case IO_OP_PREALLOCATE:
-        /* EOPNOTSUPP from fallocate is ENOTSUP on Linux, as the API promises. */
+        /* As the host primitives do: every "cannot" is -ENOTSUP. */
+        if (res == -EOPNOTSUPP || res == -ENOSYS)
+            res = -ENOTSUP;
+        break;
+    case IO_OP_FSYNC:
+    case IO_OP_TRUNCATE:
         break;
     }
-    io_queue_complete(q, req, res < 0 ? res : 0);
+    *result = res < 0 ? res : 0;
+    return true;
+}
+
+/* Handles one completion; returns true when the request is finished and was reported. */
+static bool handle_cqe(struct io_queue *q, struct io_req *req, int res)
+{
+    int result;
+    if (!apply_cqe(req, res, &result)) {
+        start(q->engine_state, req);
+        return false;
+    }
+    io_queue_complete(q, req, result);
     return true;
 }
 
@@ -248,6 +283,102 @@ static int uring_collect(struct io_queue *q, unsigned min)
     return 0;
 }
 
+/* Synchronous calls: one small ring per thread. */
+#define SYNC_RING_ENTRIES 4u
+
+static pthread_key_t sync_ring_key;
+static pthread_once_t sync_ring_once = PTHREAD_ONCE_INIT;
+static bool sync_ring_key_ok;
+
+static void sync_ring_release(void *arg)
+{
+    struct io_uring *ring = arg;
+    io_uring_queue_exit(ring);
+    free(ring);
+}
+
+/*
+ * A forked child shares the parent's ring memory: submitting there would corrupt the parent's
+ * ring. The child drops its copy (unmapping and closing only its own view) and makes its own.
+ */
+static void sync_ring_atfork_child(void)
+{
+    struct io_uring *ring = pthread_getspecific(sync_ring_key);
+    if (ring) {
+        pthread_setspecific(sync_ring_key, NULL);
+        sync_ring_release(ring);
+    }
+}
+
+static void sync_ring_key_init(void)
+{
+    if (pthread_key_create(&sync_ring_key, sync_ring_release) != 0)
+        return;
+    sync_ring_key_ok = pthread_atfork(NULL, NULL, sync_ring_atfork_child) == 0;
+    if (!sync_ring_key_ok)
+        pthread_key_delete(sync_ring_key);
+}
+
+/* This thread's ring, made on first use; NULL when none can be had (then run inline). */
+static struct io_uring *sync_ring(void)
+{
+    pthread_once(&sync_ring_once, sync_ring_key_init);
+    if (!sync_ring_key_ok)
+        return NULL;
+    struct io_uring *ring = pthread_getspecific(sync_ring_key);
+    if (ring)
+        return ring;
+    ring = calloc(1, sizeof(*ring));
+    if (!ring)
+        return NULL;
+    if (io_uring_queue_init(SYNC_RING_ENTRIES, ring, 0) < 0) {
+        free(ring);
+        return NULL;
+    }
+    if (pthread_setspecific(sync_ring_key, ring) != 0) {
+        sync_ring_release(ring);
+        return NULL;
+    }
+    return ring;
+}
+
+static int uring_execute(struct io_req *req)
+{
+    struct io_uring *ring = ring_can(req) ? sync_ring() : NULL;
+    if (!ring)
+        return io_req_execute(req);
+
+    req->engine_done_bytes = 0;
+    for (;;) {
+        struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+        if (!sqe)
+            return -EIO; /* the ring holds only this request: it always has room */
+        prep_sqe(sqe, req);
+        struct io_uring_cqe *cqe;
+        int ret;
+        do {
+            /* Submits and waits in one system call. */
+            ret = io_uring_submit_and_wait(ring, 1);
+        } while (ret == -EINTR || ret == -EAGAIN || ret == -EBUSY);
+        if (ret >= 0)
+            ret = io_uring_peek_cqe(ring, &cqe);
+        if (ret < 0) {
+            /*
+             * The SQE may still sit in the ring, pointing at this caller's buffer: the ring
+             * goes, and the thread's next call makes a new one.
+             */
+            pthread_setspecific(sync_ring_key, NULL);
+            sync_ring_release(ring);
+            return ret;
+        }
+        int res = cqe->res;
+        io_uring_cqe_seen(ring, cqe);
+        int result;
+        if (apply_cqe(req, res, &result))
+            return result;
+    }
+}
+
 const struct io_engine io_engine_uring = {
     .name = "uring",
     .available = uring_available,
@@ -255,6 +386,7 @@ const struct io_engine io_engine_uring = {
     .queue_fini = uring_queue_fini,
     .submit = uring_submit,
     .collect = uring_collect,
+    .execute = uring_execute,
 };
 
 #else /* !HAVE_LIBURING */
@@ -297,6 +429,7 @@ const struct io_engine io_engine_uring = {
     .queue_fini = uring_queue_fini,
     .submit = uring_submit,
     .collect = uring_collect,
+    .execute = io_req_execute,
 };
 
 #endif

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * Host files and the synchronous calls on them. Every call is complete on return: transfers
- * are retried on EINTR and continued after short counts, and failures come back as a negative
- * errno with a message naming the file, the operation and the range.
+ * Host files and the synchronous calls on them. Each call is one request through the
+ * process's engine, waited for; it is complete on return (transfers retried on EINTR and
+ * continued after short counts, see host.c), and a failure comes back as a negative errno with
+ * a message, written here on the caller's thread, naming the file, the operation and the range.
  */
 #include "io.h"
 
@@ -21,21 +22,20 @@
 #include "error.h"
 #include "util/checked.h"
 
-/* The kernel moves at most about 2 GiB per read/write call; asking for less keeps counts sane. */
-#define IO_MAX_TRANSFER (1u << 30)
-
-/* Chunk used when zeroes have to be written as data. */
-#define IO_ZERO_CHUNK (256u * 1024)
-
 struct io_file {
     int fd;
+    /*
+     * The descriptor io_uring requests use: a second open file description of the same file,
+     * made on first use (-1 until then). The kernel may hold a ring's files for a moment after
+     * the process is gone (a killed process's in-flight requests are torn down
+     * asynchronously); the image locks live on `fd`'s description, which only this process
+     * holds, so they go with the process and an image is never found locked by a dead one.
+     */
+    int ring_fd;
     bool is_block; /* block devices need FALLOC_FL_KEEP_SIZE and cannot grow */
     bool no_flush; /* flushes succeed without syncing (read and set atomically) */
     char *name;    /* for messages; NULL when wrapped from a bare descriptor */
 };
-
-/* Never written: a source of zeroes for the write-zeroes fallback. */
-static char zero_chunk[IO_ZERO_CHUNK];
 
 /* strerror, but thread-safe with both the GNU and the POSIX strerror_r. */
 static const char *errno_text(int err, char *buf, size_t size)
@@ -115,6 +115,7 @@ static int wrap_fd(struct io_file **out, int fd, const char *path)
         }
     }
     f->fd = fd;
+    f->ring_fd = -1;
     f->is_block = S_ISBLK(st.st_mode);
     *out = f;
     return 0;
@@ -162,6 +163,9 @@ void io_file_close(struct io_file *f)
     if (!f)
         return;
     /* Not retried on EINTR: Linux has released the descriptor either way. */
+    int ring_fd = __atomic_load_n(&f->ring_fd, __ATOMIC_ACQUIRE);
+    if (ring_fd >= 0 && ring_fd != f->fd)
+        close(ring_fd);
     close(f->fd);
     free(f->name);
     free(f);
@@ -170,6 +174,36 @@ void io_file_close(struct io_file *f)
 int io_file_fd(const struct io_file *f)
 {
     return f ? f->fd : -EBADF;
+}
+
+int io_file_ring_fd(struct io_file *f)
+{
+    int fd = __atomic_load_n(&f->ring_fd, __ATOMIC_ACQUIRE);
+    if (fd >= 0)
+        return fd;
+
+    /* The same access mode and caching; opening through /proc makes a new description. */
+    int flags = fcntl(f->fd, F_GETFL);
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", f->fd);
+    int mine = -1;
+    if (flags >= 0) {
+        flags &= O_ACCMODE | O_DIRECT | O_DSYNC | O_SYNC | O_NOATIME;
+        do {
+            mine = open(path, flags | O_CLOEXEC);
+        } while (mine < 0 && errno == EINTR);
+    }
+    /* Without /proc the ring uses the locked descriptor itself, as it always could. */
+    int want = mine >= 0 ? mine : f->fd;
+    int expected = -1;
+    if (!__atomic_compare_exchange_n(&f->ring_fd, &expected, want, false, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE)) {
+        /* Another thread made one first. */
+        if (mine >= 0)
+            close(mine);
+        return expected;
+    }
+    return want;
 }
 
 bool io_file_is_block(const struct io_file *f)
@@ -204,54 +238,30 @@ int64_t io_file_allocated(struct io_file *f)
     return (int64_t)st.st_blocks * 512;
 }
 
+/* Runs one request through the process's engine and waits for it. */
+static int run(enum io_op op, struct io_file *f, void *buf, size_t len, uint64_t offset)
+{
+    struct io_req req = {.op = op, .file = f, .buf = buf, .len = len, .offset = offset};
+    return io_process_engine()->execute(&req);
+}
+
 int io_pread(struct io_file *f, void *buf, size_t len, uint64_t offset)
 {
     int ret = check_range(f, "read", offset, len);
-    if (ret < 0)
+    if (ret < 0 || len == 0)
         return ret;
-
-    char *p = buf;
-    size_t done = 0;
-    while (done < len) {
-        size_t chunk = min_u64(len - done, IO_MAX_TRANSFER);
-        ssize_t n = pread(f->fd, p + done, chunk, (off_t)(offset + done));
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return range_error(f, -errno, "read", offset, len);
-        }
-        if (n == 0) {
-            /* End of file: the rest reads as zeros, like an unallocated region. */
-            memset(p + done, 0, len - done);
-            break;
-        }
-        done += (size_t)n;
-    }
-    return 0;
+    ret = run(IO_OP_READ, f, buf, len, offset);
+    return ret < 0 ? range_error(f, ret, "read", offset, len) : 0;
 }
 
 int io_pwrite(struct io_file *f, const void *buf, size_t len, uint64_t offset)
 {
     int ret = check_range(f, "write", offset, len);
-    if (ret < 0)
+    if (ret < 0 || len == 0)
         return ret;
-
-    const char *p = buf;
-    size_t done = 0;
-    while (done < len) {
-        size_t chunk = min_u64(len - done, IO_MAX_TRANSFER);
-        ssize_t n = pwrite(f->fd, p + done, chunk, (off_t)(offset + done));
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return range_error(f, -errno, "write", offset, len);
-        }
-        /* A write that makes no progress would otherwise spin forever. */
-        if (n == 0)
-            return range_error(f, -EIO, "write", offset, len);
-        done += (size_t)n;
-    }
-    return 0;
+    /* The engine only reads a write's buffer (struct io_req has one pointer for both ways). */
+    ret = run(IO_OP_WRITE, f, (void *)buf, len, offset);
+    return ret < 0 ? range_error(f, ret, "write", offset, len) : 0;
 }
 
 void io_file_set_flush(struct io_file *f, bool enabled)
@@ -271,14 +281,8 @@ int io_fsync(struct io_file *f)
         return img_error(-EBADF, "flush on a closed file");
     if (!io_file_flush_enabled(f))
         return 0;
-    /* fdatasync still writes the metadata needed to read the data back, such as the size. */
-    int ret;
-    do {
-        ret = fdatasync(f->fd);
-    } while (ret < 0 && errno == EINTR);
-    if (ret < 0)
-        return file_error(f, -errno, "flush failed");
-    return 0;
+    int ret = run(IO_OP_FSYNC, f, NULL, 0, 0);
+    return ret < 0 ? file_error(f, ret, "flush failed") : 0;
 }
 
 int io_truncate(struct io_file *f, uint64_t size)
@@ -286,26 +290,8 @@ int io_truncate(struct io_file *f, uint64_t size)
     int ret = check_range(f, "truncate", size, 0);
     if (ret < 0)
         return ret;
-    do {
-        ret = ftruncate(f->fd, (off_t)size);
-    } while (ret < 0 && errno == EINTR);
-    if (ret < 0)
-        return file_error(f, -errno, "resize to %" PRIu64 " bytes failed", size);
-    return 0;
-}
-
-/* fallocate(2) with EINTR retried; EOPNOTSUPP and ENOSYS both become -ENOTSUP. */
-static int do_fallocate(struct io_file *f, int mode, uint64_t offset, uint64_t len)
-{
-    int ret;
-    do {
-        ret = fallocate(f->fd, mode, (off_t)offset, (off_t)len);
-    } while (ret < 0 && errno == EINTR);
-    if (ret == 0)
-        return 0;
-    if (errno == EOPNOTSUPP || errno == ENOSYS)
-        return -ENOTSUP;
-    return -errno;
+    ret = run(IO_OP_TRUNCATE, f, NULL, 0, size);
+    return ret < 0 ? file_error(f, ret, "resize to %" PRIu64 " bytes failed", size) : 0;
 }
 
 int io_punch_hole(struct io_file *f, uint64_t offset, uint64_t len)
@@ -313,7 +299,7 @@ int io_punch_hole(struct io_file *f, uint64_t offset, uint64_t len)
     int ret = check_range(f, "hole punch", offset, len);
     if (ret < 0 || len == 0)
         return ret;
-    ret = do_fallocate(f, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, len);
+    ret = run(IO_OP_PUNCH_HOLE, f, NULL, len, offset);
     return ret < 0 ? range_error(f, ret, "hole punch", offset, len) : 0;
 }
 
@@ -322,61 +308,8 @@ int io_preallocate(struct io_file *f, uint64_t offset, uint64_t len)
     int ret = check_range(f, "preallocation", offset, len);
     if (ret < 0 || len == 0)
         return ret;
-    ret = do_fallocate(f, 0, offset, len);
+    ret = run(IO_OP_PREALLOCATE, f, NULL, len, offset);
     return ret < 0 ? range_error(f, ret, "preallocation", offset, len) : 0;
-}
-
-/* Errors after which the next, more expensive way of zeroing may still work. */
-static bool try_next_method(int err)
-{
-    return err == -ENOTSUP || err == -EINVAL;
-}
-
-/* Zeroes a range inside the file: unmapping if the host can, else by writing zeroes. */
-static int zero_inside(struct io_file *f, uint64_t offset, uint64_t len)
-{
-    int ret = do_fallocate(f, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, len);
-    if (ret == 0 || !try_next_method(ret))
-        return ret;
-    while (len > 0) {
-        size_t chunk = min_u64(len, sizeof(zero_chunk));
-        ret = io_pwrite(f, zero_chunk, chunk, offset);
-        if (ret < 0)
-            return ret;
-        offset += chunk;
-        len -= chunk;
-    }
-    return 0;
-}
-
-static int write_zeroes(struct io_file *f, uint64_t offset, uint64_t len)
-{
-    /*
-     * FALLOC_FL_ZERO_RANGE does it all at once, growing a regular file when the range ends past
-     * EOF. Growing never goes through ftruncate, which could cut off data that another thread
-     * appends meanwhile.
-     */
-    int mode = FALLOC_FL_ZERO_RANGE | (f->is_block ? FALLOC_FL_KEEP_SIZE : 0);
-    int ret = do_fallocate(f, mode, offset, len);
-    if (ret == 0 || !try_next_method(ret))
-        return ret;
-
-    int64_t size = io_file_size(f);
-    if (size < 0)
-        return (int)size;
-    uint64_t end = offset + len;
-    if (offset < (uint64_t)size) {
-        ret = zero_inside(f, offset, min_u64(end, (uint64_t)size) - offset);
-        if (ret < 0)
-            return ret;
-    }
-    if (end > (uint64_t)size) {
-        if (f->is_block)
-            return -ENOSPC;
-        /* Past EOF everything already reads as zeros; one byte at the end sets the size. */
-        return io_pwrite(f, zero_chunk, 1, end - 1);
-    }
-    return 0;
 }
 
 int io_write_zeroes(struct io_file *f, uint64_t offset, uint64_t len)
@@ -384,7 +317,7 @@ int io_write_zeroes(struct io_file *f, uint64_t offset, uint64_t len)
     int ret = check_range(f, "write zeroes", offset, len);
     if (ret < 0 || len == 0)
         return ret;
-    ret = write_zeroes(f, offset, len);
+    ret = run(IO_OP_WRITE_ZEROES, f, NULL, len, offset);
     return ret < 0 ? range_error(f, ret, "write zeroes", offset, len) : 0;
 }
 
@@ -413,24 +346,4 @@ int io_find_data(struct io_file *f, uint64_t offset, uint64_t *data_start, uint6
     *data_start = (uint64_t)start;
     *data_end = (uint64_t)end;
     return 0;
-}
-
-int io_req_execute(struct io_req *req)
-{
-    struct io_file *f = req->file;
-    switch (req->op) {
-    case IO_OP_READ:
-        return io_pread(f, req->buf, req->len, req->offset);
-    case IO_OP_WRITE:
-        return io_pwrite(f, req->buf, req->len, req->offset);
-    case IO_OP_FSYNC:
-        return io_fsync(f);
-    case IO_OP_PUNCH_HOLE:
-        return io_punch_hole(f, req->offset, req->len);
-    case IO_OP_WRITE_ZEROES:
-        return io_write_zeroes(f, req->offset, req->len);
-    case IO_OP_PREALLOCATE:
-        return io_preallocate(f, req->offset, req->len);
-    }
-    return -EINVAL;
 }

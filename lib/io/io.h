@@ -12,10 +12,21 @@
  *    completion callback, and callbacks run only inside io_queue_reap()/io_queue_drain(), on
  *    the thread that calls them. Nothing calls back on a thread the caller did not expect.
  *
- * Engines: io_uring (when built with liburing and the kernel permits it) and a pool of
- * pread/pwrite worker threads, the fallback everywhere. The engine is chosen once per process;
- * the environment variable IMGUTIL_IO=threads|uring overrides the choice (an unavailable
- * "uring" falls back to threads).
+ * Both ways go through the same engine: a synchronous call is one request, submitted and
+ * waited for. Engines: io_uring (when built with liburing and the kernel permits it; each
+ * thread making synchronous calls gets a small ring of its own, released when the thread
+ * exits) and a pool of pread/pwrite worker threads, the fallback everywhere. The engine is
+ * chosen once per process; the environment variable IMGUTIL_IO=threads|uring overrides the
+ * choice (an unavailable "uring" falls back to threads).
+ *
+ * IMGUTIL_IO=fault selects, for tests, the thread-pool engine with faults injected:
+ * IMGUTIL_FAULT=<op>:<n>:<error> fails the n-th (1-based) request of that op in the process,
+ * op being read|write|flush|fallocate|truncate|any and error EIO|ENOSPC|short (short: part of
+ * the transfer is done, then it fails with ENOSPC, as a filling disk does). Every request
+ * counts, synchronous or queued, except those with nothing for the host to do (zero length, a
+ * disabled flush). IMGUTIL_FAULT=count injects nothing. At exit the process writes how many
+ * requests of each op it made to the file named by IMGUTIL_FAULT_REPORT, or with "count" and
+ * no such file, to stderr.
  *
  * All functions return 0 (or a count) or a negative errno.
  */
@@ -72,6 +83,8 @@ enum io_op {
     IO_OP_PUNCH_HOLE,
     IO_OP_WRITE_ZEROES,
     IO_OP_PREALLOCATE,
+    /* Sets the file's length to `offset` (len is ignored). */
+    IO_OP_TRUNCATE,
 };
 
 struct io_req;

@@ -29,6 +29,8 @@ static void choose_engine(void)
     const char *want = getenv("IMGUTIL_IO");
     if (want && strcmp(want, "threads") == 0)
         process_engine = &io_engine_threads;
+    else if (want && strcmp(want, "fault") == 0 && io_engine_fault.available())
+        process_engine = &io_engine_fault;
     else if (io_engine_uring.available())
         process_engine = &io_engine_uring;
     else
@@ -39,6 +41,11 @@ static const struct io_engine *engine(void)
 {
     pthread_once(&process_engine_once, choose_engine);
     return process_engine;
+}
+
+const struct io_engine *io_process_engine(void)
+{
+    return engine();
 }
 
 const char *io_engine_name(void)
@@ -58,7 +65,7 @@ int io_queue_new(struct io_queue **out, unsigned depth)
     q->engine = engine();
 
     int ret = q->engine->queue_init(q);
-    if (ret < 0 && q->engine != &io_engine_threads) {
+    if (ret < 0 && q->engine == &io_engine_uring) {
         /*
          * The probe passed but this queue's ring was refused (seccomp, a memlock limit, too
          * many rings): the thread pool does the same job.
@@ -95,6 +102,12 @@ static int check_request(const struct io_req *req)
             return img_error(-EINVAL, "io: read or write request without a buffer");
         break;
     case IO_OP_FSYNC:
+        return 0;
+    case IO_OP_TRUNCATE:
+        if (req->offset > (uint64_t)INT64_MAX)
+            return img_error(-EINVAL,
+                             "io: truncate to %" PRIu64 " bytes is beyond the largest file offset",
+                             req->offset);
         return 0;
     case IO_OP_PUNCH_HOLE:
     case IO_OP_WRITE_ZEROES:
@@ -145,8 +158,8 @@ int io_queue_submit(struct io_queue *q, struct io_req *req)
     req->engine_result = 0;
     q->in_flight++;
 
-    if ((req->op != IO_OP_FSYNC && req->len == 0) ||
-        (req->op == IO_OP_FSYNC && !io_file_flush_enabled(req->file))) {
+    bool sized = req->op != IO_OP_FSYNC && req->op != IO_OP_TRUNCATE;
+    if ((sized && req->len == 0) || (req->op == IO_OP_FSYNC && !io_file_flush_enabled(req->file))) {
         /* Nothing for the host to do; the callback still runs at the next reap. */
         io_queue_complete(q, req, 0);
         return 0;

@@ -10,6 +10,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <sys/wait.h>
+
 #include <cmocka.h>
 
 #include "imgutil.h"
@@ -372,6 +374,40 @@ static void test_sync_calls_from_many_threads(void **state)
     io_file_close(f);
 }
 
+/*
+ * A forked child shares its parent's io_uring memory: its synchronous calls must use a ring
+ * of its own, and the parent's ring must keep working.
+ */
+static void test_sync_calls_after_fork(void **state)
+{
+    struct io_file *f = open_temp();
+    assert_non_null(f);
+    unsigned char data[4096];
+    unsigned char back[4096];
+    fill_random(data, sizeof(data), 7);
+    assert_int_equal(io_pwrite(f, data, sizeof(data), 0), 0);
+
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        unsigned char child[4096];
+        memset(child, 0x77, sizeof(child));
+        int ok = io_pread(f, back, sizeof(back), 0) == 0 && memcmp(back, data, sizeof(back)) == 0 &&
+                 io_pwrite(f, child, sizeof(child), 8192) == 0;
+        _exit(ok ? 0 : 1);
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+
+    assert_int_equal(io_pread(f, back, sizeof(back), 8192), 0);
+    assert_true(all_bytes_are(back, sizeof(back), 0x77));
+    assert_int_equal(io_pread(f, back, sizeof(back), 0), 0);
+    assert_memory_equal(back, data, sizeof(back));
+    io_file_close(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -388,6 +424,7 @@ int main(void)
         cmocka_unit_test(test_write_zeroes_on_tmpfs),
         cmocka_unit_test(test_preallocate),
         cmocka_unit_test(test_sync_calls_from_many_threads),
+        cmocka_unit_test(test_sync_calls_after_fork),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
