@@ -30,7 +30,7 @@ sed -n 's/^IMG_API .*[ *]\([A-Za-z_][A-Za-z0-9_]*\)(.*/\1/p' "$header" | sort >"
 
 # Names between "global:" and "local:" in each node; comments dropped first.
 sed -e 's:/\*.*\*/::' -e '/\/\*/,/\*\//d' "$map" |
-    awk '/global:/ { g = 1; next } /local:/ { g = 0; next } g' |
+    awk '/global:/ { g = 1; next } /local:/ || /^[[:space:]]*}/ { g = 0; next } g' |
     tr -d ' \t;' | grep -v '^$' | sort >"$tmp/map"
 
 # Node names ("IMGUTIL_1.0") as the library must carry them.
