@@ -9,19 +9,20 @@
  *
  * Rules that hold for every entry unless the entry says otherwise:
  *  - Only the core calls an entry (the files of lib/ outside lib/formats/), never the CLI or
- * another backend, and only on an image this backend opened: open() returned 0 and close() has not
- * been called.
- *  - The core holds no lock of its own while it calls an entry. Entries that change metadata
- *    take the backend's lock themselves (img->lock or one of their own); entries marked "any
- *    thread" may run at the same time as each other and as any other entry, on one image.
- *    Entries not so marked are called by one thread at a time per image: the core never calls
- *    open/close/create concurrently with anything else on the same image.
+ *    another backend, and only on an image this backend opened: open() returned 0 and
+ *    close() has not been called.
+ *  - open(), close() and create() run alone: the core never calls another entry on the same
+ *    image (or file) at the same time. Every other entry may be called from any thread,
+ *    concurrently with any entry but those three, since a public handle may be used from
+ *    several threads at once. The core holds no lock of its own while it calls one: an entry
+ *    that reads or changes metadata others may change takes the backend's lock itself
+ *    (img->lock or one of the backend's own) and says so where it matters.
  *  - Optional entries may be NULL; the core then answers -ENOTSUP (or omits the output). What
  *    the core and the CLI need to know beyond the entries is declared in `caps`, never found
  *    out by comparing a backend with a known one.
  *  - A failure returns a negative errno after img_error() has set a message naming the file
  *    and the problem. There are no short successes: an entry that returns 0 did all it was
- *    asked (map/alloc report how far they reach through ext->length instead).
+ *    asked (map and alloc say how far they reach through ext->length instead).
  */
 
 #include <stddef.h>
@@ -59,9 +60,8 @@ struct img_alloc; /* a backend's record of an allocation in progress */
 /*
  * What a backend declares about itself in `caps`. Other capabilities follow from the entries
  * it fills (format_caps() in registry.c adds them): FORMAT_CAN_READ from open() and map(),
- * FORMAT_CAN_CREATE from create(),
- * FORMAT_CAN_WRITE from alloc(), FORMAT_COMPRESSED_WRITES from compress_unit() and
- * write_compressed_data(), FORMAT_SNAPSHOTS from snapshot_list().
+ * FORMAT_CAN_CREATE from create(), FORMAT_CAN_WRITE from alloc(), FORMAT_COMPRESSED_WRITES
+ * from compress_unit() and write_compressed_data(), FORMAT_SNAPSHOTS from snapshot_list().
  */
 enum format_cap {
     /* Bids lowest on anything: the format an unrecognised file is taken for. A file probed as
@@ -106,14 +106,16 @@ struct img_format {
     /*
      * Parses metadata from img->file and fills img->size, cluster_size, backing_name,
      * backing_format, dirty and priv. img->writable says whether writes will follow. Called
-     * once, before any other entry on this image, with the file already locked. On failure
+     * once, before any other entry on this image, with the file locked (not with
+     * IMG_OPEN_FORCE_SHARE: then the file may change under it, and it must still fail
+     * cleanly rather than misread). On failure
      * the backend has freed what it allocated and left img->priv NULL; close() is not called.
      */
     int (*open)(struct img *img, const img_opts *opts);
     /*
-     * Frees img->priv. Called once, last, after flush() when the image was writable and when
-     * no other entry runs on the image. Cannot fail: anything still to write was written by
-     * flush().
+     * Frees img->priv. Called once, last, when img->priv is set (a backend without state is
+     * never called), after flush() when the image was writable, with no other entry running
+     * on the image. Cannot fail: anything still to write was written by flush().
      */
     void (*close)(struct img *img);
 
@@ -170,18 +172,22 @@ struct img_format {
     /* Everything written so far (data and metadata) reaches stable storage. Any thread. */
     int (*flush)(struct img *img);
     /*
-     * Changes the virtual size and sets img->size. No other entry runs meanwhile on this
-     * image. On failure img->size is unchanged and the image is consistent at the old size.
+     * Changes the virtual size and sets img->size, under the backend's lock. On failure
+     * img->size is unchanged and the image is consistent at the old size.
      */
     int (*resize)(struct img *img, uint64_t new_size, unsigned flags, const img_opts *opts);
 
     /*
      * `result` arrives zeroed but for its log sink. flags are IMG_CHECK_REPAIR_*. Without a
-     * repair flag it changes nothing. Repairs run with no other entry on the image.
+     * repair flag it changes nothing; repairs are made under the backend's lock, and only on
+     * an image opened writable.
      */
     int (*check)(struct img *img, unsigned flags, struct img_check_result *result);
 
-    /* Internal snapshots. No other entry runs meanwhile on this image. */
+    /*
+     * Internal snapshots, changed under the backend's lock. On failure the image stays
+     * consistent (clusters taken may leak, as check reports).
+     */
     int (*snapshot_create)(struct img *img, const char *name);
     int (*snapshot_apply)(struct img *img, const char *name_or_id);
     int (*snapshot_delete)(struct img *img, const char *name_or_id);
