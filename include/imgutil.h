@@ -381,6 +381,45 @@ IMG_API int img_snapshot_list(img *img, char **out);
  */
 IMG_API int img_check(img *img, unsigned flags, char **report);
 
+/* ---- formats: what each format supports and which options it takes (since 1.1) ---- */
+
+/*
+ * The number of formats this library knows. Formats are numbered 0 .. count - 1 in a fixed
+ * order (the order in which probing breaks ties). Thread-safe; never fails.
+ */
+IMG_API int img_format_count(void);
+
+/*
+ * The name of format `i` ("qcow2", "raw", ...), as img_open() and img_create() take it, or NULL
+ * when `i` is out of range. The string is static: do not free it. Thread-safe.
+ */
+IMG_API const char *img_format_name(int i);
+
+/*
+ * Whether `format` can do `what`: "read" (open and read images), "write" (write to them),
+ * "create" (img_create), "snapshots" (internal snapshots), "backing" (images may have a
+ * backing file), "compress" (compressed writes: img_convert's "compress" option),
+ * "probe_fallback" (the format an unrecognised file is taken for when img_open() probes; writes
+ * to the first sector of an image opened that way must not make it look like another format).
+ * Returns 1 (yes) or 0 (no); -ENOENT for an unknown format and -EINVAL for an unknown `what`
+ * or a NULL argument, with img_last_error() set. Thread-safe.
+ */
+IMG_API int img_format_supports(const char *format, const char *what);
+
+/*
+ * The options img_create() takes for `format` (the keys of `qemu-img create -o`), as JSON:
+ *   {"format": "qcow2", "options": [{"name": "cluster_size", "type": "size",
+ *     "default": "65536", "min": 512, "max": 2097152, "help": "qcow2 cluster size"}, ...]}
+ * "type" is one of "bool", "size", "int", "enum", "string", "path". "default" (the value as
+ * the option's text) is present when the option has a fixed default; "values" (an array of
+ * strings) lists what an "enum" option accepts; "min" and "max" bound a "size" or "int" where
+ * the format restricts it (other format rules, such as powers of two, are checked by
+ * img_create). The options are listed in the order `qemu-img create` prints them.
+ * Returns 0 and the text in *json (free it with img_free), or a negative errno (-ENOENT for an
+ * unknown format, -EINVAL for NULL arguments, -ENOMEM) with *json set to NULL. Thread-safe.
+ */
+IMG_API int img_format_options_json(const char *format, char **json);
+
 #ifdef __cplusplus
 }
 #endif

@@ -256,8 +256,8 @@ IMG_API int img_convert(img *src, const char *dst_path, const char *dst_format,
         return img_error(
             -EINVAL, "convert: sparse_size must be a multiple of 512 up to %u (got %" PRIu64 ")",
             SPARSE_SIZE_MAX, job.sparse_size);
-    if (fmt == &format_raw && job.compress)
-        return img_error(-ENOTSUP, "convert: format raw does not support compression");
+    if (job.compress && !format_has(fmt, FORMAT_COMPRESSED_WRITES))
+        return img_error(-ENOTSUP, "convert: format %s does not support compression", fmt->name);
 
     /*
      * A symbolic link is written through, as qemu-img does: the file it names is replaced,
@@ -282,9 +282,9 @@ IMG_API int img_convert(img *src, const char *dst_path, const char *dst_format,
     if (ret == 0)
         ret = create_temp_file(dst_path, &temp);
     if (ret == 0) {
-        if (fmt == &format_raw) {
-            static const char *const known[] = {"overwrite", "preallocation", NULL};
-            ret = opts_check_known(create_opts, known, "convert to raw");
+        if (!format_has(fmt, FORMAT_HAS_METADATA)) {
+            /* Created as the format creates it (checked options, preallocation), then filled. */
+            ret = img_create(temp, dst_format, job.src->size, create_opts);
             if (ret == 0)
                 ret = convert_to_raw(&job, temp);
         } else {

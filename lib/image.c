@@ -155,7 +155,7 @@ static int pick_format(struct img *img, const char *format)
     if (ret < 0)
         return img_error(ret, "%s: cannot read: %s", img->filename, img_strerror(ret));
     img->fmt = format_probe(head, n, img->filename);
-    if (img->fmt == &format_raw) {
+    if (img->fmt && format_has(img->fmt, FORMAT_PROBE_FALLBACK)) {
         const char *other = format_probe_unsupported(head, n, img->filename);
         if (other)
             return img_error(-ENOTSUP, "%s: format %s is not supported yet", img->filename, other);
@@ -176,7 +176,7 @@ static enum io_lock_mode lock_mode_for(struct img *img)
 {
     if (img->writable)
         return IO_LOCK_WRITE;
-    if (img->fmt == &format_raw) {
+    if (format_has(img->fmt, FORMAT_SHARED_READ_LOCK)) {
         img->lock_shared_read = true;
         return IO_LOCK_SHARED_READ;
     }

@@ -124,6 +124,7 @@ IMG_API int img_opts_parse(img_opts *opts, const char *text)
 {
     if (!opts || !text)
         return img_error(-EINVAL, "img_opts_parse: options and text are required");
+    const char *whole = text;
     size_t cap = strlen(text) + 1;
     char *key = malloc(cap), *value = malloc(cap);
     int ret = 0;
@@ -133,20 +134,23 @@ IMG_API int img_opts_parse(img_opts *opts, const char *text)
     }
     while (*text) {
         text = next_field(text, key, cap, 1);
+        if (!*key) {
+            ret = img_error(-EINVAL, "Invalid option list: %s", whole);
+            goto out;
+        }
         if (*text != '=') {
             ret = img_error(-EINVAL, "option '%s' has no value (expected key=value)", key);
             goto out;
         }
         text = next_field(text + 1, value, cap, 0);
-        if (!*key) {
-            ret = img_error(-EINVAL, "empty option name in '%s'", value);
-            goto out;
-        }
         ret = img_opts_set(opts, key, value);
         if (ret < 0)
             goto out;
-        if (*text == ',')
-            text++;
+        /* As qemu-img: an empty item (a trailing comma) makes the whole list invalid. */
+        if (*text == ',' && *++text == '\0') {
+            ret = img_error(-EINVAL, "Invalid option list: %s", whole);
+            goto out;
+        }
     }
 out:
     free(key);

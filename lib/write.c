@@ -59,7 +59,8 @@ static int guard_probed_head(struct img *img, const void *buf, size_t len, uint6
         return ret;
     memcpy(head + offset, buf, min_u64(len, n - offset));
     const struct img_format *seen = format_probe(head, n, img->filename);
-    if (seen != &format_raw || format_probe_unsupported(head, n, img->filename))
+    if (!seen || !format_has(seen, FORMAT_PROBE_FALLBACK) ||
+        format_probe_unsupported(head, n, img->filename))
         return img_error(-EPERM,
                          "%s: refusing to write a header of another format into an image whose "
                          "format was guessed as raw (open it with format \"raw\")",
@@ -271,6 +272,8 @@ IMG_API int img_create(const char *path, const char *format, uint64_t size, cons
         if (!is_core_key(key))
             ret = img_opts_set(format_opts, key, value);
     args.opts = format_opts;
+    if (ret == 0)
+        ret = format_check_create_options(fmt, format_opts);
     if (ret == 0)
         ret = fmt->create(&args);
     img_opts_free(format_opts);

@@ -216,7 +216,7 @@ int cli_opts_add(img_opts **opts, const char *text, bool *help)
     if (ensure_opts(opts))
         return CLI_EXIT_FAILURE;
     if (img_opts_parse(*opts, text) < 0) {
-        cli_lib_error("Invalid options '%s'", text);
+        cli_error("%s", img_last_error());
         return CLI_EXIT_FAILURE;
     }
     return 0;
@@ -245,13 +245,15 @@ int cli_open_image(img **out, const char *path, const char *format, unsigned fla
         cli_lib_error("Could not open '%s'", path);
         return ret;
     }
-    if ((flags & IMG_OPEN_READ_WRITE) && !format && strcmp(img_get_format(*out), "raw") == 0) {
+    const char *guessed = img_get_format(*out);
+    if ((flags & IMG_OPEN_READ_WRITE) && !format &&
+        img_format_supports(guessed, "probe_fallback") == 1) {
         fprintf(stderr,
-                "WARNING: Image format was not specified for '%s' and probing guessed raw.\n"
-                "         Automatically detecting the format is dangerous for raw images, "
+                "WARNING: Image format was not specified for '%s' and probing guessed %s.\n"
+                "         Automatically detecting the format is dangerous for %s images, "
                 "write operations on block 0 will be restricted.\n"
-                "         Specify the 'raw' format explicitly to remove the restrictions.\n",
-                path);
+                "         Specify the '%s' format explicitly to remove the restrictions.\n",
+                path, guessed, guessed, guessed);
     }
     return 0;
 }

@@ -53,70 +53,6 @@ static void key_list_free(struct key_list *list)
     list->count = 0;
 }
 
-struct formatting_line {
-    const img_opts *opts;
-    const struct key_list *given;
-    bool printed[MAX_KEYS];
-};
-
-/* Prints " key=value" for an option that is set, or its default when one is given. */
-static void print_option(struct formatting_line *line, const char *key, const char *fallback)
-{
-    const char *value = img_opts_get(line->opts, key);
-    for (size_t i = 0; i < line->given->count; i++)
-        if (strcmp(line->given->keys[i], key) == 0)
-            line->printed[i] = true;
-    if (!value)
-        value = fallback;
-    if (!value)
-        return;
-    uint64_t bytes;
-    if (strcmp(key, "cluster_size") == 0 && cli_parse_size(value, &bytes) == 0)
-        printf(" %s=%" PRIu64, key, bytes);
-    else
-        printf(" %s=%s", key, value);
-}
-
-/*
- * qemu-img's "Formatting 'FILE', fmt=... size=..." line: the options of the format in the
- * order qemu-img lists them (with its defaults), then any others the user gave.
- */
-static void print_formatting(const char *filename, const char *format, uint64_t size,
-                             const img_opts *opts, const struct key_list *given)
-{
-    struct formatting_line line = {.opts = opts, .given = given};
-    char size_text[32];
-    snprintf(size_text, sizeof(size_text), "%" PRIu64, size);
-
-    printf("Formatting '%s', fmt=%s", filename, format);
-    if (strcmp(format, "qcow2") == 0) {
-        print_option(&line, "cluster_size", "65536");
-        print_option(&line, "extended_l2", "off");
-        print_option(&line, "preallocation", NULL);
-        print_option(&line, "compression_type", "zlib");
-        printf(" size=%s", size_text);
-        print_option(&line, "compat", NULL);
-        print_option(&line, "backing_file", NULL);
-        print_option(&line, "backing_fmt", NULL);
-        print_option(&line, "data_file", NULL);
-        print_option(&line, "data_file_raw", NULL);
-        print_option(&line, "encryption", NULL);
-        print_option(&line, "lazy_refcounts", "off");
-        print_option(&line, "refcount_bits", "16");
-    } else {
-        printf(" size=%s", size_text);
-        print_option(&line, "backing_file", NULL);
-        print_option(&line, "backing_fmt", NULL);
-        print_option(&line, "preallocation", NULL);
-    }
-    for (size_t i = 0; i < given->count; i++) {
-        const char *key = given->keys[i];
-        if (!line.printed[i] && strcmp(key, "size") != 0 && strcmp(key, "overwrite") != 0)
-            print_option(&line, key, NULL);
-    }
-    putchar('\n');
-}
-
 /* The backing file's name as seen from here: relative names are relative to the new image. */
 static char *backing_path(const char *filename, const char *backing)
 {
@@ -244,6 +180,11 @@ int cmd_create(int argc, char **argv)
         status = cli_usage_error("Unexpected argument: %s", argv[optind]);
         goto out;
     }
+    /* As qemu-img: a size argument and a size option would contradict each other. */
+    if (size >= 0 && img_opts_get(opts, "size")) {
+        cli_error("%s: The image size must be specified only once", filename);
+        goto out;
+    }
     if (size < 0 && img_opts_get(opts, "size") &&
         parse_image_size(img_opts_get(opts, "size"), &size))
         goto out;
@@ -274,7 +215,7 @@ int cmd_create(int argc, char **argv)
         goto out;
     }
     if (!quiet)
-        print_formatting(filename, format, (uint64_t)size, opts, &given);
+        cli_print_formatting(filename, format, (uint64_t)size, opts, given.keys, given.count);
     status = 0;
 out:
     key_list_free(&given);

@@ -7,8 +7,22 @@
  * backend never reads or writes guest data itself (except copy-on-write through
  * img_backing_pread and compressed writes it must encode).
  *
- * Entries are only ever appended; `version` says how many a backend fills. Optional entries
- * may be NULL (the core answers -ENOTSUP).
+ * Rules that hold for every entry unless the entry says otherwise:
+ *  - Only the core calls an entry (the files of lib/ outside lib/formats/), never the CLI or
+ *    another backend, and only on an image this backend opened: open() returned 0 and
+ *    close() has not been called.
+ *  - open(), close() and create() run alone: the core never calls another entry on the same
+ *    image (or file) at the same time. Every other entry may be called from any thread,
+ *    concurrently with any entry but those three, since a public handle may be used from
+ *    several threads at once. The core holds no lock of its own while it calls one: an entry
+ *    that reads or changes metadata others may change takes the backend's lock itself
+ *    (img->lock or one of the backend's own) and says so where it matters.
+ *  - Optional entries may be NULL; the core then answers -ENOTSUP (or omits the output). What
+ *    the core and the CLI need to know beyond the entries is declared in `caps`, never found
+ *    out by comparing a backend with a known one.
+ *  - A failure returns a negative errno after img_error() has set a message naming the file
+ *    and the problem. There are no short successes: an entry that returns 0 did all it was
+ *    asked (map and alloc say how far they reach through ext->length instead).
  */
 
 #include <stddef.h>
@@ -16,9 +30,8 @@
 
 #include "image.h"
 #include "imgutil.h"
+#include "opt_table.h"
 #include "util/json.h"
-
-#define IMG_FORMAT_VERSION 1
 
 /* What the core passes to create(): already-validated generic settings plus the options. */
 struct img_create_args {
@@ -44,65 +57,143 @@ struct img_check_result {
 
 struct img_alloc; /* a backend's record of an allocation in progress */
 
+/*
+ * What a backend declares about itself in `caps`. Other capabilities follow from the entries
+ * it fills (format_caps() in registry.c adds them): FORMAT_CAN_READ from open() and map(),
+ * FORMAT_CAN_CREATE from create(), FORMAT_CAN_WRITE from alloc(), FORMAT_COMPRESSED_WRITES
+ * from compress_unit() and write_compressed_data(), FORMAT_SNAPSHOTS from snapshot_list().
+ */
+enum format_cap {
+    /* Bids lowest on anything: the format an unrecognised file is taken for. A file probed as
+     * such is guarded against receiving another format's header (see write.c). */
+    FORMAT_PROBE_FALLBACK = 1u << 0,
+    /* A reader may let others write the file (QEMU's shared read lock): there is no metadata
+     * a half-done write could make us misread. */
+    FORMAT_SHARED_READ_LOCK = 1u << 1,
+    /* The file holds metadata besides the guest data (a header, tables). */
+    FORMAT_HAS_METADATA = 1u << 2,
+    /* Images of this format may name a backing file. */
+    FORMAT_BACKING = 1u << 3,
+
+    /* Derived from the entries (never set in `caps` by hand). */
+    FORMAT_CAN_READ = 1u << 7,
+    FORMAT_CAN_CREATE = 1u << 8,
+    FORMAT_CAN_WRITE = 1u << 9,
+    FORMAT_COMPRESSED_WRITES = 1u << 10,
+    FORMAT_SNAPSHOTS = 1u << 11,
+};
+
 struct img_format {
-    uint32_t version;
     const char *name;
+    unsigned caps; /* enum format_cap: the declared bits (below 1 << 7) only */
 
     /*
-     * Bids on the first bytes of a file (buf holds min(file size, 2048) bytes). Returns a score
-     * 0..100; the highest wins. Raw bids 1 so that it is the fallback.
+     * The options create() takes, ending with OPT_TABLE_END (NULL: none). The core checks
+     * every option against it before create() runs, so create() sees only known keys with
+     * well-formed values; it still checks how they combine (e.g. "needs compat=1.1"). "-o help"
+     * and img_format_options_json() are printed from it. The order is the order in which
+     * `imgutil create` lists them on its "Formatting ..." line (qemu-img's).
+     */
+    const struct opt_desc *create_options;
+
+    /*
+     * Bids on the first bytes of a file (buf holds min(file size, 2048) bytes; `filename` may
+     * be NULL). Returns a score 0..100; the highest wins, 0 means "not mine". Pure: no I/O, no
+     * state, any thread.
      */
     int (*probe)(const uint8_t *buf, size_t len, const char *filename);
 
     /*
      * Parses metadata from img->file and fills img->size, cluster_size, backing_name,
-     * backing_format, dirty and priv. img->writable says whether writes will follow.
+     * backing_format, dirty and priv. img->writable says whether writes will follow. Called
+     * once, before any other entry on this image, with the file locked (not with
+     * IMG_OPEN_FORCE_SHARE: then the file may change under it, and it must still fail
+     * cleanly rather than misread). On failure
+     * the backend has freed what it allocated and left img->priv NULL; close() is not called.
      */
     int (*open)(struct img *img, const img_opts *opts);
+    /*
+     * Frees img->priv. Called once, last, when img->priv is set (a backend without state is
+     * never called), after flush() when the image was writable, with no other entry running
+     * on the image. Cannot fail: anything still to write was written by flush().
+     */
     void (*close)(struct img *img);
 
     /*
      * The longest run starting at `offset` (< img->size), at most `length` bytes, that is one
-     * kind of extent. Must be safe to call from several threads at once.
+     * kind of extent; ext->length > 0 on success. Any thread, concurrently with everything but
+     * open/close (a writer's metadata changes are made visible under the backend's lock). A
+     * failure (-EIO for a corrupt table) changes nothing; the core fails the read.
      */
     int (*map)(struct img *img, uint64_t offset, uint64_t length, struct img_extent *ext);
 
-    /* Writes the members of "format-specific" ("type", "data"). NULL: omitted. */
+    /* Writes the members of "format-specific" ("type", "data"). NULL: omitted. Any thread. */
     int (*info_specific)(struct img *img, struct json_writer *w);
 
-    /* Internal snapshots (info's "snapshots"); NULL when the format has none. */
+    /*
+     * Internal snapshots (info's "snapshots"); NULL when the format has none. *out is the
+     * caller's (img_snapshots_free). Any thread.
+     */
     int (*snapshot_list)(struct img *img, struct img_snapshot **out, size_t *count);
 
-    /* ---- writing ---- */
+    /* ---- writing: called only on images opened with img->writable ---- */
 
+    /*
+     * Creates a new image at args->path (no image is open). args->opts holds only options of
+     * create_options, already checked one by one. On failure the file may exist, partly
+     * written; the core's callers (convert) create into a temporary file for that reason.
+     */
     int (*create)(const struct img_create_args *args);
 
     /*
      * Makes [offset, offset+length) writable and returns in *ext a DATA extent (possibly
-     * shorter than length) saying where to write. Partial clusters are filled from the backing
-     * image (copy-on-write) by the backend. When *token is set, the core calls alloc_commit()
-     * after writing the data, so metadata is linked only once the data is on disk.
+     * shorter than length, never empty) saying where to write. Partial clusters are filled
+     * from the backing image (copy-on-write) by the backend. When *token is set, the core
+     * calls alloc_commit() after writing the data, exactly once, with the result of the
+     * write, so metadata is linked only once the data is on disk. Any thread: allocations
+     * of several threads are serialised by the backend's lock. On failure nothing is linked;
+     * clusters taken may leak (check finds them), never be referenced twice.
      */
     int (*alloc)(struct img *img, uint64_t offset, uint64_t length, struct img_extent *ext,
                  struct img_alloc **token);
+    /*
+     * Links the allocation if `write_result` is 0, or abandons it (the guest range keeps its
+     * old content) if it is negative; frees `token` either way. Any thread.
+     */
     int (*alloc_commit)(struct img *img, struct img_alloc *token, int write_result);
 
+    /*
+     * zero: the range reads as zeros afterwards (IMG_ZERO_* flags); discard: the range may
+     * read as anything the format allows for discarded data (an advisory call: 0 when nothing
+     * was done). Any thread. On failure part of the range may already be done.
+     */
     int (*zero)(struct img *img, uint64_t offset, uint64_t length, unsigned flags);
     int (*discard)(struct img *img, uint64_t offset, uint64_t length);
+    /* Everything written so far (data and metadata) reaches stable storage. Any thread. */
     int (*flush)(struct img *img);
+    /*
+     * Changes the virtual size and sets img->size, under the backend's lock. On failure
+     * img->size is unchanged and the image is consistent at the old size.
+     */
     int (*resize)(struct img *img, uint64_t new_size, unsigned flags, const img_opts *opts);
-    /* Writes one whole compressed unit (cluster) at a unit-aligned guest offset. */
-    int (*write_compressed)(struct img *img, uint64_t offset, const void *buf, size_t len);
 
-    /* `result` arrives zeroed but for its log sink. flags are IMG_CHECK_REPAIR_*. */
+    /*
+     * `result` arrives zeroed but for its log sink. flags are IMG_CHECK_REPAIR_*. Without a
+     * repair flag it changes nothing; repairs are made under the backend's lock, and only on
+     * an image opened writable.
+     */
     int (*check)(struct img *img, unsigned flags, struct img_check_result *result);
 
+    /*
+     * Internal snapshots, changed under the backend's lock. On failure the image stays
+     * consistent (clusters taken may leak, as check reports).
+     */
     int (*snapshot_create)(struct img *img, const char *name);
     int (*snapshot_apply)(struct img *img, const char *name_or_id);
     int (*snapshot_delete)(struct img *img, const char *name_or_id);
 
     /*
-     * write_compressed() in two steps, so that a caller can compress many units in parallel
+     * Compressed writes in two steps, so that a caller can compress many units in parallel
      * and still place them in the file in an order of its choosing (convert: guest order).
      *
      * compress_unit() compresses one unit (`len` bytes: a whole cluster, or the image's short
@@ -112,7 +203,8 @@ struct img_format {
      *
      * write_compressed_data() allocates room for one unit at the unit-aligned guest `offset`
      * and writes it: the stream of `len` bytes from compress_unit(), or, when
-     * `stored_uncompressed`, the unit's own `len` plain bytes.
+     * `stored_uncompressed`, the unit's own `len` plain bytes. Any thread (serialised by the
+     * backend's lock). On failure the unit is not linked: the guest range keeps its content.
      */
     int (*compress_unit)(struct img *img, const void *buf, size_t len, void *out, size_t out_cap,
                          size_t *out_len);
@@ -123,6 +215,20 @@ struct img_format {
 /* The registry (formats/registry.c): every backend, in probe-tie-break order. */
 const struct img_format *format_find(const char *name);
 const struct img_format *format_probe(const uint8_t *buf, size_t len, const char *filename);
+/* The backends in registry order: index 0 .. format_count() - 1; NULL past the end. */
+size_t format_count(void);
+const struct img_format *format_at(size_t index);
+/* fmt->caps plus the capabilities that follow from its entries (enum format_cap). */
+unsigned format_caps(const struct img_format *fmt);
+static inline bool format_has(const struct img_format *fmt, unsigned cap)
+{
+    return (format_caps(fmt) & cap) == cap;
+}
+/*
+ * Checks create options against the format's table (opt_table_check): -EINVAL with
+ * qemu-img's message for an unknown key or a bad value.
+ */
+int format_check_create_options(const struct img_format *fmt, const img_opts *opts);
 /*
  * Formats QEMU knows that this library does not read yet: probed so that such images are
  * refused with "format not supported yet" instead of being misread as raw. Returns the name

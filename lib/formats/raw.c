@@ -85,26 +85,26 @@ static int raw_fill_zeroes(struct io_file *f, uint64_t offset, uint64_t length)
 
 static int raw_create(const struct img_create_args *args)
 {
-    static const char *const known[] = {"preallocation", "size", NULL};
-    int ret = opts_check_known(args->opts, known, "raw");
-    if (ret < 0)
-        return ret;
+    /* The options were checked against raw_create_options: only how they combine is left. */
     if (args->backing_file)
         return img_error(-ENOTSUP, "raw: images of format raw have no backing file");
     const char *prealloc = img_opts_get(args->opts, "preallocation");
     if (!prealloc)
         prealloc = "off";
-    if (strcmp(prealloc, "off") != 0 && strcmp(prealloc, "falloc") != 0 &&
-        strcmp(prealloc, "full") != 0)
-        return img_error(-EINVAL, "raw: invalid preallocation '%s' (allowed: off, falloc, full)",
-                         prealloc);
+    /* The positional size, else the "size" option, as for every format. */
+    uint64_t size = args->size;
+    int ret = size ? 0 : opts_get_size(args->opts, "size", &size);
+    if (ret < 0)
+        return ret;
+    if (size > (uint64_t)INT64_MAX - 511)
+        return img_error(-EFBIG, "raw: size %" PRIu64 " is too large", size);
+    /* qemu-img rounds raw sizes up to whole sectors. */
+    size = align_up_u64(size, 512);
 
     struct io_file *f;
     ret = io_file_open(&f, args->path, O_RDWR | O_CREAT | O_TRUNC, 0644);
     if (ret < 0)
         return img_error(ret, "raw: cannot create '%s': %s", args->path, img_strerror(ret));
-    /* qemu-img rounds raw sizes up to whole sectors. */
-    uint64_t size = align_up_u64(args->size, 512);
     ret = io_truncate(f, size);
     if (ret == 0 && strcmp(prealloc, "falloc") == 0 && size)
         ret = io_preallocate(f, 0, size);
@@ -176,9 +176,31 @@ static int raw_resize(struct img *img, uint64_t new_size, unsigned flags, const 
     return 0;
 }
 
+static const char *const raw_prealloc_values[] = {"off", "falloc", "full", NULL};
+
+/* In the order qemu-img prints them on its "Formatting ..." line. */
+static const struct opt_desc raw_create_options[] = {
+    {.name = "size", .type = OPT_SIZE, .help = "Virtual disk size"},
+    {.name = "preallocation",
+     .type = OPT_ENUM,
+     .values = raw_prealloc_values,
+     .help = "Preallocation mode (allowed values: off, falloc, full)"},
+    /* Host file options qemu-img takes for every format; they change nothing here. */
+    {.name = "nocow", .type = OPT_BOOL, .help = "Turn off copy-on-write (accepted, no effect)"},
+    {.name = "extent_size_hint",
+     .type = OPT_SIZE,
+     .help = "Extent size hint for the image file (accepted, no effect)"},
+    OPT_TABLE_END,
+};
+
 const struct img_format format_raw = {
-    .version = IMG_FORMAT_VERSION,
     .name = "raw",
+    /*
+     * The file is the guest content: nothing to misread if someone writes while we read, and
+     * any file is a raw image, so raw is what an unrecognised file is taken for.
+     */
+    .caps = FORMAT_PROBE_FALLBACK | FORMAT_SHARED_READ_LOCK,
+    .create_options = raw_create_options,
     .probe = raw_probe,
     .open = raw_open,
     .close = raw_close,

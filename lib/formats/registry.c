@@ -20,6 +20,37 @@ const struct img_format *format_find(const char *name)
     return NULL;
 }
 
+size_t format_count(void)
+{
+    return FORMAT_COUNT;
+}
+
+const struct img_format *format_at(size_t index)
+{
+    return index < FORMAT_COUNT ? formats[index] : NULL;
+}
+
+unsigned format_caps(const struct img_format *fmt)
+{
+    unsigned caps = fmt->caps & (FORMAT_CAN_READ - 1);
+    if (fmt->open && fmt->map)
+        caps |= FORMAT_CAN_READ;
+    if (fmt->create)
+        caps |= FORMAT_CAN_CREATE;
+    if (fmt->alloc)
+        caps |= FORMAT_CAN_WRITE;
+    if (fmt->compress_unit && fmt->write_compressed_data)
+        caps |= FORMAT_COMPRESSED_WRITES;
+    if (fmt->snapshot_list)
+        caps |= FORMAT_SNAPSHOTS;
+    return caps;
+}
+
+int format_check_create_options(const struct img_format *fmt, const img_opts *opts)
+{
+    return opt_table_check(fmt->create_options, opts);
+}
+
 const struct img_format *format_probe(const uint8_t *buf, size_t len, const char *filename)
 {
     const struct img_format *best = NULL;

@@ -89,7 +89,8 @@ static void test_write_zero_resize(void **state)
     img_opts_set(opts, "preallocation", "sometimes");
     img_opts_set(opts, "overwrite", "on");
     assert_int_equal(img_create(path, "raw", 1000, opts), -EINVAL);
-    assert_non_null(strstr(img_last_error(), "preallocation"));
+    assert_string_equal(img_last_error(),
+                        "Parameter 'preallocation' does not accept value 'sometimes'");
     img_opts_free(opts);
 
     img *image;
@@ -177,6 +178,87 @@ static void test_bad_arguments(void **state)
     img_close(NULL);
 }
 
+static void create_raw(const char *path, uint64_t size, const char *options)
+{
+    img_opts *opts;
+    assert_int_equal(img_opts_new(&opts), 0);
+    assert_int_equal(img_opts_parse(opts, options), 0);
+    assert_int_equal(img_create(path, "raw", size, opts), 0);
+    img_opts_free(opts);
+}
+
+/* preallocation=off|falloc|full as qemu-img: a hole, reserved blocks, written zeros. */
+static void test_create_preallocation(void **state)
+{
+    struct stat st;
+    const uint64_t size = 3 << 20;
+    create_raw(path_in_dir("off.raw"), size, "preallocation=off");
+    assert_int_equal(stat(path_in_dir("off.raw"), &st), 0);
+    assert_int_equal(st.st_size, size);
+    assert_true((uint64_t)st.st_blocks * 512 < size);
+
+    create_raw(path_in_dir("full.raw"), size, "preallocation=full");
+    assert_int_equal(stat(path_in_dir("full.raw"), &st), 0);
+    assert_int_equal(st.st_size, size);
+    assert_true((uint64_t)st.st_blocks * 512 >= size);
+
+    create_raw(path_in_dir("falloc.raw"), size, "preallocation=falloc");
+    assert_int_equal(stat(path_in_dir("falloc.raw"), &st), 0);
+    assert_int_equal(st.st_size, size);
+    /* Some file systems cannot reserve blocks; the file is still complete there. */
+    if (st.st_blocks)
+        assert_true((uint64_t)st.st_blocks * 512 >= size);
+
+    /* The size may come as an option too, rounded up to a sector as qemu-img does. */
+    create_raw(path_in_dir("opt.raw"), 0, "size=1000");
+    assert_int_equal(stat(path_in_dir("opt.raw"), &st), 0);
+    assert_int_equal(st.st_size, 1024);
+}
+
+/* Every bad option is refused before a file is made, in qemu-img's words. */
+static void test_create_refuses_bad_options(void **state)
+{
+    static const struct {
+        const char *options, *message;
+    } cases[] = {
+        {"preallocation=bogus", "Parameter 'preallocation' does not accept value 'bogus'"},
+        {"preallocation=metadata", "Parameter 'preallocation' does not accept value 'metadata'"},
+        {"bogus=1", "Invalid parameter 'bogus'"},
+        {"cluster_size=64k", "Invalid parameter 'cluster_size'"},
+        {"nocow=maybe", "Parameter 'nocow' expects 'on' or 'off'"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        img_opts *opts;
+        assert_int_equal(img_opts_new(&opts), 0);
+        assert_int_equal(img_opts_parse(opts, cases[i].options), 0);
+        assert_int_equal(img_create(path_in_dir("bad.raw"), "raw", 4096, opts), -EINVAL);
+        assert_string_equal(img_last_error(), cases[i].message);
+        img_opts_free(opts);
+        assert_int_equal(access(path_in_dir("bad.raw"), F_OK), -1);
+    }
+}
+
+/* What raw declares: the core and the CLI read this instead of comparing names. */
+static void test_capabilities(void **state)
+{
+    assert_int_equal(img_format_supports("raw", "read"), 1);
+    assert_int_equal(img_format_supports("raw", "write"), 1);
+    assert_int_equal(img_format_supports("raw", "create"), 1);
+    assert_int_equal(img_format_supports("raw", "snapshots"), 0);
+    assert_int_equal(img_format_supports("raw", "backing"), 0);
+    assert_int_equal(img_format_supports("raw", "compress"), 0);
+    assert_int_equal(img_format_supports("raw", "probe_fallback"), 1);
+    assert_int_equal(img_format_supports("qcow2", "snapshots"), 1);
+    assert_int_equal(img_format_supports("qcow2", "backing"), 1);
+    assert_int_equal(img_format_supports("qcow2", "compress"), 1);
+    assert_int_equal(img_format_supports("qcow2", "probe_fallback"), 0);
+    assert_int_equal(img_format_supports("nosuchformat", "read"), -ENOENT);
+    assert_non_null(strstr(img_last_error(), "nosuchformat"));
+    assert_int_equal(img_format_supports("raw", "teleport"), -EINVAL);
+    assert_int_equal(img_format_supports(NULL, "read"), -EINVAL);
+    assert_int_equal(img_format_supports("raw", NULL), -EINVAL);
+}
+
 static int cleanup(void **state)
 {
     char cmd[300];
@@ -192,9 +274,14 @@ static int setup(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_read_and_status),  cmocka_unit_test(test_write_zero_resize),
-        cmocka_unit_test(test_probed_raw_guard), cmocka_unit_test(test_bad_arguments),
+        cmocka_unit_test(test_read_and_status),
+        cmocka_unit_test(test_write_zero_resize),
+        cmocka_unit_test(test_probed_raw_guard),
+        cmocka_unit_test(test_bad_arguments),
         cmocka_unit_test(test_largest_size),
+        cmocka_unit_test(test_create_preallocation),
+        cmocka_unit_test(test_create_refuses_bad_options),
+        cmocka_unit_test(test_capabilities),
     };
     return cmocka_run_group_tests(tests, setup, cleanup);
 }

@@ -30,6 +30,7 @@
 #include <stdint.h>
 
 #include "codec/codec.h"
+#include "opt_table.h"
 
 struct img;
 struct img_extent;
@@ -546,6 +547,8 @@ struct img_create_args;
 struct img_alloc;
 struct img_opts;
 int qcow2_create(const struct img_create_args *args);
+/* The options create() takes (qcow2_create.c). */
+extern const struct opt_desc qcow2_create_options[];
 int qcow2_alloc(struct img *img, uint64_t offset, uint64_t length, struct img_extent *ext,
                 struct img_alloc **token);
 int qcow2_alloc_commit(struct img *img, struct img_alloc *token, int write_result);

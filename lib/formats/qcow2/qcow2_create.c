@@ -38,24 +38,63 @@ struct create_opts {
     bool data_file_raw;
 };
 
-static const char *const known_options[] = {
-    "size",
-    "compat",
-    "cluster_size",
-    "refcount_bits",
-    "lazy_refcounts",
-    "compression_type",
-    "extended_l2",
-    "preallocation",
-    "data_file",
-    "data_file_raw",
-    "backing_file",
-    "backing_fmt",
-    "encryption",
-    "encrypt.format",
-    "extent_size_hint",
-    "nocow",
-    NULL,
+static const char *const prealloc_values[] = {"off", "metadata", "falloc", "full", NULL};
+static const char *const compat_values[] = {"0.10", "v2", "1.1", "v3", NULL};
+static const char *const compression_values[] = {"zlib", "zstd", NULL};
+
+/*
+ * The options of `qemu-img create -f qcow2`, in the order qemu-img prints them on its
+ * "Formatting ..." line, with its defaults and help texts. The encryption keys are accepted
+ * only to be refused (encrypted images are not supported), so they are hidden from -o help.
+ */
+const struct opt_desc qcow2_create_options[] = {
+    {.name = "cluster_size",
+     .type = OPT_SIZE,
+     .def = "65536",
+     .min = 512,
+     .max = 2u << 20,
+     .help = "qcow2 cluster size"},
+    {.name = "extended_l2", .type = OPT_BOOL, .def = "off", .help = "Extended L2 tables"},
+    {.name = "preallocation",
+     .type = OPT_ENUM,
+     .values = prealloc_values,
+     .help = "Preallocation mode (allowed values: off, metadata, falloc, full)"},
+    {.name = "compression_type",
+     .type = OPT_ENUM,
+     .def = "zlib",
+     .values = compression_values,
+     .help = "Compression method used for image cluster compression"},
+    {.name = "size", .type = OPT_SIZE, .help = "Virtual disk size"},
+    {.name = "compat",
+     .type = OPT_ENUM,
+     .values = compat_values,
+     .help = "Compatibility level (v2 [0.10] or v3 [1.1])"},
+    {.name = "backing_file", .type = OPT_PATH, .help = "File name of a base image"},
+    {.name = "backing_fmt", .type = OPT_STRING, .help = "Image format of the base image"},
+    {.name = "data_file", .type = OPT_PATH, .help = "File name of an external data file"},
+    {.name = "data_file_raw",
+     .type = OPT_BOOL,
+     .help = "The external data file must stay valid as a raw image"},
+    {.name = "encryption",
+     .type = OPT_BOOL,
+     .flags = OPT_HIDDEN,
+     .help = "Encrypt the image with format 'aes' (not supported)"},
+    {.name = "encrypt.format",
+     .type = OPT_STRING,
+     .flags = OPT_HIDDEN,
+     .help = "Encrypt the image (not supported)"},
+    {.name = "lazy_refcounts", .type = OPT_BOOL, .def = "off", .help = "Postpone refcount updates"},
+    {.name = "refcount_bits",
+     .type = OPT_INT,
+     .def = "16",
+     .min = 1,
+     .max = 64,
+     .help = "Width of a reference count entry in bits"},
+    {.name = "nocow", .type = OPT_BOOL, .help = "Turn off copy-on-write (accepted, no effect)"},
+    {.name = "extent_size_hint",
+     .type = OPT_SIZE,
+     .help = "Extent size hint for the image file (accepted, no effect)"},
+    OPT_TABLE_END,
 };
 
 static int parse_version(const char *text, uint32_t *version)
@@ -68,7 +107,7 @@ static int parse_version(const char *text, uint32_t *version)
     else if (strcmp(text, "1.1") == 0 || strcmp(text, "v3") == 0)
         *version = 3;
     else
-        return img_error(-EINVAL, "qcow2: invalid compat '%s' (allowed: 0.10, v2, 1.1, v3)", text);
+        return img_error(-EINVAL, "Parameter 'compat' does not accept value '%s'", text);
     return 0;
 }
 
@@ -76,11 +115,9 @@ static int parse_options(const struct img_create_args *args, struct create_opts 
 {
     const img_opts *opts = args->opts;
     memset(o, 0, sizeof(*o));
-    int ret = opts_check_known(opts, known_options, "qcow2");
-    if (ret < 0)
-        return ret;
+    /* Each option was checked against qcow2_create_options; what is left is how they combine. */
     bool encrypted = false;
-    ret = opts_get_bool(opts, "encryption", &encrypted);
+    int ret = opts_get_bool(opts, "encryption", &encrypted);
     if (ret < 0)
         return ret;
     if (encrypted || img_opts_get(opts, "encrypt.format"))
@@ -100,7 +137,8 @@ static int parse_options(const struct img_create_args *args, struct create_opts 
     if (o->cluster_size < 512 || o->cluster_size > (2u << 20) ||
         (o->cluster_size & (o->cluster_size - 1)))
         return img_error(-EINVAL,
-                         "qcow2: invalid cluster_size %" PRIu64 " (a power of two from 512 to 2M)",
+                         "qcow2: Cluster size must be a power of two between 512 and 2048k "
+                         "(cluster_size %" PRIu64 ")",
                          o->cluster_size);
     o->cluster_bits = (uint32_t)__builtin_ctzll(o->cluster_size);
 
@@ -109,7 +147,8 @@ static int parse_options(const struct img_create_args *args, struct create_opts 
         return ret;
     if (refcount_bits == 0 || refcount_bits > 64 || (refcount_bits & (refcount_bits - 1)))
         return img_error(-EINVAL,
-                         "qcow2: invalid refcount_bits %" PRIu64 " (a power of two from 1 to 64)",
+                         "qcow2: Refcount width must be a power of two and may not exceed 64 bits "
+                         "(refcount_bits %" PRIu64 ")",
                          refcount_bits);
     if (o->version < 3 && refcount_bits != 16)
         return img_error(-EINVAL, "qcow2: refcount_bits other than 16 needs compat=1.1 (v3)");
@@ -124,8 +163,7 @@ static int parse_options(const struct img_create_args *args, struct create_opts 
     if (ctype && strcmp(ctype, "zstd") == 0)
         o->compression_type = QCOW2_COMPRESSION_ZSTD;
     else if (ctype && strcmp(ctype, "zlib") != 0)
-        return img_error(-EINVAL, "qcow2: invalid compression_type '%s' (allowed: zlib, zstd)",
-                         ctype);
+        return img_error(-EINVAL, "Parameter 'compression_type' does not accept value '%s'", ctype);
     if (o->compression_type != QCOW2_COMPRESSION_ZLIB && o->version < 3)
         return img_error(-EINVAL, "qcow2: compression_type zstd needs compat=1.1 (v3)");
 

@@ -7,32 +7,33 @@
 
 #include "error.h"
 #include "formats/qcow2/qcow2.h"
+#include "formats/qcow2/qcow2_header_layout.h"
 #include "util/checked.h"
 #include "util/endian.h"
 
 int qcow2_header_decode(const uint8_t *buf, size_t len, struct qcow2_header *h)
 {
     memset(h, 0, sizeof(*h));
-    if (len < 8 || load_be32(buf) != QCOW2_MAGIC)
+    if (len < 8 || load_be32(buf + QCOW2_HDR_MAGIC) != QCOW2_MAGIC)
         return img_error(-EINVAL, "qcow2: not a qcow2 image (bad magic)");
-    h->version = load_be32(buf + 4);
+    h->version = load_be32(buf + QCOW2_HDR_VERSION);
     if (h->version < 2 || h->version > 3)
         return img_error(-ENOTSUP, "qcow2: unsupported version %" PRIu32, h->version);
     if (len < QCOW2_V2_HEADER_LENGTH)
         return img_error(-EIO, "qcow2: the file ends inside the header (%zu of %u bytes)", len,
                          QCOW2_V2_HEADER_LENGTH);
 
-    h->backing_file_offset = load_be64(buf + 8);
-    h->backing_file_size = load_be32(buf + 16);
-    h->cluster_bits = load_be32(buf + 20);
-    h->size = load_be64(buf + 24);
-    h->crypt_method = load_be32(buf + 32);
-    h->l1_size = load_be32(buf + 36);
-    h->l1_table_offset = load_be64(buf + 40);
-    h->refcount_table_offset = load_be64(buf + 48);
-    h->refcount_table_clusters = load_be32(buf + 56);
-    h->nb_snapshots = load_be32(buf + 60);
-    h->snapshots_offset = load_be64(buf + 64);
+    h->backing_file_offset = load_be64(buf + QCOW2_HDR_BACKING_FILE_OFFSET);
+    h->backing_file_size = load_be32(buf + QCOW2_HDR_BACKING_FILE_SIZE);
+    h->cluster_bits = load_be32(buf + QCOW2_HDR_CLUSTER_BITS);
+    h->size = load_be64(buf + QCOW2_HDR_SIZE);
+    h->crypt_method = load_be32(buf + QCOW2_HDR_CRYPT_METHOD);
+    h->l1_size = load_be32(buf + QCOW2_HDR_L1_SIZE);
+    h->l1_table_offset = load_be64(buf + QCOW2_HDR_L1_TABLE_OFFSET);
+    h->refcount_table_offset = load_be64(buf + QCOW2_HDR_REFCOUNT_TABLE_OFFSET);
+    h->refcount_table_clusters = load_be32(buf + QCOW2_HDR_REFCOUNT_TABLE_CLUSTERS);
+    h->nb_snapshots = load_be32(buf + QCOW2_HDR_NB_SNAPSHOTS);
+    h->snapshots_offset = load_be64(buf + QCOW2_HDR_SNAPSHOTS_OFFSET);
 
     if (h->cluster_bits < QCOW2_MIN_CLUSTER_BITS)
         return img_error(-EIO, "qcow2: invalid cluster size 2^%" PRIu32 " (at least 2^9)",
@@ -49,11 +50,11 @@ int qcow2_header_decode(const uint8_t *buf, size_t len, struct qcow2_header *h)
         if (len < QCOW2_V3_MIN_HEADER_LENGTH)
             return img_error(-EIO, "qcow2: the file ends inside the header (%zu of %u bytes)", len,
                              QCOW2_V3_MIN_HEADER_LENGTH);
-        h->incompatible_features = load_be64(buf + 72);
-        h->compatible_features = load_be64(buf + 80);
-        h->autoclear_features = load_be64(buf + 88);
-        h->refcount_order = load_be32(buf + 96);
-        h->header_length = load_be32(buf + 100);
+        h->incompatible_features = load_be64(buf + QCOW2_HDR_INCOMPATIBLE_FEATURES);
+        h->compatible_features = load_be64(buf + QCOW2_HDR_COMPATIBLE_FEATURES);
+        h->autoclear_features = load_be64(buf + QCOW2_HDR_AUTOCLEAR_FEATURES);
+        h->refcount_order = load_be32(buf + QCOW2_HDR_REFCOUNT_ORDER);
+        h->header_length = load_be32(buf + QCOW2_HDR_HEADER_LENGTH);
         if (h->header_length < QCOW2_V3_MIN_HEADER_LENGTH)
             return img_error(-EIO,
                              "qcow2: header length %" PRIu32 " is too short (at least %u bytes)",

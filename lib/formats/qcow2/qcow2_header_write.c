@@ -11,6 +11,7 @@
 
 #include "error.h"
 #include "formats/qcow2/qcow2.h"
+#include "formats/qcow2/qcow2_header_layout.h"
 #include "formats/qcow2/qcow2_writer.h"
 #include "image.h"
 #include "io/io.h"
@@ -109,25 +110,25 @@ int qcow2_header_encode(struct qcow2_header *h, const struct qcow2_extensions *e
     if (name_len)
         memcpy(buf + b.pos, backing_name, name_len);
 
-    store_be32(buf, QCOW2_MAGIC);
-    store_be32(buf + 4, h->version);
-    store_be64(buf + 8, h->backing_file_offset);
-    store_be32(buf + 16, h->backing_file_size);
-    store_be32(buf + 20, h->cluster_bits);
-    store_be64(buf + 24, h->size);
-    store_be32(buf + 32, h->crypt_method);
-    store_be32(buf + 36, h->l1_size);
-    store_be64(buf + 40, h->l1_table_offset);
-    store_be64(buf + 48, h->refcount_table_offset);
-    store_be32(buf + 56, h->refcount_table_clusters);
-    store_be32(buf + 60, h->nb_snapshots);
-    store_be64(buf + 64, h->snapshots_offset);
+    store_be32(buf + QCOW2_HDR_MAGIC, QCOW2_MAGIC);
+    store_be32(buf + QCOW2_HDR_VERSION, h->version);
+    store_be64(buf + QCOW2_HDR_BACKING_FILE_OFFSET, h->backing_file_offset);
+    store_be32(buf + QCOW2_HDR_BACKING_FILE_SIZE, h->backing_file_size);
+    store_be32(buf + QCOW2_HDR_CLUSTER_BITS, h->cluster_bits);
+    store_be64(buf + QCOW2_HDR_SIZE, h->size);
+    store_be32(buf + QCOW2_HDR_CRYPT_METHOD, h->crypt_method);
+    store_be32(buf + QCOW2_HDR_L1_SIZE, h->l1_size);
+    store_be64(buf + QCOW2_HDR_L1_TABLE_OFFSET, h->l1_table_offset);
+    store_be64(buf + QCOW2_HDR_REFCOUNT_TABLE_OFFSET, h->refcount_table_offset);
+    store_be32(buf + QCOW2_HDR_REFCOUNT_TABLE_CLUSTERS, h->refcount_table_clusters);
+    store_be32(buf + QCOW2_HDR_NB_SNAPSHOTS, h->nb_snapshots);
+    store_be64(buf + QCOW2_HDR_SNAPSHOTS_OFFSET, h->snapshots_offset);
     if (v3) {
-        store_be64(buf + 72, h->incompatible_features);
-        store_be64(buf + 80, h->compatible_features);
-        store_be64(buf + 88, h->autoclear_features);
-        store_be32(buf + 96, h->refcount_order);
-        store_be32(buf + 100, h->header_length);
+        store_be64(buf + QCOW2_HDR_INCOMPATIBLE_FEATURES, h->incompatible_features);
+        store_be64(buf + QCOW2_HDR_COMPATIBLE_FEATURES, h->compatible_features);
+        store_be64(buf + QCOW2_HDR_AUTOCLEAR_FEATURES, h->autoclear_features);
+        store_be32(buf + QCOW2_HDR_REFCOUNT_ORDER, h->refcount_order);
+        store_be32(buf + QCOW2_HDR_HEADER_LENGTH, h->header_length);
         buf[QCOW2_COMPRESSION_TYPE_OFFSET] = h->compression_type;
         if (unknown_len)
             memcpy(buf + QCOW2_KNOWN_HEADER_LENGTH, unknown_fields, unknown_len);
@@ -167,7 +168,7 @@ int qcow2_write_incompat(struct qcow2_state *s, uint64_t incompatible_features)
     }
     uint8_t field[8];
     store_be64(field, incompatible_features);
-    int ret = io_pwrite(s->file, field, sizeof(field), 72);
+    int ret = io_pwrite(s->file, field, sizeof(field), QCOW2_HDR_INCOMPATIBLE_FEATURES);
     if (ret == 0)
         ret = io_fsync(s->file);
     if (ret < 0)

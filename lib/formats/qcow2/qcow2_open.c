@@ -261,8 +261,9 @@ static void qcow2_close(struct img *img)
 }
 
 const struct img_format format_qcow2 = {
-    .version = IMG_FORMAT_VERSION,
     .name = "qcow2",
+    .caps = FORMAT_HAS_METADATA | FORMAT_BACKING,
+    .create_options = qcow2_create_options,
     .probe = qcow2_probe,
     .open = qcow2_open,
     .close = qcow2_close,
@@ -280,7 +281,6 @@ const struct img_format format_qcow2 = {
     .discard = qcow2_discard,
     .flush = qcow2_flush,
     .resize = qcow2_resize,
-    .write_compressed = qcow2_write_compressed,
     .compress_unit = qcow2_compress_unit,
     .write_compressed_data = qcow2_write_compressed_data,
 };
