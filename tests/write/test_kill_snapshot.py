@@ -220,6 +220,9 @@ def command(op, cli, image):
 def preload_env(so, **values):
     env = dict(os.environ)
     env['LD_PRELOAD'] = so
+    # The kill points are the library's pwrite calls: the thread-pool engine makes them on
+    # the calling thread, where io_uring would make none.
+    env['IMGUTIL_IO'] = 'threads'
     # Under ASan the sanitizer's runtime must come first; the preload only wraps pwrite.
     env['ASAN_OPTIONS'] = env.get('ASAN_OPTIONS', '') + ':verify_asan_link_order=0'
     for k, v in values.items():

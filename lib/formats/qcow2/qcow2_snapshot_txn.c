@@ -13,6 +13,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -454,8 +455,25 @@ int qcow2_snapshot_txn_commit(struct qcow2_snapshot_txn *t, const struct qcow2_s
         return ret;
     ret = write_header_switch(s, sw, table_at, table_clusters);
     if (ret < 0) {
+        /*
+         * A failed write may have reached the disk in part: put the old fields back before
+         * abort() gives the appended clusters away. When even that fails, the header may
+         * name them, so they stay (a leak at worst).
+         */
+        char message[512];
+        snprintf(message, sizeof(message), "%s", img_last_error());
+        const struct qcow2_snapshot_switch old = {
+            .size = s->hdr.size,
+            .l1_size = s->hdr.l1_size,
+            .l1_table_offset = s->hdr.l1_table_offset,
+            .nb_snapshots = s->hdr.nb_snapshots,
+            .snapshots_offset = s->hdr.snapshots_offset,
+        };
+        if (write_header_switch(s, &old, s->hdr.refcount_table_offset,
+                                s->hdr.refcount_table_clusters) < 0)
+            t->wrote = false;
         free(table);
-        return ret;
+        return img_error(ret, "%s", message);
     }
     adopt(t, sw, table, table_at, table_clusters);
     t->switched = true;
