@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "convert_job.h"
 #include "error.h"
@@ -35,6 +36,7 @@
 /* And a few more, whose reads and writes are in the io_queue meanwhile. */
 #define EXTRA_SLOTS 4
 #define QUEUE_DEPTH 64
+#define WAIT_SLICE_NS 500000L
 
 enum slot_state {
     SLOT_FREE,
@@ -311,30 +313,51 @@ static bool advance(struct convert_loop *loop, int *ret)
     return moved;
 }
 
-/* Blocks until an I/O request or a worker item finishes. */
+/* With loop->lock held: has a worker item finished that advance() has not seen? */
+static bool work_finished(const struct convert_loop *loop)
+{
+    for (unsigned i = 0; i < loop->nslots; i++) {
+        const struct slot *s = &loop->slots[i];
+        if ((s->state == SLOT_COMPUTING || s->state == SLOT_COMMITTING) && s->work_done)
+            return true;
+    }
+    return false;
+}
+
+/*
+ * Blocks until an I/O request or a worker item finishes. A queue has no descriptor to wait on
+ * together with the workers' condition variable, so with both kinds outstanding the loop waits
+ * for the workers a short while at a time and looks at the queue in between: a worker that
+ * finishes is seen at once, a request within WAIT_SLICE_NS.
+ */
 static int wait_for_event(struct convert_loop *loop)
 {
-    if (io_queue_in_flight(loop->queue) > 0) {
-        /*
-         * Worker items finishing meanwhile are seen once a request completes; with requests in
-         * flight that is soon, and it keeps the loop to one thread with one wait.
-         */
+    bool io = io_queue_in_flight(loop->queue) > 0;
+    pthread_mutex_lock(&loop->lock);
+    if (!io) {
+        while (!work_finished(loop) && loop->working > 0)
+            pthread_cond_wait(&loop->work_done, &loop->lock);
+        pthread_mutex_unlock(&loop->lock);
+        return 0;
+    }
+    if (loop->working == 0) {
+        pthread_mutex_unlock(&loop->lock);
         int ret = io_queue_reap(loop->queue, 1);
         return ret < 0 ? ret : 0;
     }
-    pthread_mutex_lock(&loop->lock);
-    for (;;) {
-        bool done = false;
-        for (unsigned i = 0; i < loop->nslots && !done; i++) {
-            const struct slot *s = &loop->slots[i];
-            done = (s->state == SLOT_COMPUTING || s->state == SLOT_COMMITTING) && s->work_done;
+    if (!work_finished(loop)) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += WAIT_SLICE_NS;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
         }
-        if (done || loop->working == 0)
-            break;
-        pthread_cond_wait(&loop->work_done, &loop->lock);
+        pthread_cond_timedwait(&loop->work_done, &loop->lock, &until);
     }
     pthread_mutex_unlock(&loop->lock);
-    return 0;
+    int ret = io_queue_reap(loop->queue, 0);
+    return ret < 0 ? ret : 0;
 }
 
 static int run_loop(struct convert_loop *loop)
