@@ -35,6 +35,8 @@
 #define SLOTS_PER_WORKER 2
 /* And a few more, whose reads and writes are in the io_queue meanwhile. */
 #define EXTRA_SLOTS 4
+/* Bounds the memory in flight on large hosts: a slot holds up to two chunk-sized buffers. */
+#define MAX_SLOTS 32
 #define QUEUE_DEPTH 64
 #define WAIT_SLICE_NS 500000L
 
@@ -392,7 +394,8 @@ static int run_loop(struct convert_loop *loop)
 int convert_copy(struct convert_job *job)
 {
     struct convert_loop loop = {.job = job};
-    loop.nslots = workpool_size() * SLOTS_PER_WORKER + EXTRA_SLOTS;
+    loop.nslots =
+        (unsigned)min_u64((uint64_t)workpool_size() * SLOTS_PER_WORKER + EXTRA_SLOTS, MAX_SLOTS);
     loop.slots = calloc(loop.nslots, sizeof(*loop.slots));
     if (!loop.slots)
         return img_error(-ENOMEM, "out of memory");
