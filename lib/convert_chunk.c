@@ -14,6 +14,7 @@
 #include "error.h"
 #include "formats/format.h"
 #include "io/io.h"
+#include "codec/codec.h"
 #include "util/checked.h"
 #include "util/zero.h"
 
@@ -32,6 +33,7 @@ void convert_chunk_ctx_fini(struct convert_chunk_ctx *ctx)
     free(ctx->buf);
     free(ctx->zeros);
     free(ctx->packed_exts);
+    free(ctx->packed_in);
     free(ctx->reqs);
     free(ctx->packed);
     free(ctx->units);
@@ -86,7 +88,59 @@ static int add_req(struct convert_chunk_ctx *ctx, enum io_op op, struct io_file 
     return 0;
 }
 
-static int note_packed_extent(struct convert_chunk_ctx *ctx, uint64_t pos,
+/* As img_read_extent() checks a compressed extent before reading it. */
+#define PACKED_UNIT_MAX (64u << 20)
+
+static bool packed_extent_sane(const struct img_extent *ext, uint64_t offset)
+{
+    return ext->unit_size != 0 && ext->unit_size <= PACKED_UNIT_MAX &&
+           ext->comp_length <= 2ull * ext->unit_size + 4096 && offset >= ext->unit_start &&
+           offset - ext->unit_start + ext->length <= ext->unit_size;
+}
+
+/*
+ * Plans the read of a compressed extent's stream into ctx->packed_in. Streams stored one
+ * after another go out as one read; qcow2 rounds each up to a sector, so the next may begin
+ * inside the previous one's last sector. Returns the stream's place in packed_in, or
+ * UINT64_MAX when it does not fit (or looks wrong: the worker's own read reports that).
+ */
+static int plan_packed_read(struct convert_chunk_ctx *ctx, const struct img_extent *ext,
+                            uint64_t offset, uint64_t *in_off)
+{
+    *in_off = UINT64_MAX;
+    if (!packed_extent_sane(ext, offset))
+        return 0;
+    if (!ctx->packed_in && !(ctx->packed_in = malloc(CONVERT_CHUNK_SIZE)))
+        return img_error(-ENOMEM, "out of memory");
+    uint64_t start = ext->host_offset, end = ext->host_offset + ext->comp_length;
+    if (ctx->packed_in_req) {
+        struct io_req *last = &ctx->reqs[ctx->packed_in_req - 1];
+        uint64_t last_end = last->offset + last->len;
+        size_t last_at = (size_t)((uint8_t *)last->buf - ctx->packed_in);
+        if (last->file == ext->file && start >= last->offset && start <= last_end &&
+            end - last->offset <= CONVERT_CHUNK_SIZE - last_at) {
+            if (end > last_end) {
+                last->len = (size_t)(end - last->offset);
+                ctx->packed_in_used = last_at + last->len;
+            }
+            *in_off = last_at + (start - last->offset);
+            return 0;
+        }
+    }
+    if (ext->comp_length > CONVERT_CHUNK_SIZE - ctx->packed_in_used)
+        return 0;
+    *in_off = ctx->packed_in_used;
+    int ret = add_req(ctx, IO_OP_READ, ext->file, ctx->packed_in + ctx->packed_in_used,
+                      ext->comp_length, start);
+    if (ret < 0)
+        return ret;
+    /* Never merged by add_req with the request before it: that one is not in packed_in. */
+    ctx->packed_in_req = ctx->nreqs;
+    ctx->packed_in_used += (size_t)ext->comp_length;
+    return 0;
+}
+
+static int note_packed_extent(struct convert_chunk_ctx *ctx, uint64_t pos, uint64_t offset,
                               const struct img_extent *ext)
 {
     if (ctx->npacked_exts == ctx->packed_exts_cap) {
@@ -98,10 +152,36 @@ static int note_packed_extent(struct convert_chunk_ctx *ctx, uint64_t pos,
         ctx->packed_exts = grown;
         ctx->packed_exts_cap = cap;
     }
-    ctx->packed_exts[ctx->npacked_exts].pos = pos;
-    ctx->packed_exts[ctx->npacked_exts].ext = *ext;
+    struct convert_packed_extent *p = &ctx->packed_exts[ctx->npacked_exts];
+    p->pos = pos;
+    p->ext = *ext;
+    int ret = plan_packed_read(ctx, ext, offset + pos, &p->in_off);
+    if (ret < 0)
+        return ret;
     ctx->npacked_exts++;
     return 0;
+}
+
+/* Decompresses a stream read into packed_in: straight into the chunk when it is a whole unit. */
+static int unpack_extent(const struct convert_chunk_ctx *ctx, const struct convert_packed_extent *p,
+                         uint64_t offset)
+{
+    const struct img_extent *ext = &p->ext;
+    uint64_t at = offset + p->pos;
+    bool whole = at == ext->unit_start && ext->length == ext->unit_size;
+    uint8_t *unit = whole ? ctx->buf + p->pos : malloc(ext->unit_size);
+    if (!unit)
+        return img_error(-ENOMEM, "out of memory");
+    int ret = codec_decompress((enum img_codec)ext->codec, ctx->packed_in + p->in_off,
+                               (size_t)ext->comp_length, unit, ext->unit_size);
+    if (ret < 0)
+        img_error(ret, "compressed data at host offset 0x%" PRIx64 " is corrupt (%s)",
+                  ext->host_offset, codec_name((enum img_codec)ext->codec));
+    else if (!whole)
+        memcpy(ctx->buf + p->pos, unit + (at - ext->unit_start), ext->length);
+    if (!whole)
+        free(unit);
+    return ret;
 }
 
 int convert_chunk_plan(const struct convert_job *job, struct convert_chunk_ctx *ctx,
@@ -110,6 +190,8 @@ int convert_chunk_plan(const struct convert_job *job, struct convert_chunk_ctx *
     ctx->nzeros = 0;
     ctx->npacked_exts = 0;
     ctx->nreqs = 0;
+    ctx->packed_in_used = 0;
+    ctx->packed_in_req = 0;
     for (uint64_t pos = 0; pos < length;) {
         struct img_extent ext;
         int depth;
@@ -128,7 +210,7 @@ int convert_chunk_plan(const struct convert_job *job, struct convert_chunk_ctx *
             ret = add_req(ctx, IO_OP_READ, ext.file, ctx->buf + pos, ext.length, ext.host_offset);
             break;
         case EXTENT_COMPRESSED:
-            ret = note_packed_extent(ctx, pos, &ext);
+            ret = note_packed_extent(ctx, pos, offset, &ext);
             break;
         default:
             ret = img_error(-EIO, "convert: unknown extent kind %d", (int)ext.kind);
@@ -160,7 +242,9 @@ static int fill_unread(const struct convert_chunk_ctx *ctx, uint64_t offset, uin
     }
     for (size_t i = 0; i < ctx->npacked_exts; i++) {
         const struct convert_packed_extent *p = &ctx->packed_exts[i];
-        int ret = img_read_extent(&p->ext, ctx->buf + p->pos, offset + p->pos);
+        int ret = p->in_off != UINT64_MAX
+                      ? unpack_extent(ctx, p, offset)
+                      : img_read_extent(&p->ext, ctx->buf + p->pos, offset + p->pos);
         if (ret < 0)
             return ret;
     }

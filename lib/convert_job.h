@@ -54,12 +54,20 @@ struct convert_chunk_ctx {
         uint64_t start, end;
     } * zeros;
     size_t nzeros, zeros_cap;
-    /* Compressed extents of the source, read and decompressed by the worker. */
+    /*
+     * Compressed extents of the source. Their streams are read through the queue into
+     * `packed_in` (CONVERT_CHUNK_SIZE bytes, allocated on first use) and decompressed by the
+     * worker; those that do not fit (in_off UINT64_MAX) the worker reads itself.
+     */
     struct convert_packed_extent {
         uint64_t pos; /* relative to the chunk */
+        uint64_t in_off;
         struct img_extent ext;
     } * packed_exts;
     size_t npacked_exts, packed_exts_cap;
+    uint8_t *packed_in;
+    size_t packed_in_used;
+    size_t packed_in_req; /* index + 1 in reqs of the last stream read, 0: none */
     /*
      * Host requests for the event loop to submit: first the reads of the source's DATA
      * extents (convert_chunk_plan), then the writes of the target (convert_chunk_compute).
