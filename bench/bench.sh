@@ -3,6 +3,8 @@
 # Prints, per case, the median wall time of each over N runs and the ratio qemu-img/imgutil
 # (above 1 means imgutil is faster).
 #   bench/bench.sh [BUILD_DIR] [RUNS]     (default: build, 7 runs)
+# imgutil's I/O engine is taken from the environment: IMGUTIL_IO=uring|threads (default: uring
+# where the kernel allows it).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=$(cd "${1:-$root/build}" && pwd)
@@ -13,7 +15,7 @@ work=$(mktemp -d /tmp/imgutil-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
 
-echo "preparing images in $work"
+echo "preparing images in $work (imgutil I/O engine: ${IMGUTIL_IO:-default})"
 python3 - <<'PY'
 import os, random
 random.seed(1)
@@ -63,6 +65,8 @@ bench_case "convert zlib qcow2 -> raw" convert -O raw mixed-zlib.qcow2 out.raw
 bench_case "convert zstd qcow2 -> raw" convert -O raw mixed-zstd.qcow2 out.raw
 bench_case "convert overlay chain -> raw" convert -O raw overlay.qcow2 out.raw
 bench_case "convert 1T sparse -> raw" convert -O raw sparse-1T.qcow2 out.raw
+bench_case "convert qcow2 -> raw prealloc=falloc" convert -O raw -o preallocation=falloc mixed.qcow2 out.raw
+bench_case "convert qcow2 -> raw prealloc=full" convert -O raw -o preallocation=full mixed.qcow2 out.raw
 bench_case "convert raw -> qcow2" convert -O qcow2 mixed.raw out.qcow2
 bench_case "convert raw -> compressed qcow2" convert -c -O qcow2 mixed.raw out.qcow2
 bench_case "info --output=json" info --output=json mixed.qcow2

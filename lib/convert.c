@@ -87,35 +87,6 @@ static int create_temp_file(const char *dst, char **temp_out)
 
 /* ---- the targets ---- */
 
-static int convert_to_raw(struct convert_job *job, const char *temp)
-{
-    struct io_file *dst;
-    /*
-     * The file was created empty just now. No O_TRUNC: on ext4 truncating a file to zero makes
-     * its close start writeback of everything written since (auto_da_alloc), which would
-     * stall the end of every convert.
-     */
-    int ret = io_file_open(&dst, temp, O_RDWR, 0);
-    if (ret < 0)
-        return img_error(ret, "cannot open '%s': %s", temp, img_strerror(ret));
-    ret = io_truncate(dst, job->src->size);
-    if (ret < 0)
-        img_error(ret, "cannot size the target: %s", img_strerror(ret));
-    job->raw_dst = dst;
-    job->unit = 512;
-    job->zero_block = job->sparse_size;
-    if (ret == 0)
-        ret = convert_copy(job);
-    if (ret == 0 && job->sync) {
-        ret = io_fsync(dst);
-        if (ret < 0)
-            img_error(ret, "cannot flush the target: %s", img_strerror(ret));
-    }
-    job->raw_dst = NULL;
-    io_file_close(dst);
-    return ret;
-}
-
 static bool is_power_of_two(uint64_t v)
 {
     return v && !(v & (v - 1));
@@ -281,16 +252,9 @@ IMG_API int img_convert(img *src, const char *dst_path, const char *dst_format,
     ret = split_options(opts, &create_opts);
     if (ret == 0)
         ret = create_temp_file(dst_path, &temp);
-    if (ret == 0) {
-        if (!format_has(fmt, FORMAT_HAS_METADATA)) {
-            /* Created as the format creates it (checked options, preallocation), then filled. */
-            ret = img_create(temp, dst_format, job.src->size, create_opts);
-            if (ret == 0)
-                ret = convert_to_raw(&job, temp);
-        } else {
-            ret = convert_through_format(&job, temp, dst_format, create_opts);
-        }
-    }
+    /* Every format, raw included, is created and written through its backend. */
+    if (ret == 0)
+        ret = convert_through_format(&job, temp, dst_format, create_opts);
     if (ret == 0 && rename(temp, dst_path) < 0)
         ret = img_error(-errno, "cannot rename the finished image to '%s': %s", dst_path,
                         img_strerror(-errno));

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * Copies one chunk of a convert: the source's extents are read into the worker's buffer
- * (ranges the source already reports as zeros are not read), then the runs of non-zero blocks
- * are written to the target, so the target stays sparse where the data is zero. A compressed
- * chunk is copied in two halves: its units are compressed at once, and written later in turn.
+ * One chunk of a convert, in two halves. The event loop plans its reads (ranges the source
+ * already reports as zeros are not read); once they are in, a worker finds the runs of
+ * non-zero blocks and prepares their writes, so the target stays sparse where the data is
+ * zero. A compressed chunk is compressed by a worker at once, and written later in turn.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -14,33 +14,9 @@
 #include "error.h"
 #include "formats/format.h"
 #include "io/io.h"
+#include "codec/codec.h"
 #include "util/checked.h"
-
-bool buffer_is_zero(const void *buf, size_t len)
-{
-    const uint8_t *p = buf;
-    while (len && ((uintptr_t)p & 7)) {
-        if (*p++)
-            return false;
-        len--;
-    }
-    const uint64_t *w = (const uint64_t *)(const void *)p;
-    /* Data blocks usually differ from zero in their first bytes: look there first. */
-    if (len >= 64 && (w[0] | w[1] | w[2] | w[3] | w[4] | w[5] | w[6] | w[7]))
-        return false;
-    for (; len >= 256; len -= 256, w += 32) {
-        uint64_t acc = 0;
-        for (int i = 0; i < 32; i++)
-            acc |= w[i];
-        if (acc)
-            return false;
-    }
-    p = (const uint8_t *)w;
-    while (len--)
-        if (*p++)
-            return false;
-    return true;
-}
+#include "util/zero.h"
 
 int convert_chunk_ctx_init(struct convert_chunk_ctx *ctx)
 {
@@ -56,6 +32,9 @@ void convert_chunk_ctx_fini(struct convert_chunk_ctx *ctx)
 {
     free(ctx->buf);
     free(ctx->zeros);
+    free(ctx->packed_exts);
+    free(ctx->packed_in);
+    free(ctx->reqs);
     free(ctx->packed);
     free(ctx->units);
     memset(ctx, 0, sizeof(*ctx));
@@ -82,39 +61,192 @@ static int note_zero_run(struct convert_chunk_ctx *ctx, uint64_t start, uint64_t
     return 0;
 }
 
+/* Appends a request for the event loop; `reqs` only grows while none is in flight. */
+static int add_req(struct convert_chunk_ctx *ctx, enum io_op op, struct io_file *file, void *buf,
+                   uint64_t len, uint64_t host_offset)
+{
+    if (ctx->nreqs) {
+        /* A run continuing the previous one in the same file goes out as one request. */
+        struct io_req *last = &ctx->reqs[ctx->nreqs - 1];
+        if (last->op == op && last->file == file && (uint8_t *)last->buf + last->len == buf &&
+            last->offset + last->len == host_offset) {
+            last->len += len;
+            return 0;
+        }
+    }
+    if (ctx->nreqs == ctx->reqs_cap) {
+        /* At most one per 512-byte sector of a chunk: bounded. */
+        size_t cap = ctx->reqs_cap ? ctx->reqs_cap * 2 : 16;
+        struct io_req *grown = realloc(ctx->reqs, cap * sizeof(*grown));
+        if (!grown)
+            return img_error(-ENOMEM, "out of memory");
+        ctx->reqs = grown;
+        ctx->reqs_cap = cap;
+    }
+    ctx->reqs[ctx->nreqs++] = (struct io_req){
+        .op = op, .file = file, .buf = buf, .len = (size_t)len, .offset = host_offset};
+    return 0;
+}
+
+/* As img_read_extent() checks a compressed extent before reading it. */
+#define PACKED_UNIT_MAX (64u << 20)
+
+static bool packed_extent_sane(const struct img_extent *ext, uint64_t offset)
+{
+    return ext->unit_size != 0 && ext->unit_size <= PACKED_UNIT_MAX &&
+           ext->comp_length <= 2ull * ext->unit_size + 4096 && offset >= ext->unit_start &&
+           offset - ext->unit_start + ext->length <= ext->unit_size;
+}
+
 /*
- * Reads the chunk into ctx->buf. Ranges that read as zeros are recorded instead of read, and
- * cleared in the buffer only where they share a `unit` with data (whole zero units are
- * never looked at again); with `unit` 0 they are cleared whole.
+ * Plans the read of a compressed extent's stream into ctx->packed_in. Streams stored one
+ * after another go out as one read; qcow2 rounds each up to a sector, so the next may begin
+ * inside the previous one's last sector. Returns the stream's place in packed_in, or
+ * UINT64_MAX when it does not fit (or looks wrong: the worker's own read reports that).
  */
-static int read_chunk(const struct convert_job *job, struct convert_chunk_ctx *ctx, uint64_t offset,
-                      uint64_t length, uint64_t unit)
+static int plan_packed_read(struct convert_chunk_ctx *ctx, const struct img_extent *ext,
+                            uint64_t offset, uint64_t *in_off)
+{
+    *in_off = UINT64_MAX;
+    if (!packed_extent_sane(ext, offset))
+        return 0;
+    if (!ctx->packed_in && !(ctx->packed_in = malloc(CONVERT_CHUNK_SIZE)))
+        return img_error(-ENOMEM, "out of memory");
+    uint64_t start = ext->host_offset, end = ext->host_offset + ext->comp_length;
+    if (ctx->packed_in_req) {
+        struct io_req *last = &ctx->reqs[ctx->packed_in_req - 1];
+        uint64_t last_end = last->offset + last->len;
+        size_t last_at = (size_t)((uint8_t *)last->buf - ctx->packed_in);
+        if (last->file == ext->file && start >= last->offset && start <= last_end &&
+            end - last->offset <= CONVERT_CHUNK_SIZE - last_at) {
+            if (end > last_end) {
+                last->len = (size_t)(end - last->offset);
+                ctx->packed_in_used = last_at + last->len;
+            }
+            *in_off = last_at + (start - last->offset);
+            return 0;
+        }
+    }
+    if (ext->comp_length > CONVERT_CHUNK_SIZE - ctx->packed_in_used)
+        return 0;
+    *in_off = ctx->packed_in_used;
+    int ret = add_req(ctx, IO_OP_READ, ext->file, ctx->packed_in + ctx->packed_in_used,
+                      ext->comp_length, start);
+    if (ret < 0)
+        return ret;
+    /* Never merged by add_req with the request before it: that one is not in packed_in. */
+    ctx->packed_in_req = ctx->nreqs;
+    ctx->packed_in_used += (size_t)ext->comp_length;
+    return 0;
+}
+
+static int note_packed_extent(struct convert_chunk_ctx *ctx, uint64_t pos, uint64_t offset,
+                              const struct img_extent *ext)
+{
+    if (ctx->npacked_exts == ctx->packed_exts_cap) {
+        /* At most one per 512-byte sector of a chunk: bounded. */
+        size_t cap = ctx->packed_exts_cap ? ctx->packed_exts_cap * 2 : 16;
+        struct convert_packed_extent *grown = realloc(ctx->packed_exts, cap * sizeof(*grown));
+        if (!grown)
+            return img_error(-ENOMEM, "out of memory");
+        ctx->packed_exts = grown;
+        ctx->packed_exts_cap = cap;
+    }
+    struct convert_packed_extent *p = &ctx->packed_exts[ctx->npacked_exts];
+    p->pos = pos;
+    p->ext = *ext;
+    int ret = plan_packed_read(ctx, ext, offset + pos, &p->in_off);
+    if (ret < 0)
+        return ret;
+    ctx->npacked_exts++;
+    return 0;
+}
+
+/* Decompresses a stream read into packed_in: straight into the chunk when it is a whole unit. */
+static int unpack_extent(const struct convert_chunk_ctx *ctx, const struct convert_packed_extent *p,
+                         uint64_t offset)
+{
+    const struct img_extent *ext = &p->ext;
+    uint64_t at = offset + p->pos;
+    bool whole = at == ext->unit_start && ext->length == ext->unit_size;
+    uint8_t *unit = whole ? ctx->buf + p->pos : malloc(ext->unit_size);
+    if (!unit)
+        return img_error(-ENOMEM, "out of memory");
+    int ret = codec_decompress((enum img_codec)ext->codec, ctx->packed_in + p->in_off,
+                               (size_t)ext->comp_length, unit, ext->unit_size);
+    if (ret < 0)
+        img_error(ret, "compressed data at host offset 0x%" PRIx64 " is corrupt (%s)",
+                  ext->host_offset, codec_name((enum img_codec)ext->codec));
+    else if (!whole)
+        memcpy(ctx->buf + p->pos, unit + (at - ext->unit_start), ext->length);
+    if (!whole)
+        free(unit);
+    return ret;
+}
+
+int convert_chunk_plan(const struct convert_job *job, struct convert_chunk_ctx *ctx,
+                       uint64_t offset, uint64_t length)
 {
     ctx->nzeros = 0;
+    ctx->npacked_exts = 0;
+    ctx->nreqs = 0;
+    ctx->packed_in_used = 0;
+    ctx->packed_in_req = 0;
     for (uint64_t pos = 0; pos < length;) {
         struct img_extent ext;
         int depth;
         int ret = img_map_chain(job->src, offset + pos, length - pos, &ext, &depth);
         if (ret < 0)
             return ret;
-        uint8_t *p = ctx->buf + pos;
-        if (ext.kind == EXTENT_ZERO || ext.kind == EXTENT_UNALLOCATED) {
-            uint64_t end = pos + ext.length;
-            if (unit == 0) {
-                memset(p, 0, ext.length);
-            } else {
-                uint64_t head = min_u64(end, align_up_u64(pos, unit));
-                uint64_t tail = max_u64(head, end & ~(unit - 1));
-                memset(p, 0, head - pos);
-                memset(ctx->buf + tail, 0, end - tail);
-                ret = note_zero_run(ctx, pos, end);
-            }
-        } else {
-            ret = img_read_extent(&ext, p, offset + pos);
+        if (ext.length == 0 || ext.length > length - pos)
+            return img_error(-EIO, "convert: the source mapped an invalid extent at %" PRIu64,
+                             offset + pos);
+        switch (ext.kind) {
+        case EXTENT_ZERO:
+        case EXTENT_UNALLOCATED:
+            ret = note_zero_run(ctx, pos, pos + ext.length);
+            break;
+        case EXTENT_DATA:
+            ret = add_req(ctx, IO_OP_READ, ext.file, ctx->buf + pos, ext.length, ext.host_offset);
+            break;
+        case EXTENT_COMPRESSED:
+            ret = note_packed_extent(ctx, pos, offset, &ext);
+            break;
+        default:
+            ret = img_error(-EIO, "convert: unknown extent kind %d", (int)ext.kind);
         }
         if (ret < 0)
             return ret;
         pos += ext.length;
+    }
+    return 0;
+}
+
+/*
+ * Fills what was not read: compressed extents are decompressed, and ranges that read as
+ * zeros are cleared in the buffer only where they share a `unit` with data (whole zero units
+ * are never looked at again); with `unit` 0 they are cleared whole.
+ */
+static int fill_unread(const struct convert_chunk_ctx *ctx, uint64_t offset, uint64_t unit)
+{
+    for (size_t i = 0; i < ctx->nzeros; i++) {
+        uint64_t pos = ctx->zeros[i].start, end = ctx->zeros[i].end;
+        if (unit == 0) {
+            memset(ctx->buf + pos, 0, end - pos);
+        } else {
+            uint64_t head = min_u64(end, align_up_u64(pos, unit));
+            uint64_t tail = max_u64(head, end & ~(unit - 1));
+            memset(ctx->buf + pos, 0, head - pos);
+            memset(ctx->buf + tail, 0, end - tail);
+        }
+    }
+    for (size_t i = 0; i < ctx->npacked_exts; i++) {
+        const struct convert_packed_extent *p = &ctx->packed_exts[i];
+        int ret = p->in_off != UINT64_MAX
+                      ? unpack_extent(ctx, p, offset)
+                      : img_read_extent(&p->ext, ctx->buf + p->pos, offset + p->pos);
+        if (ret < 0)
+            return ret;
     }
     return 0;
 }
@@ -129,20 +261,54 @@ static bool source_says_zero(const struct convert_chunk_ctx *ctx, size_t *cursor
            end <= ctx->zeros[*cursor].end;
 }
 
-static int write_run(const struct convert_job *job, const uint8_t *buf, uint64_t len,
-                     uint64_t offset)
+/*
+ * Writes guest bytes [offset, offset + len) of the target: allocates them, and lists the
+ * writes whose place is then known for the event loop to submit. A backend that must link
+ * its allocation only after the data is on disk (a token) is written here and now. No
+ * buffer: zeros (the target has a backing file that must not show through).
+ */
+static int write_run(const struct convert_job *job, struct convert_chunk_ctx *ctx,
+                     const uint8_t *buf, uint64_t len, uint64_t offset)
 {
-    if (job->raw_dst) {
-        int ret = io_pwrite(job->raw_dst, buf, len, offset);
-        if (ret < 0)
-            return img_error(ret, "write to the target failed: %s", img_strerror(ret));
-        return 0;
-    }
-    /* No buffer: zeros (the target has a backing file that must not show through). */
+    struct img *dst = job->img_dst;
     if (!buf)
-        return img_zero(job->img_dst, offset, len, 0);
-    int64_t w = img_pwrite(job->img_dst, buf, len, offset);
-    return w < 0 ? (int)w : 0;
+        return img_zero(dst, offset, len, 0);
+    if (!dst->fmt->alloc)
+        return img_error(-ENOTSUP, "%s: format %s does not support writing", dst->filename,
+                         dst->fmt->name);
+    while (len) {
+        struct img_extent ext = {0};
+        struct img_alloc *token = NULL;
+        int ret = dst->fmt->alloc(dst, offset, len, &ext, &token);
+        if (ret < 0)
+            return ret;
+        if (ext.kind != EXTENT_DATA || ext.length == 0 || ext.length > len) {
+            if (token && dst->fmt->alloc_commit)
+                dst->fmt->alloc_commit(dst, token, -EIO);
+            return img_error(-EIO, "%s: backend returned an invalid allocation at %" PRIu64,
+                             dst->filename, offset);
+        }
+        if (token) {
+            ret = io_pwrite(ext.file, buf, ext.length, ext.host_offset);
+            if (ret < 0)
+                img_error(ret,
+                          "%s: write of %" PRIu64 " bytes at host offset 0x%" PRIx64 " failed: %s",
+                          dst->filename, ext.length, ext.host_offset, img_strerror(ret));
+            if (dst->fmt->alloc_commit) {
+                int commit = dst->fmt->alloc_commit(dst, token, ret);
+                if (ret == 0)
+                    ret = commit;
+            }
+        } else {
+            ret = add_req(ctx, IO_OP_WRITE, ext.file, (void *)buf, ext.length, ext.host_offset);
+        }
+        if (ret < 0)
+            return ret;
+        buf += ext.length;
+        offset += ext.length;
+        len -= ext.length;
+    }
+    return 0;
 }
 
 /* What becomes of one piece of the chunk. */
@@ -151,6 +317,7 @@ enum piece_fate { PIECE_SKIP, PIECE_ZERO, PIECE_DATA };
 /* Consecutive pieces of the same fate go out as one request. */
 struct piece_runs {
     const struct convert_job *job;
+    struct convert_chunk_ctx *ctx;
     const uint8_t *buf;
     uint64_t offset; /* guest offset of the chunk */
     enum piece_fate fate;
@@ -161,7 +328,7 @@ static int runs_flush(struct piece_runs *r)
 {
     int ret = 0;
     if (r->len && r->fate != PIECE_SKIP)
-        ret = write_run(r->job, r->fate == PIECE_DATA ? r->buf + r->start : NULL, r->len,
+        ret = write_run(r->job, r->ctx, r->fate == PIECE_DATA ? r->buf + r->start : NULL, r->len,
                         r->offset + r->start);
     r->len = 0;
     return ret;
@@ -241,7 +408,7 @@ int convert_chunk_commit(const struct convert_job *job, struct convert_chunk_ctx
                          uint64_t offset)
 {
     struct img *dst = job->img_dst;
-    struct piece_runs zeros = {.job = job, .offset = offset};
+    struct piece_runs zeros = {.job = job, .ctx = ctx, .offset = offset};
     for (size_t i = 0; i < ctx->nunits; i++) {
         const struct convert_unit *u = &ctx->units[i];
         int ret;
@@ -288,21 +455,23 @@ static int add_granule(const struct convert_job *job, struct convert_chunk_ctx *
     return 0;
 }
 
-int convert_chunk(const struct convert_job *job, struct convert_chunk_ctx *ctx, uint64_t offset,
-                  uint64_t length)
+int convert_chunk_compute(const struct convert_job *job, struct convert_chunk_ctx *ctx,
+                          uint64_t offset, uint64_t length)
 {
     /* -S 0: every byte is written, the source's zeros included (a fully allocated target). */
     bool write_all = !job->compress_unit && job->zero_block == 0;
     uint64_t unit = write_all ? 0 : job->compress_unit ? job->compress_unit : job->unit;
-    int ret = read_chunk(job, ctx, offset, length, unit);
+    int ret = fill_unread(ctx, offset, unit);
     if (ret < 0)
         return ret;
+    /* The reads are done: the list now receives the writes. */
+    ctx->nreqs = 0;
     if (write_all)
-        return write_run(job, ctx->buf, length, offset);
+        return write_run(job, ctx, ctx->buf, length, offset);
     if (job->compress_unit)
         return compress_units(job, ctx, length);
 
-    struct piece_runs runs = {.job = job, .buf = ctx->buf, .offset = offset};
+    struct piece_runs runs = {.job = job, .ctx = ctx, .buf = ctx->buf, .offset = offset};
     size_t cursor = 0;
     for (uint64_t pos = 0; ret == 0 && pos < length; pos += job->zero_block)
         ret = add_granule(job, ctx, &cursor, &runs, pos, min_u64(pos + job->zero_block, length));

@@ -3,9 +3,10 @@
 #define IMG_CONVERT_JOB_H
 
 /*
- * Between the parts of img_convert: convert.c sets up the job and the target, convert_pool.c
- * cuts the guest range into chunks and runs them on worker threads, convert_chunk.c copies
- * one chunk.
+ * Between the parts of img_convert: convert.c sets up the job and the target; convert_pool.c
+ * runs the copy as an event loop on the calling thread, keeping the reads and writes of
+ * several chunks in flight through an io_queue and handing their CPU work to the process-wide
+ * workpool; convert_chunk.c says what one chunk needs (its reads, its zeros, its writes).
  */
 
 #include <stdbool.h>
@@ -14,6 +15,7 @@
 
 #include "image.h"
 #include "imgutil.h"
+#include "io/io.h"
 
 /* Chunks are aligned to this (a multiple of every cluster size, so chunks share no cluster). */
 #define CONVERT_CHUNK_SIZE (2u << 20)
@@ -27,8 +29,7 @@ struct convert_job {
     bool sync;     /* flush the target before renaming it into place */
     uint64_t done; /* guest bytes finished, for progress */
 
-    /* Exactly one target: a raw file written directly, or an image through its format. */
-    struct io_file *raw_dst;
+    /* The target, an image of any format opened for writing. */
     struct img *img_dst;
     /*
      * What is left out, as qemu-img convert does it. Ranges the source reports as zeros are
@@ -45,7 +46,7 @@ struct convert_job {
     bool zeros_explicit;
 };
 
-/* A worker's private buffers for copying chunks. */
+/* One chunk's buffers and the requests it needs; one per chunk in flight. */
 struct convert_chunk_ctx {
     uint8_t *buf; /* CONVERT_CHUNK_SIZE bytes */
     /* Ranges of the current chunk known to read as zeros, relative to its start, sorted. */
@@ -54,9 +55,30 @@ struct convert_chunk_ctx {
     } * zeros;
     size_t nzeros, zeros_cap;
     /*
-     * Compressing in guest order: convert_chunk() compresses the chunk's units into `packed`
-     * (CONVERT_CHUNK_SIZE bytes, allocated on first use; each stream is shorter than its
-     * unit, so they always fit) and lists what each unit becomes; convert_chunk_commit()
+     * Compressed extents of the source. Their streams are read through the queue into
+     * `packed_in` (CONVERT_CHUNK_SIZE bytes, allocated on first use) and decompressed by the
+     * worker; those that do not fit (in_off UINT64_MAX) the worker reads itself.
+     */
+    struct convert_packed_extent {
+        uint64_t pos; /* relative to the chunk */
+        uint64_t in_off;
+        struct img_extent ext;
+    } * packed_exts;
+    size_t npacked_exts, packed_exts_cap;
+    uint8_t *packed_in;
+    size_t packed_in_used;
+    size_t packed_in_req; /* index + 1 in reqs of the last stream read, 0: none */
+    /*
+     * Host requests for the event loop to submit: first the reads of the source's DATA
+     * extents (convert_chunk_plan), then the writes of the target (convert_chunk_compute).
+     * The caller fills in `done` and `user`.
+     */
+    struct io_req *reqs;
+    size_t nreqs, reqs_cap;
+    /*
+     * Compressing in guest order: convert_chunk_compute() compresses the chunk's units into
+     * `packed` (CONVERT_CHUNK_SIZE bytes, allocated on first use; each stream is shorter than
+     * its unit, so they always fit) and lists what each unit becomes; convert_chunk_commit()
      * writes them.
      */
     uint8_t *packed;
@@ -72,15 +94,29 @@ struct convert_chunk_ctx {
 int convert_chunk_ctx_init(struct convert_chunk_ctx *ctx);
 void convert_chunk_ctx_fini(struct convert_chunk_ctx *ctx);
 
-/* Copies guest bytes [offset, offset + length) of the source to the target (any thread). */
-int convert_chunk(const struct convert_job *job, struct convert_chunk_ctx *ctx, uint64_t offset,
-                  uint64_t length);
+/*
+ * The event loop's half of reading guest bytes [offset, offset + length): maps the source,
+ * notes the ranges that read as zeros and the compressed extents, and lists in ctx->reqs a
+ * read for each DATA extent. Touches the source's metadata only (any one thread).
+ */
+int convert_chunk_plan(const struct convert_job *job, struct convert_chunk_ctx *ctx,
+                       uint64_t offset, uint64_t length);
 
 /*
- * When the job compresses, convert_chunk() only reads and compresses (in parallel), and
- * convert_chunk_commit() writes the chunk, called for one chunk after another in guest order,
- * so that the compressed clusters are laid out in the file the same way on every run, as
- * qemu-img lays them out.
+ * The worker's half, once the reads are in: clears and decompresses what was not read, finds
+ * the zero blocks, and then either compresses the units (when compressing; written later by
+ * convert_chunk_commit()) or allocates the target's ranges and lists in ctx->reqs the writes
+ * whose place in the file is known. Ranges whose allocation must be completed after the data
+ * is written (a backend's alloc token), and zeros written over a backing file, are written
+ * here, on the worker.
+ */
+int convert_chunk_compute(const struct convert_job *job, struct convert_chunk_ctx *ctx,
+                          uint64_t offset, uint64_t length);
+
+/*
+ * When the job compresses, convert_chunk_commit() writes the chunk computed before, called
+ * for one chunk after another in guest order, so that the compressed clusters are laid out in
+ * the file the same way on every run, as qemu-img lays them out.
  */
 int convert_chunk_commit(const struct convert_job *job, struct convert_chunk_ctx *ctx,
                          uint64_t offset);

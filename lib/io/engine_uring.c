@@ -29,6 +29,8 @@
 #define RING_MAX_ENTRIES 4096u
 /* Per SQE; the kernel caps a single transfer just below 2 GiB anyway. */
 #define RING_MAX_TRANSFER (1u << 30)
+/* Transfers at least this large go to the kernel's workers at once (see prep_sqe). */
+#define URING_ASYNC_MIN (64u << 10)
 
 struct uring_queue {
     struct io_uring ring;
@@ -118,6 +120,14 @@ static void prep_sqe(struct io_uring_sqe *sqe, struct io_req *req)
         break;
     }
     io_uring_sqe_set_data(sqe, req);
+    /*
+     * A large buffered transfer that the page cache can serve is otherwise copied inline, in
+     * io_uring_enter() on the submitting thread: every request of a deep queue would then be
+     * copied one after another on that one thread. Sent to the kernel's workers, they are
+     * copied in parallel, as the thread-pool engine copies them.
+     */
+    if ((req->op == IO_OP_READ || req->op == IO_OP_WRITE) && chunk >= URING_ASYNC_MIN)
+        sqe->flags |= IOSQE_ASYNC;
 }
 
 /* Puts the (rest of the) request in the ring, or in the backlog when the ring is full. */

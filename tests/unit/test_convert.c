@@ -57,15 +57,23 @@ static void assert_same_file(const char *a, const char *b)
     FILE *fa = fopen(a, "rb"), *fb = fopen(b, "rb");
     assert_non_null(fa);
     assert_non_null(fb);
-    int ca, cb;
+    enum { BLOCK = 1 << 20 };
+    uint8_t *x = malloc(BLOCK), *y = malloc(BLOCK);
     long pos = 0;
-    do {
-        ca = fgetc(fa);
-        cb = fgetc(fb);
-        if (ca != cb)
-            fail_msg("files differ at %ld", pos);
-        pos++;
-    } while (ca != EOF);
+    for (;;) {
+        size_t na = fread(x, 1, BLOCK, fa), nb = fread(y, 1, BLOCK, fb);
+        size_t n = na < nb ? na : nb;
+        for (size_t i = 0; i < n; i++)
+            if (x[i] != y[i])
+                fail_msg("files differ at %ld", pos + (long)i);
+        if (na != nb)
+            fail_msg("files differ at %ld", pos + (long)n);
+        if (na == 0)
+            break;
+        pos += (long)na;
+    }
+    free(x);
+    free(y);
     fclose(fa);
     fclose(fb);
 }
@@ -470,6 +478,142 @@ static void test_worker_error_reported(void **state)
     assert_int_equal(count_files(), files_before);
 }
 
+static uint64_t allocated_bytes(const char *path)
+{
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    return (uint64_t)st.st_blocks * 512;
+}
+
+/*
+ * A raw target is created by the raw backend, so -o preallocation is honoured as qemu-img
+ * honours it: every block of the file allocated, the content the source's.
+ */
+static void test_convert_raw_preallocation(void **state)
+{
+    char src_path[256];
+    snprintf(src_path, sizeof(src_path), "%s", path_in_dir("pre-src.raw"));
+    make_source(src_path);
+    static const char *const modes[] = {"falloc", "full"};
+    for (size_t m = 0; m < 2; m++) {
+        char ours[256], ref[256], args[1024];
+        snprintf(ours, sizeof(ours), "%s", path_in_dir("pre-ours.raw"));
+        snprintf(ref, sizeof(ref), "%s", path_in_dir("pre-ref.raw"));
+        img *src;
+        assert_int_equal(img_open(&src, src_path, "raw", 0, NULL), 0);
+        img_opts *opts;
+        img_opts_new(&opts);
+        img_opts_set(opts, "preallocation", modes[m]);
+        assert_int_equal(img_convert(src, ours, "raw", opts, NULL, NULL), 0);
+        img_opts_free(opts);
+        img_close(src);
+        assert_same_file(src_path, ours);
+        if (allocated_bytes(ours) < IMAGE_SIZE)
+            fail_msg("preallocation=%s: only %llu bytes allocated", modes[m],
+                     (unsigned long long)allocated_bytes(ours));
+
+        if (!have_qemu_img()) {
+            print_message("qemu-img not found: interop checks skipped\n");
+            continue;
+        }
+        snprintf(args, sizeof(args), "convert -f raw -O raw -o preallocation=%s %s %s", modes[m],
+                 src_path, ref);
+        qemu_img(args);
+        snprintf(args, sizeof(args), "compare -q -f raw -F raw %s %s", ref, ours);
+        qemu_img(args);
+        if (allocated_bytes(ours) < allocated_bytes(ref))
+            fail_msg("preallocation=%s: %llu bytes allocated, qemu-img %llu", modes[m],
+                     (unsigned long long)allocated_bytes(ours),
+                     (unsigned long long)allocated_bytes(ref));
+    }
+}
+
+/* A raw target's options are checked by the raw backend, as any format's. */
+static void test_convert_raw_bad_options(void **state)
+{
+    const char *src_path = path_in_dir("src.raw");
+    make_source(src_path);
+    int files_before = count_files();
+    img *src;
+    assert_int_equal(img_open(&src, src_path, "raw", 0, NULL), 0);
+    img_opts *opts;
+    img_opts_new(&opts);
+    img_opts_set(opts, "preallocation", "bogus");
+    assert_int_equal(img_convert(src, path_in_dir("bogus.raw"), "raw", opts, NULL, NULL), -EINVAL);
+    if (!strstr(img_last_error(), "preallocation") || !strstr(img_last_error(), "bogus"))
+        fail_msg("message does not name the option: %s", img_last_error());
+    img_opts_free(opts);
+
+    img_opts_new(&opts);
+    img_opts_set(opts, "compress", "on");
+    assert_int_equal(img_convert(src, path_in_dir("bogus.raw"), "raw", opts, NULL, NULL), -ENOTSUP);
+    if (!strstr(img_last_error(), "raw") || !strstr(img_last_error(), "compression"))
+        fail_msg("message does not name the problem: %s", img_last_error());
+    img_opts_free(opts);
+    img_close(src);
+    assert_int_equal(count_files(), files_before);
+    assert_int_equal(access(path_in_dir("bogus.raw"), F_OK), -1);
+}
+
+/* Runs the command-line tool with the I/O engine `engine`; its exit status. */
+static int run_cli(const char *engine, const char *args)
+{
+    char cmd[8192];
+    snprintf(cmd, sizeof(cmd), "IMGUTIL_IO=%s '%s' %s >/dev/null", engine, getenv("IMGUTIL_CLI"),
+             args);
+    return system(cmd);
+}
+
+/*
+ * The engine moves the bytes, it does not choose them: the io_uring and the thread-pool
+ * engines write the same raw file, the same compressed image on every run, and images of the
+ * same content.
+ */
+static void test_convert_engines_identical(void **state)
+{
+    if (!getenv("IMGUTIL_CLI")) {
+        print_message("IMGUTIL_CLI not set: skipped\n");
+        skip();
+    }
+    char src_path[256], packed_path[256];
+    snprintf(src_path, sizeof(src_path), "%s", path_in_dir("eng-src.raw"));
+    snprintf(packed_path, sizeof(packed_path), "%s", path_in_dir("eng-src.qcow2"));
+    make_source(src_path);
+    char args[4096];
+    /* A compressed source: its clusters are decompressed on the workers. */
+    snprintf(args, sizeof(args), "convert -c -f raw -O qcow2 '%s' '%s'", src_path, packed_path);
+    assert_int_equal(run_cli("threads", args), 0);
+
+    static const char *const engines[] = {"threads", "uring"};
+    char path[2][6][256];
+    for (int e = 0; e < 2; e++) {
+        for (int k = 0; k < 6; k++) {
+            char name[64];
+            snprintf(name, sizeof(name), "eng-%s-%d", engines[e], k);
+            snprintf(path[e][k], sizeof(path[e][k]), "%s", path_in_dir(name));
+        }
+        static const char *const how[] = {
+            "convert -f raw -O raw",        "convert -f qcow2 -O raw",
+            "convert -S 0 -f qcow2 -O raw", "convert -c -f raw -O qcow2",
+            "convert -c -f raw -O qcow2",   "convert -f qcow2 -O qcow2",
+        };
+        for (int k = 0; k < 6; k++) {
+            snprintf(args, sizeof(args), "%s '%s' '%s'", how[k],
+                     strstr(how[k], "-f raw") ? src_path : packed_path, path[e][k]);
+            if (run_cli(engines[e], args) != 0)
+                fail_msg("IMGUTIL_IO=%s imgutil %s failed", engines[e], args);
+        }
+        assert_same_file(src_path, path[e][0]);
+        assert_same_file(src_path, path[e][1]);
+        assert_same_file(src_path, path[e][2]);
+        assert_same_file(path[e][3], path[e][4]); /* -c: the same file on every run */
+        assert_same_content(path[e][3], "qcow2", src_path);
+        assert_same_content(path[e][5], "qcow2", src_path);
+    }
+    for (int k = 0; k < 5; k++)
+        assert_same_file(path[0][k], path[1][k]);
+}
+
 static int setup(void **state)
 {
     return mkdtemp(dir) ? 0 : -1;
@@ -496,6 +640,9 @@ int main(void)
         cmocka_unit_test(test_convert_no_sparse_writes_zeros),
         cmocka_unit_test(test_cancel_qcow2_leaves_nothing),
         cmocka_unit_test(test_worker_error_reported),
+        cmocka_unit_test(test_convert_raw_preallocation),
+        cmocka_unit_test(test_convert_raw_bad_options),
+        cmocka_unit_test(test_convert_engines_identical),
     };
     return cmocka_run_group_tests(tests, setup, cleanup);
 }
