@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * resize(): growing writes a larger L1 table elsewhere and switches the header to it (then the
- * size); shrinking (asked for explicitly) releases every cluster past the new end, clears the
- * L1 entries past it and cuts the file after its last used cluster, as qemu-img does. New space
- * can be preallocated: metadata (L2 entries pointing at reserved clusters), falloc or full.
+ * resize(): growing writes a larger L1 table elsewhere and switches the header to it, puts the
+ * new space in place (zeros over a larger backing file, preallocation), and writes the new size
+ * last, so a failure leaves the old size and content; shrinking (asked for explicitly) releases
+ * every cluster past the new end, clears the L1 entries past it and cuts the file after its last
+ * used cluster, as qemu-img does. New space can be preallocated: metadata (L2 entries pointing at
+ * reserved clusters), falloc or full.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -270,8 +272,8 @@ static int preallocate_area(struct qcow2_state *s, uint64_t first, uint64_t end,
         ret = fill_zeros(s->file, start, bytes);
     } else {
         if (start < (uint64_t)file_size)
-            ret = qcow2_write_zero_bytes(s->file, start,
-                                         min_u64(bytes, (uint64_t)file_size - start));
+            ret =
+                qcow2_write_zero_bytes(s->file, start, min_u64(bytes, (uint64_t)file_size - start));
         if (ret == 0)
             ret = io_preallocate(s->file, start, bytes);
         if (ret == -ENOTSUP)
@@ -290,8 +292,8 @@ static int preallocate_area(struct qcow2_state *s, uint64_t first, uint64_t end,
         qcow2_l2_cursor_release(s, &cur);
         if (ret < 0)
             break;
-        bool empty = s->extended_l2 ? entry == 0 && (uint32_t)bitmap == 0
-                                    : (entry & ~QCOW2_OFLAG_ZERO) == 0;
+        bool empty =
+            s->extended_l2 ? entry == 0 && (uint32_t)bitmap == 0 : (entry & ~QCOW2_OFLAG_ZERO) == 0;
         if (!empty) {
             /* Already has space: the cluster reserved for it goes back. */
             ret = qcow2_refcount_update(s, host, s->cluster_size, -1);
@@ -420,6 +422,28 @@ static int shrink(struct img *img, struct qcow2_state *s, uint64_t new_size)
 }
 
 /*
+ * The first half of growing, with s->lock held: an L1 table large enough for the new size and
+ * an external data file long enough. Neither changes what the guest sees at the old size.
+ */
+static int grow_tables_locked(struct qcow2_state *s, uint64_t l1, uint64_t new_size,
+                              uint64_t old_size)
+{
+    int ret = qcow2_writer_begin_change(s);
+    if (ret == 0)
+        ret = qcow2_l1_grow(s, l1, true);
+    if (ret == 0 && s->data_file && new_size > old_size) {
+        int64_t size = io_file_size(s->data_file);
+        if (size < 0)
+            ret = img_error((int)size, "qcow2: cannot read the size of the data file");
+        else if ((uint64_t)size < new_size)
+            ret = io_truncate(s->data_file, new_size);
+        if (ret < 0 && size >= 0)
+            img_error(ret, "qcow2: cannot extend the data file: %s", img_strerror(ret));
+    }
+    return ret;
+}
+
+/*
  * The cluster that held the old end may still hold bytes past it (written before a shrink):
  * growing must not bring them back, so they are zeroed.
  */
@@ -477,29 +501,40 @@ int qcow2_resize(struct img *img, uint64_t new_size, unsigned flags, const struc
     qcow2_inflight_wait(s, 0, UINT64_MAX >> 1);
     if (new_size < old_size) {
         ret = shrink(img, s, new_size);
-    } else {
-        ret = qcow2_writer_begin_change(s);
         if (ret == 0)
-            ret = qcow2_l1_grow(s, l1, true);
-        if (ret == 0 && s->data_file && new_size > old_size) {
-            int64_t size = io_file_size(s->data_file);
-            if (size >= 0 && (uint64_t)size < new_size)
-                ret = io_truncate(s->data_file, new_size);
-            else if (size < 0)
-                ret = (int)size;
-        }
-        if (ret == 0)
-            ret = write_size_field(s, new_size);
+            img->size = align_down_u64(new_size, 512);
+        pthread_mutex_unlock(&s->lock);
+        return ret;
     }
-    if (ret == 0)
-        img->size = align_down_u64(new_size, 512);
+    ret = grow_tables_locked(s, l1, new_size, old_size);
     pthread_mutex_unlock(&s->lock);
-    if (ret == 0 && new_size > old_size)
+    if (ret < 0)
+        return ret;
+
+    /*
+     * Everything under the new space is put in place before the header says the image is
+     * larger: a failure here (no space for an L2 table, for the zeros) leaves the old size and
+     * content, and at most leaked clusters. Only this handle sees the larger size meanwhile,
+     * and the caller drained its data path.
+     */
+    uint64_t old_guest_size = img->size;
+    img->size = align_down_u64(new_size, 512);
+    if (new_size > old_size)
         ret = zero_old_tail(img, s, old_size, new_size);
     /* As QEMU: a larger backing file must not show through the new space. */
     if (ret == 0 && new_size > old_size && img->backing && img->backing->size > old_size)
         ret = qcow2_zero(img, old_size, min_u64(new_size, img->backing->size) - old_size, 0);
-    if (ret == 0 && new_size >= old_size)
+    if (ret == 0)
         ret = qcow2_preallocate(img, old_size, new_size, mode);
+    if (ret == 0) {
+        pthread_mutex_lock(&s->lock);
+        /* The tables under the new space are durable before the size makes them visible. */
+        ret = qcow2_flush_caches(s, true);
+        if (ret == 0)
+            ret = write_size_field(s, new_size);
+        pthread_mutex_unlock(&s->lock);
+    }
+    if (ret < 0)
+        img->size = old_guest_size;
     return ret;
 }
