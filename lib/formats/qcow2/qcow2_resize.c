@@ -55,6 +55,10 @@ int qcow2_l1_grow(struct qcow2_state *s, uint64_t entries, bool exact)
     if (size > QCOW2_MAX_L1_BYTES / sizeof(uint64_t))
         return img_error(
             -EFBIG, "qcow2: an L1 table of %" PRIu64 " entries exceeds the 32 MiB limit", size);
+    /* Room to keep the old table for lock-free readers, before anything changes. */
+    int ret = qcow2_retire_reserve(w);
+    if (ret < 0)
+        return ret;
     uint64_t bytes = size * sizeof(uint64_t);
     uint64_t *table = calloc(size, sizeof(uint64_t));
     uint8_t *disk = calloc(1, bytes);
@@ -65,12 +69,10 @@ int qcow2_l1_grow(struct qcow2_state *s, uint64_t entries, bool exact)
     }
     if (s->l1_size)
         memcpy(table, s->l1_table, s->l1_size * sizeof(uint64_t));
-    for (uint64_t i = 0; i < s->l1_size; i++)
-        store_be64(disk + i * 8, table[i]);
+    qcow2_l1_encode(table, 0, s->l1_size, 0, disk);
 
     uint64_t offset;
-    int ret =
-        qcow2_alloc_clusters(s, align_up_u64(bytes, s->cluster_size) >> s->cluster_bits, &offset);
+    ret = qcow2_alloc_clusters(s, align_up_u64(bytes, s->cluster_size) >> s->cluster_bits, &offset);
     if (ret == 0) {
         ret = io_pwrite(s->file, disk, bytes, offset);
         if (ret < 0)
@@ -95,10 +97,11 @@ int qcow2_l1_grow(struct qcow2_state *s, uint64_t entries, bool exact)
         return ret;
     }
     uint64_t old_offset = s->hdr.l1_table_offset, old_size = s->l1_size;
-    if (!s->l1_table || qcow2_retire(w, s->l1_table) < 0)
-        free(s->l1_table);
+    /* The swap cannot fail: readers that still hold the old table keep it until close. */
+    uint64_t *old_table = s->l1_table;
     /* Readers see the larger table before its larger size. */
     __atomic_store_n(&s->l1_table, table, __ATOMIC_RELEASE);
+    qcow2_retire_commit(w, old_table);
     __atomic_store_n(&s->l1_size, (uint32_t)size, __ATOMIC_RELEASE);
     s->hdr.l1_size = (uint32_t)size;
     s->hdr.l1_table_offset = offset;

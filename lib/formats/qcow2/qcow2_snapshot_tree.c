@@ -282,8 +282,7 @@ int qcow2_snapshot_write_active_l1(struct qcow2_state *s)
     uint8_t *buf = malloc(bytes);
     if (!buf)
         return img_error(-ENOMEM, "out of memory");
-    for (uint32_t i = 0; i < s->l1_size; i++)
-        store_be64(buf + (size_t)i * 8, s->l1_table[i]);
+    qcow2_l1_encode(s->l1_table, 0, s->l1_size, 0, buf);
     int ret = io_pwrite(s->file, buf, bytes, s->hdr.l1_table_offset);
     free(buf);
     if (ret == 0)
