@@ -450,6 +450,11 @@ int qcow2_info_specific(struct img *img, struct json_writer *w);
  * its work and calls the functions below with it held. qcow2_refcount_get() and
  * qcow2_refcount_load_table() take s->lock themselves: with it held, use
  * qcow2_refcount_get_locked(). (The refcount table is loaded when a writable image is opened.)
+ * resize(), the snapshot calls and check() with repairs are entered with the handle's data path
+ * drained (img->drain held exclusively, see image.h): no map(), alloc(), zero() or flush() of
+ * the same handle runs meanwhile. Tables that lock-free readers use are still replaced through
+ * qcow2_retire_reserve()/qcow2_retire_commit(), since the refcount table also grows under
+ * ordinary writes.
  *
  * Crash safety (a crash may leak clusters, never corrupt data):
  *  - new clusters get their refcounts on disk before any L2/L1 entry points to them;
