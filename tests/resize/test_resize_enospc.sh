@@ -36,11 +36,11 @@ virtual_size() {
     qemu-img info --output=json "$@" | sed -n 's/.*"virtual-size": \([0-9]*\).*/\1/p'
 }
 
-# Takes the free space of the tmpfs but a few KiB (enough to rewrite metadata in place).
+# Takes the free space of the tmpfs but $SLACK (default 8k: enough to rewrite metadata in place).
 fill_small() {
     rm -f "$SMALL/fill"
     dd if=/dev/zero of="$SMALL/fill" bs=4k 2>/dev/null
-    truncate -s -8k "$SMALL/fill"
+    truncate -s "-${SLACK:-8k}" "$SMALL/fill"
 }
 
 # expect_failed_resize NAME FORMAT IMAGE COPY SIZE MESSAGE [RESIZE OPTIONS...]: IMAGE (on the
@@ -89,6 +89,16 @@ qemu-io -f qcow2 -c 'write -q -P 0x22 0 64k' "$SMALL/full.qcow2" >/dev/null
 cp "$SMALL/full.qcow2" full-before.qcow2
 expect_failed_resize "qcow2 preallocation=full" qcow2 "$SMALL/full.qcow2" full-before.qcow2 64M \
     "qcow2: cannot" --preallocation=full
+rm -f "$SMALL/full.qcow2"
+
+# The same with room for the new metadata: the zeros of the data clusters are what fails.
+qemu-img create -q -f qcow2 "$SMALL/full.qcow2" 1M
+qemu-io -f qcow2 -c 'write -q -P 0x22 0 64k' "$SMALL/full.qcow2" >/dev/null
+cp "$SMALL/full.qcow2" full-before.qcow2
+SLACK=1M
+expect_failed_resize "qcow2 preallocation=full, room for metadata" qcow2 "$SMALL/full.qcow2" \
+    full-before.qcow2 64M "qcow2: cannot preallocate" --preallocation=full
+SLACK=8k
 rm -f "$SMALL/full.qcow2"
 
 qemu-img create -q -f raw "$SMALL/full.raw" 1M
