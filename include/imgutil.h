@@ -17,9 +17,22 @@
  *    freed with img_free().
  *  - Options are strings, with the keys `qemu-img -o` takes ("cluster_size", "compat", ...).
  *
- * Thread safety: an img handle may be used from several threads at once. Reads run in
- * parallel; metadata updates are serialised inside the format backend. Writes from several
- * threads to disjoint ranges are safe. img_close() must not race with other calls on the handle.
+ * Thread safety: an img handle may be used from several threads at once. Each function below
+ * says which of two kinds it is:
+ *  - "Shared": runs beside every other shared call on the same handle. Reads run in parallel,
+ *    and so do writes (metadata updates are serialised inside the format backend). Writes from
+ *    several threads to disjoint ranges are safe.
+ *  - "Exclusive": waits until the calls in flight on the handle have returned, and keeps new
+ *    calls waiting until it is done (as QEMU drains a disk for these). A read therefore sees the
+ *    image wholly before or wholly after a resize or a snapshot apply. Waiting exclusive calls
+ *    go first: a stream of reads cannot hold one off for ever.
+ * Calls on different handles (even of the same file, or a handle and its backing handle) never
+ * wait for each other. A progress callback must not call functions on the handle whose call
+ * reports the progress (the call holds it: an exclusive call would wait for itself, and a
+ * shared one could wait behind a waiting exclusive call). img_close() is exclusive, but
+ * the handle is gone once it returns: no call may start on a handle once close has begun.
+ * Functions without a handle (img_create, img_opts_*, img_version, ...) are safe anywhere;
+ * an img_opts object must not be changed while another thread uses it.
  *
  * Files an image names (backing files, external data files, VMDK extents):
  *  - Backing files are followed as QEMU follows them: a relative name is resolved from the
@@ -125,20 +138,27 @@ IMG_API const char *img_opts_get(const img_opts *opts, const char *key);
  */
 IMG_API int img_open(img **out, const char *path, const char *format, unsigned flags,
                      const img_opts *opts);
+/*
+ * Flushes (read-write handles) and frees the handle and its backing chain. Exclusive: waits
+ * for calls in flight; nothing may call the handle once close has begun.
+ */
 IMG_API void img_close(img *img);
 
-/* Virtual size in bytes, or a negative errno. */
+/* Virtual size in bytes, or a negative errno. Shared: never a size between two resizes. */
 IMG_API int64_t img_get_size(img *img);
-/* The format name ("raw", "qcow2", ...). Valid while the handle is open. */
+/* The format name ("raw", "qcow2", ...). Valid while the handle is open. Shared. */
 IMG_API const char *img_get_format(img *img);
-/* The backing image handle (owned by `img`), or NULL. */
+/*
+ * The backing image handle (owned by `img`), or NULL. Shared. The backing handle is read-only
+ * and has its own lock: calls on it do not wait for exclusive calls on `img`.
+ */
 IMG_API img *img_get_backing(img *img);
 
 /* ---- reading ------------------------------------------------------------------------------ */
 
 /*
  * Reads up to `len` bytes at `offset`. Returns the number of bytes read: `len`, or fewer at the
- * end of the image (0 at or past the end), or a negative errno.
+ * end of the image (0 at or past the end), or a negative errno. Shared.
  */
 IMG_API int64_t img_pread(img *img, void *buf, size_t len, uint64_t offset);
 
@@ -153,7 +173,7 @@ IMG_API int64_t img_pread(img *img, void *buf, size_t len, uint64_t offset);
  * Status of the run starting at `offset`, at most `length` bytes long. On success *pnum is
  * the length of the run (>0), *status is a set of IMG_BLOCK_* flags, *depth the chain depth of
  * the layer that answered (0 = this image) and *host_offset its host file offset when
- * IMG_BLOCK_OFFSET_VALID is set. Any out pointer except pnum may be NULL.
+ * IMG_BLOCK_OFFSET_VALID is set. Any out pointer except pnum may be NULL. Shared.
  */
 IMG_API int img_block_status(img *img, uint64_t offset, uint64_t length, uint64_t *pnum,
                              unsigned *status, int *depth, uint64_t *host_offset);
@@ -165,13 +185,15 @@ IMG_API int img_block_status(img *img, uint64_t offset, uint64_t length, uint64_
 
 /*
  * Writes the image's description as `qemu-img info --output=json` does: the same field names
- * and values. *out is freed with img_free().
+ * and values. *out is freed with img_free(). Shared.
  */
 IMG_API int img_info_json(img *img, unsigned flags, char **out);
 
 /*
  * The allocation map as `qemu-img map --output=json` prints it. *out is freed with img_free().
  * The text grows with the number of rows: use img_map() to walk a map of any size.
+ * Shared, one block status query at a time: an exclusive call (a resize) may run between two
+ * of them, so do not resize a handle while mapping it.
  */
 IMG_API int img_map_json(img *img, char **out);
 
@@ -213,6 +235,7 @@ IMG_API int img_map(img *img, uint64_t offset, uint64_t length, img_map_fn fn, v
  *   "compress"     "on": write compressed clusters where the target format can,
  *   "sync"         "on": flush the target to stable storage before renaming it into place
  *                  (off by default, as qemu-img convert does not flush either).
+ * Shared on `src` for the whole copy: exclusive calls on `src` (a resize) wait until it ends.
  */
 IMG_API int img_convert(img *src, const char *dst_path, const char *dst_format,
                         const img_opts *opts, img_progress_fn progress, void *user);
@@ -222,24 +245,34 @@ IMG_API int img_convert(img *src, const char *dst_path, const char *dst_format,
 /*
  * Creates an image. Options are those of `qemu-img create -o` for the format, plus
  * "backing_file", "backing_fmt". An existing file at `path` is refused with -EEXIST unless
- * the option "overwrite" is "on".
+ * the option "overwrite" is "on". Takes no handle: safe from any thread.
  */
 IMG_API int img_create(const char *path, const char *format, uint64_t size, const img_opts *opts);
 
-/* Writes `len` bytes at `offset`; returns `len` or a negative errno. Needs READ_WRITE. */
+/*
+ * Writes `len` bytes at `offset`; returns `len` or a negative errno. Needs READ_WRITE. Shared.
+ */
 IMG_API int64_t img_pwrite(img *img, const void *buf, size_t len, uint64_t offset);
 
 /* img_zero flags */
 #define IMG_ZERO_MAY_UNMAP (1u << 0) /* the range may be deallocated if it then reads as zero */
 
+/* Makes the range read as zeros. Shared. */
 IMG_API int img_zero(img *img, uint64_t offset, uint64_t len, unsigned flags);
+/* Lets the format drop the range's data (a hint: formats without it keep the data). Shared. */
 IMG_API int img_discard(img *img, uint64_t offset, uint64_t len);
+/* Makes everything written so far durable. Shared. */
 IMG_API int img_flush(img *img);
 
 /* img_resize flags */
 #define IMG_RESIZE_SHRINK (1u << 0) /* allow the image to get smaller (data past the end lost) */
 
-/* Options (may be NULL): "preallocation" = off|metadata|falloc|full for the new space. */
+/*
+ * Options (may be NULL): "preallocation" = off|metadata|falloc|full for the new space.
+ * Exclusive. The new size becomes visible (in the file: the header's size field, a raw file's
+ * length) only once everything under it is in place: a resize that fails (-ENOSPC, ...) leaves
+ * the old size and guest content; on qcow2 it may leave leaked clusters (img_check repairs).
+ */
 IMG_API int img_resize(img *img, uint64_t new_size, unsigned flags, const img_opts *opts);
 
 /* ---- asynchronous requests ---------------------------------------------------------------- */
@@ -346,7 +379,8 @@ IMG_API int64_t img_aio_in_flight(img *img);
 /*
  * Names need not be unique (as in QEMU). Where several snapshots match, apply takes the first
  * whose id matches, else the first whose name matches; delete the first whose name matches,
- * else the first whose id matches (qemu-img snapshot -a / -d).
+ * else the first whose id matches (qemu-img snapshot -a / -d). Create, apply and delete are
+ * exclusive; list is shared.
  */
 IMG_API int img_snapshot_create(img *img, const char *name);
 /* Reverts the active layer to the snapshot `name_or_id`. */
@@ -378,6 +412,8 @@ IMG_API int img_snapshot_list(img *img, char **out);
  *
  * On failure *report is NULL and img_last_error() holds the findings made until then, one per
  * line (the most recent ones, as many as fit), followed by the reason on its last line.
+ *
+ * Shared without repair flags; exclusive with IMG_CHECK_REPAIR_LEAKS or _ERRORS.
  */
 IMG_API int img_check(img *img, unsigned flags, char **report);
 

@@ -148,7 +148,14 @@ IMG_API int img_check(img *img, unsigned flags, char **report)
     memset(&result, 0, sizeof(result));
     result.log = collect_finding;
     result.log_user = &findings;
+    /* Repairs rewrite tables the data path reads: they run alone. A plain check shares. */
+    bool repair = (flags & (IMG_CHECK_REPAIR_LEAKS | IMG_CHECK_REPAIR_ERRORS)) != 0;
+    if (repair)
+        img_drain_enter(img);
+    else
+        img_io_enter(img);
     int ret = img->fmt->check(img, flags, &result);
+    img_io_leave(img);
     if (ret < 0) {
         put_findings_in_error(&findings);
     } else if (report) {

@@ -241,9 +241,14 @@ IMG_API int img_convert(img *src, const char *dst_path, const char *dst_format,
     if (resolved)
         dst_path = resolved;
 
-    /* The source must not change under the copy: a raw source shared with writers stops. */
+    /*
+     * The source must not change under the copy: a raw source shared with writers stops, and
+     * exclusive calls on the handle (a resize) wait until the copy is done.
+     */
+    img_io_enter(src);
     ret = img_refuse_writers(src, true);
     if (ret < 0) {
+        img_io_leave(src);
         free(resolved);
         return ret;
     }
@@ -263,6 +268,7 @@ IMG_API int img_convert(img *src, const char *dst_path, const char *dst_format,
     free(temp);
     img_opts_free(create_opts);
     img_refuse_writers(src, false);
+    img_io_leave(src);
     free(resolved);
     return ret;
 }

@@ -133,6 +133,7 @@ static void img_destroy(struct img *img)
     free(img->backing_format);
     free(img->backing_full);
     pthread_mutex_destroy(&img->lock);
+    pthread_rwlock_destroy(&img->drain);
     img->magic = 0;
     free(img);
 }
@@ -225,6 +226,11 @@ static int open_one(struct img **out, const char *path, const char *format, unsi
     if (!img)
         return img_error(-ENOMEM, "out of memory");
     pthread_mutex_init(&img->lock, NULL);
+    pthread_rwlockattr_t drain_attr;
+    pthread_rwlockattr_init(&drain_attr);
+    pthread_rwlockattr_setkind_np(&drain_attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&img->drain, &drain_attr);
+    pthread_rwlockattr_destroy(&drain_attr);
     img->magic = IMG_HANDLE_MAGIC;
     img->flags = flags;
     img->depth = depth;
@@ -341,8 +347,11 @@ IMG_API void img_close(img *img)
     /* Requests in flight finish first; refused (handle left open) from their own callback. */
     if (img_aio_close(img) < 0)
         return;
+    /* Let calls still in flight on other threads finish first. */
+    img_drain_enter(img);
     if (img->writable && img->fmt->flush)
         img->fmt->flush(img);
+    img_io_leave(img);
     img_destroy(img);
 }
 
@@ -350,7 +359,10 @@ IMG_API int64_t img_get_size(img *img)
 {
     if (!img || img->magic != IMG_HANDLE_MAGIC)
         return img_error(-EINVAL, "invalid image handle");
-    return (int64_t)img->size;
+    img_io_enter(img);
+    int64_t size = (int64_t)img->size;
+    img_io_leave(img);
+    return size;
 }
 
 IMG_API const char *img_get_format(img *img)

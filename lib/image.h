@@ -44,7 +44,37 @@ struct img {
 
     pthread_mutex_t lock; /* serialises metadata updates; backends may use it or their own */
     struct img_aio *aio;  /* asynchronous requests (aio.c); NULL until first used */
+
+    /*
+     * The drain lock of the handle's public entry points. Data-path calls (read, write, zero,
+     * discard, flush, block status, info) hold it shared and run side by side; calls that
+     * change what the data path relies on (resize, snapshot apply/create/delete, check with
+     * repair, close) hold it exclusively, so they start once the calls in flight have finished
+     * and no other call starts until they end. Writers are preferred: a stream of reads cannot
+     * starve a resize. Internal paths (copy-on-write reads of the backing image, a backend's
+     * own helpers) never take it, so nothing re-enters it; an entry point that holds it calls
+     * no public function on the same handle.
+     */
+    pthread_rwlock_t drain;
 };
+
+/* Enter/leave a data-path call on `img` (shared with other data-path calls). */
+static inline void img_io_enter(struct img *img)
+{
+    pthread_rwlock_rdlock(&img->drain);
+}
+
+/* Enter an exclusive call on `img`: waits for the calls in flight, keeps new ones out. */
+static inline void img_drain_enter(struct img *img)
+{
+    pthread_rwlock_wrlock(&img->drain);
+}
+
+/* Leaves either kind of call. */
+static inline void img_io_leave(struct img *img)
+{
+    pthread_rwlock_unlock(&img->drain);
+}
 
 /* A run of the guest address space, as a backend's map() reports it. */
 enum extent_kind {

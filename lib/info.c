@@ -85,12 +85,15 @@ IMG_API int img_info_json(img *img, unsigned flags, char **out)
     bool chain = (flags & IMG_INFO_BACKING_CHAIN) != 0;
     if (chain)
         json_array_begin(&w, NULL);
-    for (struct img *layer = img; layer; layer = chain ? layer->backing : NULL) {
-        int ret = write_one_image(layer, &w);
-        if (ret < 0) {
-            json_discard(&w);
-            return ret;
-        }
+    /* Shared with the data path: a resize or snapshot apply does not change it half-way. */
+    img_io_enter(img);
+    int ret = 0;
+    for (struct img *layer = img; ret == 0 && layer; layer = chain ? layer->backing : NULL)
+        ret = write_one_image(layer, &w);
+    img_io_leave(img);
+    if (ret < 0) {
+        json_discard(&w);
+        return ret;
     }
     if (chain)
         json_array_end(&w);
@@ -109,7 +112,9 @@ IMG_API int img_snapshot_list(img *img, char **out)
         return img_error(-EINVAL, "img_snapshot_list: out is NULL");
     struct json_writer w;
     json_init(&w);
+    img_io_enter(img);
     int ret = write_snapshots(img, &w, true);
+    img_io_leave(img);
     if (ret < 0) {
         json_discard(&w);
         return ret;

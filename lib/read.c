@@ -152,10 +152,13 @@ IMG_API int64_t img_pread(img *img, void *buf, size_t len, uint64_t offset)
         return ret;
     if (!buf && len)
         return img_error(-EINVAL, "img_pread: buffer is NULL");
-    if (offset >= img->size)
-        return 0;
-    size_t n = (size_t)min_u64(len, img->size - offset);
-    ret = img_read_guest(img, buf, n, offset);
+    img_io_enter(img);
+    size_t n = 0;
+    if (offset < img->size) {
+        n = (size_t)min_u64(len, img->size - offset);
+        ret = img_read_guest(img, buf, n, offset);
+    }
+    img_io_leave(img);
     return ret < 0 ? ret : (int64_t)n;
 }
 
@@ -203,12 +206,10 @@ static int refine_by_host_file(const struct img_extent *ext, uint64_t *pnum, uns
     return 0;
 }
 
-IMG_API int img_block_status(img *img, uint64_t offset, uint64_t length, uint64_t *pnum,
-                             unsigned *status, int *depth, uint64_t *host_offset)
+static int block_status_locked(struct img *img, uint64_t offset, uint64_t length, uint64_t *pnum,
+                               unsigned *status, int *depth, uint64_t *host_offset)
 {
-    int ret = check_handle(img);
-    if (ret < 0)
-        return ret;
+    int ret;
     if (!pnum)
         return img_error(-EINVAL, "img_block_status: pnum is required");
     if (offset >= img->size || length == 0)
@@ -232,4 +233,16 @@ IMG_API int img_block_status(img *img, uint64_t offset, uint64_t length, uint64_
     if (host_offset)
         *host_offset = ext.host_offset;
     return 0;
+}
+
+IMG_API int img_block_status(img *img, uint64_t offset, uint64_t length, uint64_t *pnum,
+                             unsigned *status, int *depth, uint64_t *host_offset)
+{
+    int ret = check_handle(img);
+    if (ret < 0)
+        return ret;
+    img_io_enter(img);
+    ret = block_status_locked(img, offset, length, pnum, status, depth, host_offset);
+    img_io_leave(img);
+    return ret;
 }

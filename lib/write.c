@@ -68,11 +68,9 @@ static int guard_probed_head(struct img *img, const void *buf, size_t len, uint6
     return 0;
 }
 
-IMG_API int64_t img_pwrite(img *img, const void *buf, size_t len, uint64_t offset)
+static int64_t pwrite_locked(struct img *img, const void *buf, size_t len, uint64_t offset)
 {
-    int ret = check_writable(img);
-    if (ret == 0)
-        ret = check_range(img, offset, len, "img_pwrite");
+    int ret = check_range(img, offset, len, "img_pwrite");
     if (ret == 0 && !buf && len)
         ret = img_error(-EINVAL, "img_pwrite: buffer is NULL");
     if (ret == 0 && !img->fmt->alloc)
@@ -114,11 +112,20 @@ IMG_API int64_t img_pwrite(img *img, const void *buf, size_t len, uint64_t offse
     return (int64_t)len;
 }
 
-IMG_API int img_zero(img *img, uint64_t offset, uint64_t len, unsigned flags)
+IMG_API int64_t img_pwrite(img *img, const void *buf, size_t len, uint64_t offset)
 {
     int ret = check_writable(img);
-    if (ret == 0)
-        ret = check_range(img, offset, len, "img_zero");
+    if (ret < 0)
+        return ret;
+    img_io_enter(img);
+    int64_t n = pwrite_locked(img, buf, len, offset);
+    img_io_leave(img);
+    return n;
+}
+
+static int zero_locked(struct img *img, uint64_t offset, uint64_t len, unsigned flags)
+{
+    int ret = check_range(img, offset, len, "img_zero");
     if (ret < 0 || len == 0)
         return ret;
     if (img->fmt->zero)
@@ -126,11 +133,20 @@ IMG_API int img_zero(img *img, uint64_t offset, uint64_t len, unsigned flags)
     return img_error(-ENOTSUP, "%s: format %s cannot write zeroes", img->filename, img->fmt->name);
 }
 
-IMG_API int img_discard(img *img, uint64_t offset, uint64_t len)
+IMG_API int img_zero(img *img, uint64_t offset, uint64_t len, unsigned flags)
 {
     int ret = check_writable(img);
-    if (ret == 0)
-        ret = check_range(img, offset, len, "img_discard");
+    if (ret < 0)
+        return ret;
+    img_io_enter(img);
+    ret = zero_locked(img, offset, len, flags);
+    img_io_leave(img);
+    return ret;
+}
+
+static int discard_locked(struct img *img, uint64_t offset, uint64_t len)
+{
+    int ret = check_range(img, offset, len, "img_discard");
     if (ret < 0 || len == 0)
         return ret;
     if (!img->fmt->discard)
@@ -138,19 +154,30 @@ IMG_API int img_discard(img *img, uint64_t offset, uint64_t len)
     return img->fmt->discard(img, offset, len);
 }
 
+IMG_API int img_discard(img *img, uint64_t offset, uint64_t len)
+{
+    int ret = check_writable(img);
+    if (ret < 0)
+        return ret;
+    img_io_enter(img);
+    ret = discard_locked(img, offset, len);
+    img_io_leave(img);
+    return ret;
+}
+
 IMG_API int img_flush(img *img)
 {
     int ret = check_writable(img);
     if (ret < 0)
         return ret;
-    return call_backend(img, img->fmt->flush, "flush");
+    img_io_enter(img);
+    ret = call_backend(img, img->fmt->flush, "flush");
+    img_io_leave(img);
+    return ret;
 }
 
-IMG_API int img_resize(img *img, uint64_t new_size, unsigned flags, const img_opts *opts)
+static int resize_locked(struct img *img, uint64_t new_size, unsigned flags, const img_opts *opts)
 {
-    int ret = check_writable(img);
-    if (ret < 0)
-        return ret;
     if (!img->fmt->resize)
         return img_error(-ENOTSUP, "%s: format %s does not support resizing", img->filename,
                          img->fmt->name);
@@ -164,6 +191,18 @@ IMG_API int img_resize(img *img, uint64_t new_size, unsigned flags, const img_op
     return img->fmt->resize(img, new_size, flags, opts);
 }
 
+IMG_API int img_resize(img *img, uint64_t new_size, unsigned flags, const img_opts *opts)
+{
+    int ret = check_writable(img);
+    if (ret < 0)
+        return ret;
+    /* Reads and writes check their range against the size: none may run while it changes. */
+    img_drain_enter(img);
+    ret = resize_locked(img, new_size, flags, opts);
+    img_io_leave(img);
+    return ret;
+}
+
 static int snapshot_call(img *img, const char *name, int (*fn)(struct img *img, const char *name),
                          const char *what)
 {
@@ -175,7 +214,11 @@ static int snapshot_call(img *img, const char *name, int (*fn)(struct img *img, 
     if (!fn)
         return img_error(-ENOTSUP, "%s: format %s does not support internal snapshots",
                          img->filename, img->fmt->name);
-    return fn(img, name);
+    /* Apply swaps the active tables and the size under the data path: drain it (all three). */
+    img_drain_enter(img);
+    ret = fn(img, name);
+    img_io_leave(img);
+    return ret;
 }
 
 IMG_API int img_snapshot_create(img *img, const char *name)

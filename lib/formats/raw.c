@@ -158,6 +158,10 @@ static int raw_flush(struct img *img)
     return 0;
 }
 
+/*
+ * The file's size is the image's size: when the new space cannot be preallocated, the file is
+ * cut back, so a failed resize leaves the old size.
+ */
 static int raw_resize(struct img *img, uint64_t new_size, unsigned flags, const img_opts *opts)
 {
     uint64_t old_size = img->size;
@@ -170,8 +174,13 @@ static int raw_resize(struct img *img, uint64_t new_size, unsigned flags, const 
         ret = io_preallocate(img->file, old_size, new_size - old_size);
     else if (new_size > old_size && prealloc && strcmp(prealloc, "full") == 0)
         ret = raw_fill_zeroes(img->file, old_size, new_size - old_size);
-    if (ret < 0)
-        return img_error(ret, "raw: cannot preallocate the new space: %s", img_strerror(ret));
+    if (ret < 0) {
+        img_error(ret, "raw: cannot preallocate the new space: %s", img_strerror(ret));
+        if (io_truncate(img->file, old_size) < 0)
+            img_error_prefix("%s: the file is left at %" PRIu64 " bytes", img->filename,
+                             new_size);
+        return ret;
+    }
     img->size = new_size;
     return 0;
 }

@@ -303,7 +303,7 @@ struct qcow2_state {
      * then set once by the first map() that returns DATA (which takes `lock` for it, so map()
      * must not be called with `lock` held). See qcow2_map.c.
      */
-    _Atomic int metadata_preallocation;
+    int metadata_preallocation; /* __atomic loads and stores */
 
     /* Write-side state (qcow2_writer.c); NULL for read-only opens. */
     struct qcow2_writer *writer;
@@ -451,6 +451,11 @@ int qcow2_info_specific(struct img *img, struct json_writer *w);
  * its work and calls the functions below with it held. qcow2_refcount_get() and
  * qcow2_refcount_load_table() take s->lock themselves: with it held, use
  * qcow2_refcount_get_locked(). (The refcount table is loaded when a writable image is opened.)
+ * resize(), the snapshot calls and check() with repairs are entered with the handle's data path
+ * drained (img->drain held exclusively, see image.h): no map(), alloc(), zero() or flush() of
+ * the same handle runs meanwhile. Tables that lock-free readers use are still replaced through
+ * qcow2_retire_reserve()/qcow2_retire_commit(), since the refcount table also grows under
+ * ordinary writes.
  *
  * Crash safety (a crash may leak clusters, never corrupt data):
  *  - new clusters get their refcounts on disk before any L2/L1 entry points to them;
@@ -519,6 +524,14 @@ int qcow2_l2_set(struct qcow2_state *s, uint64_t guest_cluster, uint64_t entry, 
  * -EIO past the L1 table.
  */
 int qcow2_l2_prepare(struct qcow2_state *s, uint64_t guest_cluster);
+
+/*
+ * The one L1 table encoder: entries [first, first + count) of `l1` (host order) as big-endian
+ * words into `out` (count * 8 bytes), with the bits in `clear` removed (a snapshot's copy
+ * drops QCOW2_OFLAG_COPIED). With s->lock held when `l1` is the active table.
+ */
+void qcow2_l1_encode(const uint64_t *l1, uint64_t first, uint64_t count, uint64_t clear,
+                     uint8_t *out);
 
 /* Marks active L1 entries [first, first + count) of s->l1_table to be written back. */
 void qcow2_l1_mark_dirty(struct qcow2_state *s, uint32_t first, uint32_t count);

@@ -216,15 +216,15 @@ static bool detect_metadata_preallocation(struct qcow2_state *s)
 /* Worked out once per open, on the first DATA run, under s->lock (writers change refcounts). */
 static bool metadata_preallocated(struct qcow2_state *s)
 {
-    int state = s->metadata_preallocation;
+    int state = __atomic_load_n(&s->metadata_preallocation, __ATOMIC_ACQUIRE);
     if (state == PREALLOC_UNKNOWN) {
         /* Takes s->lock itself; a failure leaves the table unloaded, and the answer "no". */
         (void)qcow2_refcount_load_table(s);
         pthread_mutex_lock(&s->lock);
-        state = s->metadata_preallocation;
+        state = __atomic_load_n(&s->metadata_preallocation, __ATOMIC_RELAXED);
         if (state == PREALLOC_UNKNOWN) {
             state = detect_metadata_preallocation(s) ? PREALLOC_YES : PREALLOC_NO;
-            s->metadata_preallocation = state;
+            __atomic_store_n(&s->metadata_preallocation, state, __ATOMIC_RELEASE);
         }
         pthread_mutex_unlock(&s->lock);
     }

@@ -26,6 +26,13 @@ static void store_word(uint8_t *p, uint64_t value)
     __atomic_store_n((uint64_t *)(void *)p, be, __ATOMIC_RELEASE);
 }
 
+void qcow2_l1_encode(const uint64_t *l1, uint64_t first, uint64_t count, uint64_t clear,
+                     uint8_t *out)
+{
+    for (uint64_t i = 0; i < count; i++)
+        store_be64(out + i * 8, l1[first + i] & ~clear);
+}
+
 void qcow2_l1_mark_dirty(struct qcow2_state *s, uint32_t first, uint32_t count)
 {
     struct qcow2_writer *w = s->writer;
@@ -223,8 +230,7 @@ static int write_l1_entries(struct qcow2_state *s)
     uint8_t *buf = malloc((size_t)(hi - lo) * 8);
     if (!buf)
         return img_error(-ENOMEM, "out of memory");
-    for (uint32_t i = lo; i < hi; i++)
-        store_be64(buf + (size_t)(i - lo) * 8, s->l1_table[i]);
+    qcow2_l1_encode(s->l1_table, lo, hi - lo, 0, buf);
     ret = io_pwrite(s->file, buf, (size_t)(hi - lo) * 8, s->hdr.l1_table_offset + lo * 8ull);
     free(buf);
     if (ret < 0)

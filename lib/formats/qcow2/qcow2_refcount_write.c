@@ -248,6 +248,10 @@ int qcow2_refcount_area(struct qcow2_state *s, uint64_t start, uint64_t addition
                          "qcow2: the refcount table would exceed the 8 MiB limit (the image is "
                          "too large for cluster size %" PRIu32 ")",
                          s->cluster_size);
+    /* Room to keep the old table for lock-free readers, before anything changes. */
+    int ret = qcow2_retire_reserve(w);
+    if (ret < 0)
+        return ret;
     uint64_t *table = calloc(entries, sizeof(uint64_t));
     uint8_t *disk = malloc(table_clusters << s->cluster_bits);
     if (!table || !disk) {
@@ -269,7 +273,7 @@ int qcow2_refcount_area(struct qcow2_state *s, uint64_t start, uint64_t addition
     /* The blocks count the new structures: [start, end). */
     uint64_t next = start;
     /* The area should lie past everything in use; on a damaged image it may not. */
-    int ret = qcow2_overlap_check(s, start << s->cluster_bits, (end - start) << s->cluster_bits);
+    ret = qcow2_overlap_check(s, start << s->cluster_bits, (end - start) << s->cluster_bits);
     for (uint64_t i = area_index; ret == 0 && i < total_blocks; i++) {
         uint64_t first = i * per_block;
         uint64_t lo = max_u64(start, first), hi = min_u64(end, first + per_block);
@@ -311,9 +315,10 @@ int qcow2_refcount_area(struct qcow2_state *s, uint64_t start, uint64_t addition
 
     uint64_t old_offset = s->hdr.refcount_table_offset;
     uint64_t old_clusters = s->hdr.refcount_table_clusters;
-    if (qcow2_retire(w, s->refcount_table) < 0)
-        free(s->refcount_table);
-    s->refcount_table = table;
+    /* The swap cannot fail: the old table is kept until close. */
+    uint64_t *old_table = s->refcount_table;
+    __atomic_store_n(&s->refcount_table, table, __ATOMIC_RELEASE);
+    qcow2_retire_commit(w, old_table);
     s->refcount_table_entries = entries;
     s->hdr.refcount_table_offset = table_at << s->cluster_bits;
     s->hdr.refcount_table_clusters = (uint32_t)table_clusters;

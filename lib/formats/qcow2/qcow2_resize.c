@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * resize(): growing writes a larger L1 table elsewhere and switches the header to it (then the
- * size); shrinking (asked for explicitly) releases every cluster past the new end, clears the
- * L1 entries past it and cuts the file after its last used cluster, as qemu-img does. New space
- * can be preallocated: metadata (L2 entries pointing at reserved clusters), falloc or full.
+ * resize(): growing writes a larger L1 table elsewhere and switches the header to it, puts the
+ * new space in place (zeros over a larger backing file, preallocation), and writes the new size
+ * last, so a failure leaves the old size and content; shrinking (asked for explicitly) releases
+ * every cluster past the new end, clears the L1 entries past it and cuts the file after its last
+ * used cluster, as qemu-img does. New space can be preallocated: metadata (L2 entries pointing at
+ * reserved clusters), falloc or full.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -53,6 +55,10 @@ int qcow2_l1_grow(struct qcow2_state *s, uint64_t entries, bool exact)
     if (size > QCOW2_MAX_L1_BYTES / sizeof(uint64_t))
         return img_error(
             -EFBIG, "qcow2: an L1 table of %" PRIu64 " entries exceeds the 32 MiB limit", size);
+    /* Room to keep the old table for lock-free readers, before anything changes. */
+    int ret = qcow2_retire_reserve(w);
+    if (ret < 0)
+        return ret;
     uint64_t bytes = size * sizeof(uint64_t);
     uint64_t *table = calloc(size, sizeof(uint64_t));
     uint8_t *disk = calloc(1, bytes);
@@ -63,12 +69,10 @@ int qcow2_l1_grow(struct qcow2_state *s, uint64_t entries, bool exact)
     }
     if (s->l1_size)
         memcpy(table, s->l1_table, s->l1_size * sizeof(uint64_t));
-    for (uint64_t i = 0; i < s->l1_size; i++)
-        store_be64(disk + i * 8, table[i]);
+    qcow2_l1_encode(table, 0, s->l1_size, 0, disk);
 
     uint64_t offset;
-    int ret =
-        qcow2_alloc_clusters(s, align_up_u64(bytes, s->cluster_size) >> s->cluster_bits, &offset);
+    ret = qcow2_alloc_clusters(s, align_up_u64(bytes, s->cluster_size) >> s->cluster_bits, &offset);
     if (ret == 0) {
         ret = io_pwrite(s->file, disk, bytes, offset);
         if (ret < 0)
@@ -93,10 +97,11 @@ int qcow2_l1_grow(struct qcow2_state *s, uint64_t entries, bool exact)
         return ret;
     }
     uint64_t old_offset = s->hdr.l1_table_offset, old_size = s->l1_size;
-    if (!s->l1_table || qcow2_retire(w, s->l1_table) < 0)
-        free(s->l1_table);
+    /* The swap cannot fail: readers that still hold the old table keep it until close. */
+    uint64_t *old_table = s->l1_table;
     /* Readers see the larger table before its larger size. */
     __atomic_store_n(&s->l1_table, table, __ATOMIC_RELEASE);
+    qcow2_retire_commit(w, old_table);
     __atomic_store_n(&s->l1_size, (uint32_t)size, __ATOMIC_RELEASE);
     s->hdr.l1_size = (uint32_t)size;
     s->hdr.l1_table_offset = offset;
@@ -270,8 +275,8 @@ static int preallocate_area(struct qcow2_state *s, uint64_t first, uint64_t end,
         ret = fill_zeros(s->file, start, bytes);
     } else {
         if (start < (uint64_t)file_size)
-            ret = qcow2_write_zero_bytes(s->file, start,
-                                         min_u64(bytes, (uint64_t)file_size - start));
+            ret =
+                qcow2_write_zero_bytes(s->file, start, min_u64(bytes, (uint64_t)file_size - start));
         if (ret == 0)
             ret = io_preallocate(s->file, start, bytes);
         if (ret == -ENOTSUP)
@@ -290,8 +295,8 @@ static int preallocate_area(struct qcow2_state *s, uint64_t first, uint64_t end,
         qcow2_l2_cursor_release(s, &cur);
         if (ret < 0)
             break;
-        bool empty = s->extended_l2 ? entry == 0 && (uint32_t)bitmap == 0
-                                    : (entry & ~QCOW2_OFLAG_ZERO) == 0;
+        bool empty =
+            s->extended_l2 ? entry == 0 && (uint32_t)bitmap == 0 : (entry & ~QCOW2_OFLAG_ZERO) == 0;
         if (!empty) {
             /* Already has space: the cluster reserved for it goes back. */
             ret = qcow2_refcount_update(s, host, s->cluster_size, -1);
@@ -420,6 +425,28 @@ static int shrink(struct img *img, struct qcow2_state *s, uint64_t new_size)
 }
 
 /*
+ * The first half of growing, with s->lock held: an L1 table large enough for the new size and
+ * an external data file long enough. Neither changes what the guest sees at the old size.
+ */
+static int grow_tables_locked(struct qcow2_state *s, uint64_t l1, uint64_t new_size,
+                              uint64_t old_size)
+{
+    int ret = qcow2_writer_begin_change(s);
+    if (ret == 0)
+        ret = qcow2_l1_grow(s, l1, true);
+    if (ret == 0 && s->data_file && new_size > old_size) {
+        int64_t size = io_file_size(s->data_file);
+        if (size < 0)
+            ret = img_error((int)size, "qcow2: cannot read the size of the data file");
+        else if ((uint64_t)size < new_size)
+            ret = io_truncate(s->data_file, new_size);
+        if (ret < 0 && size >= 0)
+            img_error(ret, "qcow2: cannot extend the data file: %s", img_strerror(ret));
+    }
+    return ret;
+}
+
+/*
  * The cluster that held the old end may still hold bytes past it (written before a shrink):
  * growing must not bring them back, so they are zeroed.
  */
@@ -477,29 +504,40 @@ int qcow2_resize(struct img *img, uint64_t new_size, unsigned flags, const struc
     qcow2_inflight_wait(s, 0, UINT64_MAX >> 1);
     if (new_size < old_size) {
         ret = shrink(img, s, new_size);
-    } else {
-        ret = qcow2_writer_begin_change(s);
         if (ret == 0)
-            ret = qcow2_l1_grow(s, l1, true);
-        if (ret == 0 && s->data_file && new_size > old_size) {
-            int64_t size = io_file_size(s->data_file);
-            if (size >= 0 && (uint64_t)size < new_size)
-                ret = io_truncate(s->data_file, new_size);
-            else if (size < 0)
-                ret = (int)size;
-        }
-        if (ret == 0)
-            ret = write_size_field(s, new_size);
+            img->size = align_down_u64(new_size, 512);
+        pthread_mutex_unlock(&s->lock);
+        return ret;
     }
-    if (ret == 0)
-        img->size = align_down_u64(new_size, 512);
+    ret = grow_tables_locked(s, l1, new_size, old_size);
     pthread_mutex_unlock(&s->lock);
-    if (ret == 0 && new_size > old_size)
+    if (ret < 0)
+        return ret;
+
+    /*
+     * Everything under the new space is put in place before the header says the image is
+     * larger: a failure here (no space for an L2 table, for the zeros) leaves the old size and
+     * content, and at most leaked clusters. Only this handle sees the larger size meanwhile,
+     * and the caller drained its data path.
+     */
+    uint64_t old_guest_size = img->size;
+    img->size = align_down_u64(new_size, 512);
+    if (new_size > old_size)
         ret = zero_old_tail(img, s, old_size, new_size);
     /* As QEMU: a larger backing file must not show through the new space. */
     if (ret == 0 && new_size > old_size && img->backing && img->backing->size > old_size)
         ret = qcow2_zero(img, old_size, min_u64(new_size, img->backing->size) - old_size, 0);
-    if (ret == 0 && new_size >= old_size)
+    if (ret == 0)
         ret = qcow2_preallocate(img, old_size, new_size, mode);
+    if (ret == 0) {
+        pthread_mutex_lock(&s->lock);
+        /* The tables under the new space are durable before the size makes them visible. */
+        ret = qcow2_flush_caches(s, true);
+        if (ret == 0)
+            ret = write_size_field(s, new_size);
+        pthread_mutex_unlock(&s->lock);
+    }
+    if (ret < 0)
+        img->size = old_guest_size;
     return ret;
 }

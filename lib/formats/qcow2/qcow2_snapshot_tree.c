@@ -234,8 +234,7 @@ int qcow2_snapshot_write_l1(struct qcow2_snapshot_txn *t, const uint64_t *l1, ui
     uint8_t *buf = malloc(bytes);
     if (!buf)
         return img_error(-ENOMEM, "out of memory");
-    for (uint32_t i = 0; i < l1_size; i++)
-        store_be64(buf + (size_t)i * 8, keep_copied ? l1[i] : l1[i] & ~QCOW2_OFLAG_COPIED);
+    qcow2_l1_encode(l1, 0, l1_size, keep_copied ? 0 : QCOW2_OFLAG_COPIED, buf);
     int ret = qcow2_snapshot_txn_alloc_write(t, buf, bytes, offset);
     free(buf);
     return ret;

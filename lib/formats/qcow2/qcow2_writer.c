@@ -62,16 +62,32 @@ void qcow2_inflight_remove(struct qcow2_state *s, struct qcow2_inflight *node)
     pthread_cond_broadcast(&s->writer->inflight_done);
 }
 
+int qcow2_retire_reserve(struct qcow2_writer *w)
+{
+    if (w->nb_retired < w->cap_retired)
+        return 0;
+    size_t cap = w->cap_retired ? w->cap_retired * 2 : 4;
+    void **grown = realloc(w->retired, cap * sizeof(*grown));
+    if (!grown)
+        return img_error(-ENOMEM, "out of memory");
+    w->retired = grown;
+    w->cap_retired = cap;
+    return 0;
+}
+
+void qcow2_retire_commit(struct qcow2_writer *w, void *ptr)
+{
+    /* Reserved beforehand: there is always room. */
+    if (ptr)
+        w->retired[w->nb_retired++] = ptr;
+}
+
 int qcow2_retire(struct qcow2_writer *w, void *ptr)
 {
-    void **grown = realloc(w->retired, (w->nb_retired + 1) * sizeof(*grown));
-    if (!grown) {
-        /* Better a reader racing a resize than a leak-free failure here: keep the old one. */
-        return img_error(-ENOMEM, "out of memory");
-    }
-    w->retired = grown;
-    w->retired[w->nb_retired++] = ptr;
-    return 0;
+    int ret = qcow2_retire_reserve(w);
+    if (ret == 0)
+        qcow2_retire_commit(w, ptr);
+    return ret;
 }
 
 /*

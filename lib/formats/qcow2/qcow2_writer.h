@@ -72,7 +72,7 @@ struct qcow2_writer {
 
     /* Replaced in-memory tables, freed at close: map() may still read them without the lock. */
     void **retired;
-    size_t nb_retired;
+    size_t nb_retired, cap_retired;
 
     /* Where the metadata lies, for the overlap check (qcow2_overlap.c); built on first use. */
     struct qcow2_overlap *overlap;
@@ -92,7 +92,16 @@ int qcow2_inflight_add(struct qcow2_state *s, struct qcow2_inflight *node, uint6
                        uint64_t count);
 void qcow2_inflight_remove(struct qcow2_state *s, struct qcow2_inflight *node);
 
-/* Keeps `ptr` (a replaced table) until close. */
+/*
+ * Replacing a table that map() reads without the lock is two steps, so that the swap cannot
+ * fail half-way: qcow2_retire_reserve() makes room for the old table (-ENOMEM, changing
+ * nothing) before anything is changed, and qcow2_retire_commit() then keeps it until close.
+ * Each commit uses one earlier reservation; a reservation not used is simply kept for later.
+ */
+int qcow2_retire_reserve(struct qcow2_writer *w);
+void qcow2_retire_commit(struct qcow2_writer *w, void *ptr);
+
+/* Both steps at once, for callers that replace nothing when it fails (frees `ptr` then). */
 int qcow2_retire(struct qcow2_writer *w, void *ptr);
 
 /*
