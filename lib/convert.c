@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * img_convert: copy guest content into a new image. The target is built in a temporary file
- * beside the destination and renamed over it only when everything succeeded.
+ * img_convert: copy guest content into a new image. The target file's handling (locks,
+ * devices, links, the temporary it is built in and renamed from) is convert_target.c's.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "convert_job.h"
+#include "convert_target.h"
 #include "error.h"
 #include "formats/format.h"
 #include "image.h"
@@ -24,70 +25,10 @@
 /* As qemu-img's -S. */
 #define SPARSE_SIZE_MAX (16u << 20)
 
-/* ---- temporary target file ---- */
-
-/* Leaves room in a 255-byte name for the dot, the random part and the suffix. */
-#define TEMP_BASE_MAX 200
-
-static char *temp_path_for(const char *dst)
-{
-    const char *slash = strrchr(dst, '/');
-    size_t dir_len = slash ? (size_t)(slash - dst) + 1 : 0;
-    const char *base = dst + dir_len;
-    size_t cap = strlen(dst) + 32;
-    char *path = malloc(cap);
-    if (!path)
-        return NULL;
-    unsigned long r = (unsigned long)getpid() ^ (unsigned long)time(NULL) ^ (uintptr_t)path;
-    snprintf(path, cap, "%.*s.%.*s.%08lx.tmp", (int)dir_len, dst, TEMP_BASE_MAX, base,
-             r & 0xffffffffu);
-    return path;
-}
-
-/*
- * Creates an empty temporary file beside `dst`. Its mode follows the umask as a new file
- * would; when `dst` exists, the finished file takes over its mode and, where allowed, its
- * owner, as writing into it (what qemu-img does) would have kept them.
- */
-static int create_temp_file(const char *dst, char **temp_out)
-{
-    struct stat old;
-    bool replacing = stat(dst, &old) == 0 && S_ISREG(old.st_mode);
-    for (int attempt = 0; attempt < 16; attempt++) {
-        char *path = temp_path_for(dst);
-        if (!path)
-            return img_error(-ENOMEM, "out of memory");
-        path[strlen(path) - 5] = (char)('a' + attempt);
-        int fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0666);
-        if (fd >= 0) {
-            if (replacing) {
-                /* Only root may give a file away; anyone else keeps the file as their own. */
-                if (fchown(fd, old.st_uid, old.st_gid) < 0 && errno != EPERM) {
-                    int err = -errno;
-                    close(fd);
-                    unlink(path);
-                    free(path);
-                    return img_error(err, "cannot give the new '%s' its owner: %s", dst,
-                                     img_strerror(err));
-                }
-                fchmod(fd, old.st_mode & 07777);
-            }
-            close(fd);
-            *temp_out = path;
-            return 0;
-        }
-        int err = -errno;
-        free(path);
-        if (err != -EEXIST)
-            return img_error(err, "cannot create a temporary file beside '%s': %s", dst,
-                             img_strerror(err));
-    }
-    return img_error(-EEXIST, "cannot find a free temporary name beside '%s'", dst);
-}
-
 /* ---- the targets ---- */
 
-static int convert_to_raw(struct convert_job *job, const char *temp)
+/* `device`: `temp` is a block device written in place (its old content is not zeros). */
+static int convert_to_raw(struct convert_job *job, const char *temp, bool device)
 {
     struct io_file *dst;
     /*
@@ -98,9 +39,20 @@ static int convert_to_raw(struct convert_job *job, const char *temp)
     int ret = io_file_open(&dst, temp, O_RDWR, 0);
     if (ret < 0)
         return img_error(ret, "cannot open '%s': %s", temp, img_strerror(ret));
-    ret = io_truncate(dst, job->src->size);
-    if (ret < 0)
-        img_error(ret, "cannot size the target: %s", img_strerror(ret));
+    if (device) {
+        int64_t dev_size = io_file_size(dst);
+        ret = dev_size < 0 ? (int)dev_size : 0;
+        if (ret == 0 && (uint64_t)dev_size < job->src->size)
+            ret = img_error(-ENOSPC,
+                            "convert: the device '%s' (%" PRId64 " bytes) is smaller than the "
+                            "image (%" PRIu64 " bytes)",
+                            temp, dev_size, job->src->size);
+        job->zeros_explicit = true;
+    } else {
+        ret = io_truncate(dst, job->src->size);
+        if (ret < 0)
+            img_error(ret, "cannot size the target: %s", img_strerror(ret));
+    }
     job->raw_dst = dst;
     job->unit = 512;
     job->zero_block = job->sparse_size;
@@ -167,52 +119,6 @@ static int convert_through_format(struct convert_job *job, const char *temp, con
     return ret;
 }
 
-/* As the kernel's limit on links followed in one lookup. */
-#define MAX_LINKS 40
-
-/*
- * The file a chain of symbolic links at `path` names, even when it does not exist yet (then
- * the convert creates it, as opening the link to create it would). *out is NULL when `path`
- * is no link.
- */
-static int follow_links(const char *path, char **out)
-{
-    *out = NULL;
-    char *current = NULL;
-    for (int hops = 0;; hops++) {
-        const char *at = current ? current : path;
-        struct stat st;
-        if (lstat(at, &st) < 0 || !S_ISLNK(st.st_mode)) {
-            *out = current;
-            return 0;
-        }
-        if (hops == MAX_LINKS) {
-            free(current);
-            return img_error(-ELOOP, "cannot follow the link '%s': too many levels", path);
-        }
-        char target[4096];
-        ssize_t n = readlink(at, target, sizeof(target) - 1);
-        if (n < 0) {
-            int err = -errno;
-            free(current);
-            return img_error(err, "cannot follow the link '%s': %s", path, img_strerror(err));
-        }
-        target[n] = '\0';
-        /* A relative target is relative to the folder holding the link. */
-        const char *slash = strrchr(at, '/');
-        int dir_len = target[0] != '/' && slash ? (int)(slash - at) + 1 : 0;
-        size_t len = (size_t)dir_len + (size_t)n + 1;
-        char *next = malloc(len);
-        if (!next) {
-            free(current);
-            return img_error(-ENOMEM, "out of memory");
-        }
-        snprintf(next, len, "%.*s%s", dir_len, at, target);
-        free(current);
-        current = next;
-    }
-}
-
 /* Target creation options: everything but the keys convert itself reads. */
 static int split_options(const img_opts *opts, img_opts **create_opts)
 {
@@ -257,46 +163,50 @@ IMG_API int img_convert(img *src, const char *dst_path, const char *dst_format,
     if (fmt == &format_raw && job.compress)
         return img_error(-ENOTSUP, "convert: format raw does not support compression");
 
-    /*
-     * A symbolic link is written through, as qemu-img does: the file it names is replaced,
-     * and the link stays.
-     */
-    char *resolved = NULL;
-    ret = follow_links(dst_path, &resolved);
-    if (ret < 0)
-        return ret;
-    if (resolved)
-        dst_path = resolved;
-
     /* The source must not change under the copy: a raw source shared with writers stops. */
     ret = img_refuse_writers(src, true);
-    if (ret < 0) {
-        free(resolved);
+    if (ret < 0)
         return ret;
-    }
     img_opts *create_opts = NULL;
-    char *temp = NULL;
+    struct target_file target;
+    bool target_open_ok = false;
     ret = split_options(opts, &create_opts);
-    if (ret == 0)
-        ret = create_temp_file(dst_path, &temp);
-    if (ret == 0) {
-        if (fmt == &format_raw) {
-            static const char *const known[] = {"overwrite", "preallocation", NULL};
-            ret = opts_check_known(create_opts, known, "convert to raw");
-            if (ret == 0)
-                ret = convert_to_raw(&job, temp);
-        } else {
-            ret = convert_through_format(&job, temp, dst_format, create_opts);
-        }
+    if (ret == 0 && fmt == &format_raw) {
+        static const char *const known[] = {"overwrite", "preallocation", NULL};
+        ret = opts_check_known(create_opts, known, "convert to raw");
     }
-    if (ret == 0 && rename(temp, dst_path) < 0)
-        ret = img_error(-errno, "cannot rename the finished image to '%s': %s", dst_path,
-                        img_strerror(-errno));
-    if (ret < 0 && temp)
-        unlink(temp);
-    free(temp);
+    /*
+     * The target is opened through the kernel (links followed as open(2) follows them) and
+     * write-locked for the whole convert, before anything is written: see convert_target.h.
+     */
+    if (ret == 0) {
+        ret = target_open(&target, dst_path, "convert", src->file);
+        target_open_ok = ret == 0;
+        if (ret == -EBUSY)
+            img_error_prefix("%s: error while converting %s", dst_path, fmt->name);
+    }
+    const char *build_path = NULL;
+    if (ret == 0 && target.is_block) {
+        build_path = dst_path;
+        /* The format's create opens and locks the device itself. */
+        if (fmt != &format_raw)
+            target_unlock(&target);
+    } else if (ret == 0) {
+        target_forget_new(&target);
+        ret = target_make_temp(&target);
+        build_path = target.temp_path;
+    }
+    if (ret == 0) {
+        if (fmt == &format_raw)
+            ret = convert_to_raw(&job, build_path, target.is_block);
+        else
+            ret = convert_through_format(&job, build_path, dst_format, create_opts);
+    }
+    if (ret == 0)
+        ret = target_commit(&target);
+    if (target_open_ok)
+        target_close(&target, ret < 0);
     img_opts_free(create_opts);
     img_refuse_writers(src, false);
-    free(resolved);
     return ret;
 }

@@ -9,6 +9,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "error.h"
 #include "formats/format.h"
@@ -16,6 +17,7 @@
 #include "formats/qcow2/qcow2_writer.h"
 #include "image.h"
 #include "io/io.h"
+#include "io/lock.h"
 #include "opts.h"
 #include "util/checked.h"
 #include "util/endian.h"
@@ -183,6 +185,12 @@ static int image_size(const struct img_create_args *args, const struct create_op
     return 0;
 }
 
+static bool is_block_device(struct io_file *f)
+{
+    struct stat st;
+    return fstat(io_file_fd(f), &st) == 0 && S_ISBLK(st.st_mode);
+}
+
 /* Writes the header cluster, the refcount table and the first refcount block. */
 static int write_skeleton(struct io_file *f, const struct img_create_args *args,
                           const struct create_opts *o)
@@ -230,21 +238,31 @@ static int write_skeleton(struct io_file *f, const struct img_create_args *args,
     return ret;
 }
 
+/*
+ * The external data file: opened without O_TRUNC and write-locked first, so that a data file
+ * a VM holds is refused untouched; emptied only then.
+ */
 static int create_data_file(const struct img_create_args *args, const struct create_opts *o)
 {
     char *path = img_resolve_path(args->path, o->data_file);
     if (!path)
         return img_error(-ENOMEM, "out of memory");
     struct io_file *f;
-    int ret = io_file_open(&f, path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    int ret = io_file_open(&f, path, O_RDWR | O_CREAT, 0644);
     if (ret < 0) {
         img_error(ret, "qcow2: cannot create the data file '%s': %s", path, img_strerror(ret));
         free(path);
         return ret;
     }
+    ret = io_file_lock(f, IO_LOCK_WRITE, path);
+    if (ret == 0 && !is_block_device(f)) {
+        ret = io_truncate(f, 0);
+        if (ret < 0)
+            img_error(ret, "qcow2: cannot empty the data file '%s': %s", path, img_strerror(ret));
+    }
     free(path);
     io_file_close(f);
-    return 0;
+    return ret;
 }
 
 int qcow2_create(const struct img_create_args *args)
@@ -265,14 +283,15 @@ int qcow2_create(const struct img_create_args *args)
         if (ret < 0)
             return ret;
     }
-    struct io_file *f;
-    ret = io_file_open(&f, args->path, O_RDWR | O_CREAT | O_TRUNC, 0644);
-    if (ret < 0)
-        return img_error(ret, "qcow2: cannot create '%s': %s", args->path, img_strerror(ret));
+    /* The core holds the lock on args->file: emptying it now loses nothing a VM uses. */
+    struct io_file *f = args->file;
+    if (!is_block_device(f) && (ret = io_truncate(f, 0)) < 0)
+        return img_error(ret, "qcow2: cannot empty '%s': %s", args->path, img_strerror(ret));
     ret = write_skeleton(f, args, &o);
-    io_file_close(f);
     if (ret < 0)
         return ret;
+    /* img_open() below takes the lock again on its own open of the file. */
+    io_file_unlock(f);
 
     /* The rest is an ordinary resize of the empty image, as qemu-img does it. */
     struct img *img;
