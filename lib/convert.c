@@ -27,7 +27,7 @@
 
 /* ---- the targets ---- */
 
-/* `device`: `temp` is a block device written in place (its old content is not zeros). */
+/* `device`: `temp` is a block device, written in place. */
 static int convert_to_raw(struct convert_job *job, const char *temp, bool device)
 {
     struct io_file *dst;
@@ -47,7 +47,9 @@ static int convert_to_raw(struct convert_job *job, const char *temp, bool device
                             "convert: the device '%s' (%" PRId64 " bytes) is smaller than the "
                             "image (%" PRIu64 " bytes)",
                             temp, dev_size, job->src->size);
-        job->zeros_explicit = true;
+        /* Its old content is not zeros: what the copy skips as zeros must read as zeros. */
+        if (ret == 0 && (ret = io_write_zeroes(dst, 0, job->src->size)) < 0)
+            img_error(ret, "convert: cannot zero the device '%s': %s", temp, img_strerror(ret));
     } else {
         ret = io_truncate(dst, job->src->size);
         if (ret < 0)
