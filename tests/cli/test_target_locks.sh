@@ -161,6 +161,38 @@ expect_status 0 convert -O raw pat.raw tidy.raw
 [ -e .tidy.raw.0123abcd.tmp ] && fail "a stale temporary of the target was left"
 [ -e .other.raw.0123abcd.tmp ] || fail "the temporary of another target was removed"
 rm -f .other.raw.0123abcd.tmp
+# A temporary another convert is writing (it holds the in-use mark: an exclusive lock on
+# byte 1, see lib/io/lock.h) stays.
+if command -v python3 >/dev/null 2>&1; then
+    printf live >.busy.raw.89abcdef.tmp
+    rm -f marked
+    mkfifo marked
+    exec 8<>marked
+    python3 -c '
+import fcntl, struct, sys
+f = open(".busy.raw.89abcdef.tmp", "r+b")
+fcntl.fcntl(f, fcntl.F_OFD_SETLK, struct.pack("hhqqi", fcntl.F_WRLCK, 0, 1, 1, 0))
+print("held", flush=True)
+sys.stdin.read()
+' <marked >marker.out 8>&- &
+    marker=$!
+    tries=0
+    until grep -q held marker.out 2>/dev/null || ! kill -0 $marker 2>/dev/null; do
+        tries=$((tries + 1))
+        [ $tries -gt 300 ] && break
+        sleep 0.1
+    done
+    if grep -q held marker.out; then
+        expect_status 0 convert -O raw pat.raw busy.raw
+        [ "$(cat .busy.raw.89abcdef.tmp 2>/dev/null)" = live ] ||
+            fail "the temporary of a running convert was removed"
+    else
+        fail "python3 could not mark a temporary in use: $(cat marker.out)"
+    fi
+    exec 8>&-
+    wait $marker
+    rm -f .busy.raw.89abcdef.tmp
+fi
 [ -z "$(find . -name '.*.tmp')" ] || fail "temporary files left: $(find . -name '.*.tmp')"
 
 finish
