@@ -28,11 +28,11 @@ struct img_create_args {
     const char *backing_file;
     const char *backing_fmt;
     /*
-     * The file to build the image in, already open read-write and write-locked by the core
-     * (`path` names it: the target itself, or a temporary beside it). create() writes through
-     * it and shortens it (a regular file) only now that the lock is held; it never opens
-     * `path` with O_TRUNC. Before opening `path` as an image, it drops the lock with
-     * io_file_unlock(): img_open() takes it again, and would refuse a second holder.
+     * The file to build the image in, already open read-write (`path` names it): the target
+     * itself, write-locked by the core, or a fresh temporary beside it that nobody else
+     * knows. create() writes through it and shortens it (a regular file) only through it,
+     * never by opening `path` with O_TRUNC. Before opening `path` as an image it drops the
+     * lock with io_file_unlock(): img_open() takes it again, and would refuse a second holder.
      */
     struct io_file *file;
 };

@@ -52,6 +52,30 @@ expect_status 0 convert -O qcow2 pat.raw blk
 qemu-img check -q -f qcow2 blk || fail "-O qcow2: qemu-img check fails on the device"
 qemu-img compare -q -f raw -F qcow2 pat.raw blk || fail "-O qcow2: content differs"
 
+# A device a VM (qemu-io) holds is refused, raw and qcow2, and left as it is.
+if command -v qemu-io >/dev/null 2>&1; then
+    dd if=blk of=device.before bs=1M count=8 2>/dev/null
+    rm -f ctl held.out
+    mkfifo ctl
+    exec 9<>ctl
+    qemu-io -f raw blk <ctl >held.out 2>&1 9>&- &
+    holder=$!
+    tries=0
+    until grep -q 'qemu-io>' held.out 2>/dev/null || ! kill -0 $holder 2>/dev/null; do
+        tries=$((tries + 1))
+        [ $tries -gt 300 ] && break
+        sleep 0.1
+    done
+    grep -q 'qemu-io>' held.out || fail "qemu-io did not open the device: $(cat held.out)"
+    for fmt in raw qcow2; do
+        expect_status 1 convert -O $fmt pat.raw blk && expect_err '"write" lock'
+    done
+    exec 9>&-
+    wait $holder
+    dd if=blk bs=1M count=8 2>/dev/null | cmp -s - device.before ||
+        fail "a convert onto a held device changed it"
+fi
+
 # A device smaller than the image is refused before it is written.
 qemu-img create -q -f raw big.raw 16M
 dd if=/dev/zero of=blk bs=1M count=8 2>/dev/null
