@@ -212,8 +212,9 @@ IMG_API int img_convert(img *src, const char *dst_path, const char *dst_format,
  * write-locked before a byte of it changes (-EBUSY, untouched, when a VM holds it); a block
  * device is written in place; a non-empty regular file is replaced by an image built in a
  * temporary beside it, so a create that fails (a full disk during preallocation) leaves the
- * old image as it was, and a new file it made is removed again. A qcow2 "data_file" is
- * locked the same way before it is emptied.
+ * old image as it was, and a new file it made is removed again (where the folder takes no new
+ * file from the caller, the file is written in place, under its lock, as qemu-img does). A
+ * qcow2 "data_file" is locked the same way before it is emptied.
  */
 IMG_API int img_create(const char *path, const char *format, uint64_t size, const img_opts *opts);
 

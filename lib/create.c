@@ -60,6 +60,15 @@ static int build(const struct img_format *fmt, struct target_file *t, struct img
         args->file = t->file;
     } else {
         ret = target_make_temp(t);
+        if ((ret == -EACCES || ret == -EPERM) && !t->temp_name) {
+            /*
+             * The folder takes no new file from us, the file itself may be written: as
+             * qemu-img does, write it in place, under its lock.
+             */
+            img_error_clear();
+            args->file = t->file;
+            return fmt->create(args);
+        }
         int fd = ret == 0 ? dup(t->temp_fd) : -1;
         if (ret == 0 && fd < 0)
             ret = img_error(-errno, "create: %s", img_strerror(-errno));

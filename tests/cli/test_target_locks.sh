@@ -154,6 +154,24 @@ else
     echo "fs.protected_symlinks is off (or not root): protected link checks skipped"
 fi
 
+# --- create in a folder that takes no new file from the user: the file is written in place,
+# under its lock, as qemu-img does ---
+if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null 2>&1 && id nobody >/dev/null 2>&1; then
+    chmod 711 "$WORK"
+    mkdir shut
+    printf old >shut/own.raw
+    chown nobody shut/own.raw
+    ino=$(inode shut/own.raw)
+    if setpriv --reuid=nobody --regid="$(id -g nobody)" --clear-groups "$IMGUTIL" create \
+        -f raw shut/own.raw 1M >out 2>err; then
+        [ "$(stat -c %s shut/own.raw)" = 1048576 ] && [ "$(inode shut/own.raw)" = "$ino" ] ||
+            fail "create in a closed folder: $(stat -c '%s bytes, inode %i' shut/own.raw)"
+    else
+        fail "create in a closed folder failed: $(cat err)"
+    fi
+    chmod 700 "$WORK"
+fi
+
 # --- a temporary left by a killed convert goes; one of another target stays ---
 printf stale >.tidy.raw.0123abcd.tmp
 printf other >.other.raw.0123abcd.tmp
