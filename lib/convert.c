@@ -188,7 +188,13 @@ IMG_API int img_convert(img *src, const char *dst_path, const char *dst_format,
             img_error_prefix("%s: error while converting %s", dst_path, fmt->name);
     }
     const char *build_path = NULL;
-    if (ret == 0 && target.is_block) {
+    if (ret == 0 && target.is_block && target.is_source) {
+        /* Written in place, it would be overwritten while it is still being read. */
+        ret = img_error(-EINVAL,
+                        "convert: '%s' is the source: a device cannot be converted onto "
+                        "itself",
+                        dst_path);
+    } else if (ret == 0 && target.is_block) {
         build_path = dst_path;
         /* The format's create opens and locks the device itself. */
         if (fmt != &format_raw)

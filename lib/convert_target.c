@@ -176,7 +176,8 @@ int target_open(struct target_file *t, const char *path, const char *action, str
         goto fail;
     rw_fd = -1;
     /* Before a byte changes: a VM holding the image keeps it. */
-    if (!is_same_file(source, &st) && (ret = io_file_lock(t->file, IO_LOCK_WRITE, path)) < 0)
+    t->is_source = is_same_file(source, &st);
+    if (!t->is_source && (ret = io_file_lock(t->file, IO_LOCK_WRITE, path)) < 0)
         goto fail;
     if (fd >= 0)
         close(fd);

@@ -36,6 +36,7 @@ struct target_file {
     dev_t dev;
     ino_t ino;
     bool is_block;
+    bool is_source; /* the very file target_open was given as `source` */
     bool created;   /* made empty by target_open: removed on failure */
     bool forgotten; /* that empty file was removed again: the name is to be taken */
     bool was_empty; /* an existing empty regular file: built in place */

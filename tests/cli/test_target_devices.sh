@@ -76,6 +76,12 @@ if command -v qemu-io >/dev/null 2>&1; then
         fail "a convert onto a held device changed it"
 fi
 
+# A device is not converted onto itself (in place, it would be zeroed before it is read).
+dd if=blk of=device.before bs=1M count=8 2>/dev/null
+expect_status 1 convert -f raw -O raw blk blk && expect_err "onto itself"
+dd if=blk bs=1M count=8 2>/dev/null | cmp -s - device.before ||
+    fail "a convert of a device onto itself changed it"
+
 # A device smaller than the image is refused before it is written.
 qemu-img create -q -f raw big.raw 16M
 dd if=/dev/zero of=blk bs=1M count=8 2>/dev/null
