@@ -224,9 +224,21 @@ IMG_API int img_map(img *img, uint64_t offset, uint64_t length, img_map_fn fn, v
 
 /*
  * Copies the guest content of `src` into a new image `dst_path` of format `dst_format`.
- * The target is written to a temporary file beside `dst_path` and renamed into place only on
- * success, so a failure or cancellation leaves any existing `dst_path` untouched; an existing
- * target keeps its mode (and owner, where allowed), and a symbolic link is written through.
+ * The target rules (img_create follows the same ones):
+ *  - `dst_path` is opened by the kernel, so a symbolic link is followed as open(2) follows it
+ *    (fs.protected_symlinks applies) and the link stays;
+ *  - a folder, character device, FIFO or socket is refused before anything is copied;
+ *  - an existing target is write-locked with QEMU's locks for the whole convert: one a VM
+ *    holds is refused with -EBUSY ("<target>: error while converting <fmt>: Failed to get
+ *    "write" lock ...") and left as it is;
+ *  - a block device is written in place (refused with -ENOSPC when smaller than the image);
+ *  - a regular file is written to a temporary file in the folder of the file opened and
+ *    renamed over it only on success, so a failure or cancellation leaves an existing target
+ *    untouched. The new file keeps the old one's mode, owner (where allowed) and extended
+ *    attributes (user.*, ACLs, security labels). A target with other hard links is refused
+ *    (-EMLINK) rather than parted from them. A temporary left by a convert that was killed
+ *    (".<name>.<hex>.tmp", no longer in use) is removed by the next convert to that name.
+ *  - a read-only file system is reported as such (-EROFS).
  * Ranges the source reports as zeros stay holes (or, when the target names a backing file,
  * are written as zeros). Options: target creation options (as for img_create) plus
  *   "sparse_size"  bytes, a multiple of 512 up to 16 MiB: aligned runs of zeros this long in
@@ -245,7 +257,13 @@ IMG_API int img_convert(img *src, const char *dst_path, const char *dst_format,
 /*
  * Creates an image. Options are those of `qemu-img create -o` for the format, plus
  * "backing_file", "backing_fmt". An existing file at `path` is refused with -EEXIST unless
- * the option "overwrite" is "on". Takes no handle: safe from any thread.
+ * the option "overwrite" is "on". Takes no handle: safe from any thread. The target rules are
+ * img_convert's: an existing file is write-locked before a byte of it changes (-EBUSY, untouched,
+ * when a VM holds it); a block device is written in place; a non-empty regular file is replaced by
+ * an image built in a temporary beside it, so a create that fails (a full disk during
+ * preallocation) leaves the old image as it was, and a new file it made is removed again (where the
+ * folder takes no new file from the caller, the file is written in place, under its lock, as
+ * qemu-img does). A qcow2 "data_file" is locked the same way before it is emptied.
  */
 IMG_API int img_create(const char *path, const char *format, uint64_t size, const img_opts *opts);
 
@@ -318,7 +336,8 @@ IMG_API int img_resize(img *img, uint64_t new_size, unsigned flags, const img_op
  * A completion callback may submit new requests on the same handle (or any other), and may
  * call the synchronous functions. It must not call img_aio_poll() on the same handle (that
  * fails with -EBUSY) nor img_close() on it or on the image whose backing chain it belongs to
- * (refused: img_close() then sets img_last_error() and returns without closing). It should return quickly: the other completions wait for it.
+ * (refused: img_close() then sets img_last_error() and returns without closing). It should return
+ * quickly: the other completions wait for it.
  *
  * img_close() with requests in flight (on the handle, or on one of its backing images as
  * img_get_backing() returns them) waits until every one of them has finished executing

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * img_convert: copy guest content into a new image. The target is built in a temporary file
- * beside the destination and renamed over it only when everything succeeded.
+ * img_convert: copy guest content into a new image. The target file's handling (locks,
+ * devices, links, the temporary it is built in and renamed from) is convert_target.c's.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "convert_job.h"
+#include "convert_target.h"
 #include "error.h"
 #include "formats/format.h"
 #include "image.h"
@@ -24,67 +25,6 @@
 /* As qemu-img's -S. */
 #define SPARSE_SIZE_MAX (16u << 20)
 
-/* ---- temporary target file ---- */
-
-/* Leaves room in a 255-byte name for the dot, the random part and the suffix. */
-#define TEMP_BASE_MAX 200
-
-static char *temp_path_for(const char *dst)
-{
-    const char *slash = strrchr(dst, '/');
-    size_t dir_len = slash ? (size_t)(slash - dst) + 1 : 0;
-    const char *base = dst + dir_len;
-    size_t cap = strlen(dst) + 32;
-    char *path = malloc(cap);
-    if (!path)
-        return NULL;
-    unsigned long r = (unsigned long)getpid() ^ (unsigned long)time(NULL) ^ (uintptr_t)path;
-    snprintf(path, cap, "%.*s.%.*s.%08lx.tmp", (int)dir_len, dst, TEMP_BASE_MAX, base,
-             r & 0xffffffffu);
-    return path;
-}
-
-/*
- * Creates an empty temporary file beside `dst`. Its mode follows the umask as a new file
- * would; when `dst` exists, the finished file takes over its mode and, where allowed, its
- * owner, as writing into it (what qemu-img does) would have kept them.
- */
-static int create_temp_file(const char *dst, char **temp_out)
-{
-    struct stat old;
-    bool replacing = stat(dst, &old) == 0 && S_ISREG(old.st_mode);
-    for (int attempt = 0; attempt < 16; attempt++) {
-        char *path = temp_path_for(dst);
-        if (!path)
-            return img_error(-ENOMEM, "out of memory");
-        path[strlen(path) - 5] = (char)('a' + attempt);
-        int fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0666);
-        if (fd >= 0) {
-            if (replacing) {
-                /* Only root may give a file away; anyone else keeps the file as their own. */
-                if (fchown(fd, old.st_uid, old.st_gid) < 0 && errno != EPERM) {
-                    int err = -errno;
-                    close(fd);
-                    unlink(path);
-                    free(path);
-                    return img_error(err, "cannot give the new '%s' its owner: %s", dst,
-                                     img_strerror(err));
-                }
-                fchmod(fd, old.st_mode & 07777);
-            }
-            close(fd);
-            *temp_out = path;
-            return 0;
-        }
-        int err = -errno;
-        free(path);
-        if (err != -EEXIST)
-            return img_error(err, "cannot create a temporary file beside '%s': %s", dst,
-                             img_strerror(err));
-    }
-    return img_error(-EEXIST, "cannot find a free temporary name beside '%s'", dst);
-}
-
 /* ---- the targets ---- */
 
 static bool is_power_of_two(uint64_t v)
@@ -92,8 +32,9 @@ static bool is_power_of_two(uint64_t v)
     return v && !(v & (v - 1));
 }
 
+/* `device`: `temp` is a block device, written in place, whose old content is not zeros. */
 static int convert_through_format(struct convert_job *job, const char *temp, const char *format,
-                                  const img_opts *create_opts)
+                                  const img_opts *create_opts, bool device)
 {
     int ret = img_create(temp, format, job->src->size, create_opts);
     if (ret < 0)
@@ -107,7 +48,7 @@ static int convert_through_format(struct convert_job *job, const char *temp, con
     uint64_t cluster = dst->cluster_size;
     bool whole_clusters = is_power_of_two(cluster) && CONVERT_CHUNK_SIZE % cluster == 0;
     /* Unallocated ranges of the target would show its backing file, not the source's zeros. */
-    job->zeros_explicit = dst->backing_name != NULL;
+    job->zeros_explicit = dst->backing_name != NULL || device;
     if (job->compress) {
         if (!dst->fmt->compress_unit || !dst->fmt->write_compressed_data || !whole_clusters) {
             img_close(dst);
@@ -138,52 +79,6 @@ static int convert_through_format(struct convert_job *job, const char *temp, con
     job->img_dst = NULL;
     img_close(dst);
     return ret;
-}
-
-/* As the kernel's limit on links followed in one lookup. */
-#define MAX_LINKS 40
-
-/*
- * The file a chain of symbolic links at `path` names, even when it does not exist yet (then
- * the convert creates it, as opening the link to create it would). *out is NULL when `path`
- * is no link.
- */
-static int follow_links(const char *path, char **out)
-{
-    *out = NULL;
-    char *current = NULL;
-    for (int hops = 0;; hops++) {
-        const char *at = current ? current : path;
-        struct stat st;
-        if (lstat(at, &st) < 0 || !S_ISLNK(st.st_mode)) {
-            *out = current;
-            return 0;
-        }
-        if (hops == MAX_LINKS) {
-            free(current);
-            return img_error(-ELOOP, "cannot follow the link '%s': too many levels", path);
-        }
-        char target[4096];
-        ssize_t n = readlink(at, target, sizeof(target) - 1);
-        if (n < 0) {
-            int err = -errno;
-            free(current);
-            return img_error(err, "cannot follow the link '%s': %s", path, img_strerror(err));
-        }
-        target[n] = '\0';
-        /* A relative target is relative to the folder holding the link. */
-        const char *slash = strrchr(at, '/');
-        int dir_len = target[0] != '/' && slash ? (int)(slash - at) + 1 : 0;
-        size_t len = (size_t)dir_len + (size_t)n + 1;
-        char *next = malloc(len);
-        if (!next) {
-            free(current);
-            return img_error(-ENOMEM, "out of memory");
-        }
-        snprintf(next, len, "%.*s%s", dir_len, at, target);
-        free(current);
-        current = next;
-    }
 }
 
 /* Target creation options: everything but the keys convert itself reads. */
@@ -231,17 +126,6 @@ IMG_API int img_convert(img *src, const char *dst_path, const char *dst_format,
         return img_error(-ENOTSUP, "convert: format %s does not support compression", fmt->name);
 
     /*
-     * A symbolic link is written through, as qemu-img does: the file it names is replaced,
-     * and the link stays.
-     */
-    char *resolved = NULL;
-    ret = follow_links(dst_path, &resolved);
-    if (ret < 0)
-        return ret;
-    if (resolved)
-        dst_path = resolved;
-
-    /*
      * The source must not change under the copy: a raw source shared with writers stops, and
      * exclusive calls on the handle (a resize) wait until the copy is done.
      */
@@ -249,26 +133,47 @@ IMG_API int img_convert(img *src, const char *dst_path, const char *dst_format,
     ret = img_refuse_writers(src, true);
     if (ret < 0) {
         img_io_leave(src);
-        free(resolved);
         return ret;
     }
     img_opts *create_opts = NULL;
-    char *temp = NULL;
+    struct target_file target;
+    bool target_open_ok = false;
     ret = split_options(opts, &create_opts);
-    if (ret == 0)
-        ret = create_temp_file(dst_path, &temp);
+    /*
+     * The target is opened through the kernel (links followed as open(2) follows them) and
+     * write-locked for the whole convert, before anything is written: see convert_target.h.
+     */
+    if (ret == 0) {
+        ret = target_open(&target, dst_path, "convert", src->file);
+        target_open_ok = ret == 0;
+        if (ret == -EBUSY)
+            img_error_prefix("%s: error while converting %s", dst_path, fmt->name);
+    }
+    const char *build_path = NULL;
+    if (ret == 0 && target.is_block && target.is_source) {
+        /* Written in place, it would be overwritten while it is still being read. */
+        ret = img_error(-EINVAL,
+                        "convert: '%s' is the source: a device cannot be converted onto "
+                        "itself",
+                        dst_path);
+    } else if (ret == 0 && target.is_block) {
+        build_path = dst_path;
+        /* The format's create opens and locks the device itself. */
+        target_unlock(&target);
+    } else if (ret == 0) {
+        target_forget_new(&target);
+        ret = target_make_temp(&target);
+        build_path = target.temp_path;
+    }
     /* Every format, raw included, is created and written through its backend. */
     if (ret == 0)
-        ret = convert_through_format(&job, temp, dst_format, create_opts);
-    if (ret == 0 && rename(temp, dst_path) < 0)
-        ret = img_error(-errno, "cannot rename the finished image to '%s': %s", dst_path,
-                        img_strerror(-errno));
-    if (ret < 0 && temp)
-        unlink(temp);
-    free(temp);
+        ret = convert_through_format(&job, build_path, dst_format, create_opts, target.is_block);
+    if (ret == 0)
+        ret = target_commit(&target);
+    if (target_open_ok)
+        target_close(&target, ret < 0);
     img_opts_free(create_opts);
     img_refuse_writers(src, false);
     img_io_leave(src);
-    free(resolved);
     return ret;
 }

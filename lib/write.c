@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-/* The write side: create, write, zero, discard, flush, resize, snapshots. */
+/* The write side: write, zero, discard, flush, resize, snapshots (img_create: create.c). */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
@@ -234,91 +234,4 @@ IMG_API int img_snapshot_apply(img *img, const char *name_or_id)
 IMG_API int img_snapshot_delete(img *img, const char *name_or_id)
 {
     return snapshot_call(img, name_or_id, img ? img->fmt->snapshot_delete : NULL, "delete");
-}
-
-/* Options the core handles itself; the rest go to the format. */
-static const char *const core_create_keys[] = {"overwrite", "backing_file", "backing_fmt",
-                                               "backing_unsafe", NULL};
-
-static bool is_core_key(const char *key)
-{
-    for (const char *const *k = core_create_keys; *k; k++)
-        if (strcmp(*k, key) == 0)
-            return true;
-    return false;
-}
-
-/* Opens the backing file the way a later open of the new image will, to check it and size. */
-static int probe_backing(const char *path, const char *backing, const char *backing_fmt,
-                         uint64_t *size)
-{
-    char *full = img_resolve_path(path, backing);
-    if (!full)
-        return img_error(-ENOMEM, "out of memory");
-    struct img *b;
-    int ret = img_open(&b, full, backing_fmt, IMG_OPEN_READ_ONLY | IMG_OPEN_FORCE_SHARE, NULL);
-    if (ret < 0) {
-        img_error_prefix("could not open backing file '%s'", full);
-        free(full);
-        return ret;
-    }
-    *size = b->size;
-    img_close(b);
-    free(full);
-    return 0;
-}
-
-IMG_API int img_create(const char *path, const char *format, uint64_t size, const img_opts *opts)
-{
-    if (!path || !*path)
-        return img_error(-EINVAL, "img_create: no file name");
-    if (!format)
-        format = "raw";
-    const struct img_format *fmt = format_find(format);
-    if (!fmt)
-        return img_error(-ENOTSUP, "create: unknown or unsupported format '%s'", format);
-    if (!fmt->create)
-        return img_error(-ENOTSUP, "create: format %s cannot be created", format);
-
-    bool overwrite = false, unsafe = false;
-    int ret = opts_get_bool(opts, "overwrite", &overwrite);
-    if (ret == 0)
-        ret = opts_get_bool(opts, "backing_unsafe", &unsafe);
-    if (ret < 0)
-        return ret;
-    struct stat st;
-    if (!overwrite && stat(path, &st) == 0)
-        return img_error(-EEXIST, "create: '%s' already exists", path);
-
-    struct img_create_args args = {
-        .path = path,
-        .size = size,
-        .backing_file = img_opts_get(opts, "backing_file"),
-        .backing_fmt = img_opts_get(opts, "backing_fmt"),
-    };
-    if (args.backing_fmt && !args.backing_file)
-        return img_error(-EINVAL, "create: backing_fmt is set but backing_file is not");
-    if (args.backing_file && (!unsafe || size == 0)) {
-        uint64_t backing_size = 0;
-        ret = probe_backing(path, args.backing_file, args.backing_fmt, &backing_size);
-        if (ret < 0)
-            return ret;
-        if (size == 0)
-            args.size = backing_size;
-    }
-
-    img_opts *format_opts;
-    ret = img_opts_new(&format_opts);
-    unsigned i = 0;
-    const char *key, *value;
-    while (ret == 0 && opts_iter(opts, &i, &key, &value))
-        if (!is_core_key(key))
-            ret = img_opts_set(format_opts, key, value);
-    args.opts = format_opts;
-    if (ret == 0)
-        ret = format_check_create_options(fmt, format_opts);
-    if (ret == 0)
-        ret = fmt->create(&args);
-    img_opts_free(format_opts);
-    return ret;
 }

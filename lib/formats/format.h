@@ -40,6 +40,14 @@ struct img_create_args {
     const img_opts *opts; /* format options (cluster_size, compat, ...) */
     const char *backing_file;
     const char *backing_fmt;
+    /*
+     * The file to build the image in, already open read-write (`path` names it): the target
+     * itself, write-locked by the core, or a fresh temporary beside it that nobody else
+     * knows. create() writes through it and shortens it (a regular file) only through it,
+     * never by opening `path` with O_TRUNC. Before opening `path` as an image it drops the
+     * lock with io_file_unlock(): img_open() takes it again, and would refuse a second holder.
+     */
+    struct io_file *file;
 };
 
 struct img_check_result {

@@ -5,6 +5,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "error.h"
 #include "formats/format.h"
@@ -101,18 +102,27 @@ static int raw_create(const struct img_create_args *args)
     /* qemu-img rounds raw sizes up to whole sectors. */
     size = align_up_u64(size, 512);
 
-    struct io_file *f;
-    ret = io_file_open(&f, args->path, O_RDWR | O_CREAT | O_TRUNC, 0644);
-    if (ret < 0)
-        return img_error(ret, "raw: cannot create '%s': %s", args->path, img_strerror(ret));
-    ret = io_truncate(f, size);
+    struct io_file *f = args->file;
+    struct stat st;
+    if (fstat(io_file_fd(f), &st) == 0 && S_ISBLK(st.st_mode)) {
+        /* A device keeps its size; the image must fit. */
+        int64_t dev_size = io_file_size(f);
+        if (dev_size >= 0 && (uint64_t)dev_size < size)
+            return img_error(-ENOSPC,
+                             "raw: the device '%s' (%" PRId64 " bytes) is smaller than %" PRIu64
+                             " bytes",
+                             args->path, dev_size, size);
+        ret = dev_size < 0 ? (int)dev_size : 0;
+    } else {
+        ret = io_truncate(f, 0);
+        if (ret == 0)
+            ret = io_truncate(f, size);
+    }
     if (ret == 0 && strcmp(prealloc, "falloc") == 0 && size)
         ret = io_preallocate(f, 0, size);
     if (ret == 0 && strcmp(prealloc, "full") == 0)
         ret = raw_fill_zeroes(f, 0, size);
-    if (ret == 0)
-        ret = io_fsync(f);
-    io_file_close(f);
+    /* Not flushed: as qemu-img create, the image is durable once the caller flushes it. */
     if (ret < 0)
         return img_error(ret, "raw: cannot create '%s': %s", args->path, img_strerror(ret));
     return 0;
@@ -177,8 +187,7 @@ static int raw_resize(struct img *img, uint64_t new_size, unsigned flags, const 
     if (ret < 0) {
         img_error(ret, "raw: cannot preallocate the new space: %s", img_strerror(ret));
         if (io_truncate(img->file, old_size) < 0)
-            img_error_prefix("%s: the file is left at %" PRIu64 " bytes", img->filename,
-                             new_size);
+            img_error_prefix("%s: the file is left at %" PRIu64 " bytes", img->filename, new_size);
         return ret;
     }
     img->size = new_size;

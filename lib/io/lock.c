@@ -206,7 +206,35 @@ void io_file_unlock(struct io_file *f)
         ;
 }
 
+/* Below QEMU's bytes (100 and up) and clear of libvirt's byte 0. */
+#define IN_USE_BYTE 1
+
+int io_fd_mark_in_use(int fd)
+{
+    if (!host_has_ofd_locks(fd))
+        return 0;
+    return set_byte_lock(fd, IN_USE_BYTE, F_WRLCK);
+}
+
+int io_fd_in_use_elsewhere(int fd)
+{
+    int ret = byte_is_held_elsewhere(fd, IN_USE_BYTE);
+    return ret == -EINVAL ? 1 : ret;
+}
+
 #else /* no open-file-description locks on this host: run unlocked, as QEMU does */
+
+int io_fd_mark_in_use(int fd)
+{
+    (void)fd;
+    return 0;
+}
+
+int io_fd_in_use_elsewhere(int fd)
+{
+    (void)fd;
+    return 1;
+}
 
 int io_file_lock(struct io_file *f, enum io_lock_mode mode, const char *what)
 {

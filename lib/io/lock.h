@@ -52,4 +52,18 @@ int io_file_lock_refuse_writes(struct io_file *f, bool refuse, const char *what)
 /* Drops the locks io_file_lock() took. Closing the file drops them too. */
 void io_file_unlock(struct io_file *f);
 
+/*
+ * For files only this library names (the temporary a target is built in): marks the file in
+ * use by the open file description `fd` with an exclusive lock on a byte QEMU never looks at,
+ * so that a temporary whose writer was killed can be told from one being written. Returns 0
+ * or a negative errno; succeeds without marking where the host has no such locks.
+ */
+int io_fd_mark_in_use(int fd);
+
+/*
+ * 1 when another open file description marks the file of `fd` in use (or the host cannot
+ * tell: then every file counts as in use), 0 when nobody does, or a negative errno.
+ */
+int io_fd_in_use_elsewhere(int fd);
+
 #endif

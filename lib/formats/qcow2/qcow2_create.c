@@ -224,6 +224,12 @@ static int image_size(const struct img_create_args *args, const struct create_op
     return 0;
 }
 
+static bool is_block_device(struct io_file *f)
+{
+    struct stat st;
+    return fstat(io_file_fd(f), &st) == 0 && S_ISBLK(st.st_mode);
+}
+
 /* Writes the header cluster, the refcount table and the first refcount block. */
 static int write_skeleton(struct io_file *f, const struct img_create_args *args,
                           const struct create_opts *o)
@@ -321,8 +327,7 @@ static int open_data_file(const struct img_create_args *args, const struct creat
 /* Empties a data file that open_data_file() holds: the new image describes all of it. */
 static int empty_data_file(struct io_file *f, const char *path)
 {
-    struct stat st;
-    if (fstat(io_file_fd(f), &st) == 0 && S_ISBLK(st.st_mode))
+    if (is_block_device(f))
         return 0; /* a device keeps its size; unallocated clusters are not read from it */
     int ret = io_truncate(f, 0);
     if (ret < 0)
@@ -343,10 +348,10 @@ int qcow2_create(const struct img_create_args *args)
         return img_error(-EINVAL, "qcow2: backing file name is too long (at most %u bytes)",
                          QCOW2_MAX_BACKING_NAME);
 
-    struct io_file *f;
-    ret = io_file_open(&f, args->path, O_RDWR | O_CREAT | O_TRUNC, 0644);
-    if (ret < 0)
-        return img_error(ret, "qcow2: cannot create '%s': %s", args->path, img_strerror(ret));
+    /* The core holds the lock on args->file: emptying it now loses nothing a VM uses. */
+    struct io_file *f = args->file;
+    if (!is_block_device(f) && (ret = io_truncate(f, 0)) < 0)
+        return img_error(ret, "qcow2: cannot empty '%s': %s", args->path, img_strerror(ret));
     /*
      * The data file is touched last: only once the image is written and locked, and the data
      * file itself locked, is it emptied. Until then a failure leaves it as it was.
@@ -354,9 +359,7 @@ int qcow2_create(const struct img_create_args *args)
     struct io_file *data = NULL;
     char *data_path = NULL;
     bool data_created = false;
-    ret = io_file_lock(f, IO_LOCK_WRITE, args->path);
-    if (ret == 0)
-        ret = write_skeleton(f, args, &o);
+    ret = write_skeleton(f, args, &o);
     if (ret == 0 && o.data_file)
         ret = open_data_file(args, &o, &data, &data_path, &data_created);
     if (ret == 0 && data)
@@ -365,9 +368,10 @@ int qcow2_create(const struct img_create_args *args)
         unlink(data_path);
     io_file_close(data);
     free(data_path);
-    io_file_close(f);
     if (ret < 0)
         return ret;
+    /* img_open() below takes the lock again on its own open of the file. */
+    io_file_unlock(f);
 
     /* The rest is an ordinary resize of the empty image, as qemu-img does it. */
     struct img *img;
