@@ -315,7 +315,8 @@ IMG_API int img_resize(img *img, uint64_t new_size, unsigned flags, const img_op
  * img_flush), with the same ordering of data and metadata writes and so the same crash
  * safety. Its completion callback then waits until the caller runs it in img_aio_poll(), on
  * the caller's thread; no callback ever runs on a thread of the library. `result` is the
- * number of bytes transferred for reads and writes (always `len`), 0 for zero, discard and
+ * number of bytes transferred for reads and writes (`len`; a read may
+ * return fewer when a resize shrank the image meanwhile), 0 for zero, discard and
  * flush, or a negative errno; during a callback with a negative result, img_last_error()
  * holds the request's message. `done` may be NULL (the result is then dropped).
  *

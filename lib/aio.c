@@ -113,10 +113,9 @@ static int64_t aio_execute(struct aio_req *req)
 {
     struct img *img = req->img;
     switch (req->op) {
-    case AIO_READ: {
-        int ret = img_read_guest(img, req->buf, req->len, req->offset);
-        return ret < 0 ? ret : (int64_t)req->len;
-    }
+    case AIO_READ:
+        /* The public call, so that the read is a shared call like any other (see image.h). */
+        return img_pread(img, req->buf, req->len, req->offset);
     case AIO_WRITE:
         return img_pwrite(img, req->buf, req->len, req->offset);
     case AIO_ZERO:
@@ -157,11 +156,14 @@ static void aio_run(struct work_item *item)
 static int check_range(struct img *img, enum aio_op op, uint64_t offset, uint64_t len)
 {
     uint64_t end;
-    if (add_overflows_u64(offset, len, &end) || end > img->size)
+    int64_t size = img_get_size(img);
+    if (size < 0)
+        return (int)size;
+    if (add_overflows_u64(offset, len, &end) || end > (uint64_t)size)
         return img_error(-EINVAL,
                          "%s: %s: range %" PRIu64 "+%" PRIu64
-                         " is past the end of the image (%" PRIu64 " bytes)",
-                         aio_op_names[op], img->filename, offset, len, img->size);
+                         " is past the end of the image (%" PRId64 " bytes)",
+                         aio_op_names[op], img->filename, offset, len, size);
     return 0;
 }
 

@@ -42,9 +42,17 @@ IMG_API int img_map(img *img, uint64_t offset, uint64_t length, img_map_fn fn, v
         return img_error(-EINVAL, "invalid image handle");
     if (!fn)
         return img_error(-EINVAL, "img_map: callback is NULL");
-    if (offset >= img->size)
+    /*
+     * Each row is one shared call; the lock is not held across the callback, which may then
+     * use the handle. A resize between two rows ends the walk at the size read here, or fails
+     * it cleanly (the offset is no longer inside the image).
+     */
+    int64_t size = img_get_size(img);
+    if (size < 0)
+        return (int)size;
+    if (offset >= (uint64_t)size)
         return 0;
-    uint64_t end = offset + min_u64(length, img->size - offset);
+    uint64_t end = offset + min_u64(length, (uint64_t)size - offset);
     struct map_row row = {0};
     bool have_row = false;
     while (offset < end) {
