@@ -12,6 +12,7 @@
 #include "error.h"
 #include "formats/format.h"
 #include "image.h"
+#include "util/array.h"
 #include "util/json.h"
 
 /* A damaged image can yield a finding per cluster: keep the first ones, count the rest. */
@@ -32,15 +33,9 @@ static void collect_finding(void *user, const char *line)
         f->dropped++;
         return;
     }
-    if (f->count == f->cap) {
-        size_t cap = f->cap ? f->cap * 2 : 16;
-        char **grown = realloc(f->lines, cap * sizeof(*grown));
-        if (!grown) {
-            f->dropped++;
-            return;
-        }
-        f->lines = grown;
-        f->cap = cap;
+    if (ARRAY_RESERVE(f->lines, f->cap, f->count + 1) < 0) {
+        f->dropped++;
+        return;
     }
     char *copy = strdup(line);
     if (!copy) {

@@ -15,6 +15,7 @@
 #include "formats/format.h"
 #include "io/io.h"
 #include "codec/codec.h"
+#include "util/array.h"
 #include "util/checked.h"
 #include "util/zero.h"
 
@@ -46,15 +47,10 @@ static int note_zero_run(struct convert_chunk_ctx *ctx, uint64_t start, uint64_t
         ctx->zeros[ctx->nzeros - 1].end = end;
         return 0;
     }
-    if (ctx->nzeros == ctx->zeros_cap) {
-        /* At most one run per 512-byte sector of a chunk: bounded. */
-        size_t cap = ctx->zeros_cap ? ctx->zeros_cap * 2 : 16;
-        struct convert_zero_run *grown = realloc(ctx->zeros, cap * sizeof(*grown));
-        if (!grown)
-            return img_error(-ENOMEM, "out of memory");
-        ctx->zeros = grown;
-        ctx->zeros_cap = cap;
-    }
+    /* At most one run per 512-byte sector of a chunk: bounded. */
+    int ret = ARRAY_RESERVE(ctx->zeros, ctx->zeros_cap, ctx->nzeros + 1);
+    if (ret < 0)
+        return ret;
     ctx->zeros[ctx->nzeros].start = start;
     ctx->zeros[ctx->nzeros].end = end;
     ctx->nzeros++;
@@ -74,15 +70,10 @@ static int add_req(struct convert_chunk_ctx *ctx, enum io_op op, struct io_file 
             return 0;
         }
     }
-    if (ctx->nreqs == ctx->reqs_cap) {
-        /* At most one per 512-byte sector of a chunk: bounded. */
-        size_t cap = ctx->reqs_cap ? ctx->reqs_cap * 2 : 16;
-        struct io_req *grown = realloc(ctx->reqs, cap * sizeof(*grown));
-        if (!grown)
-            return img_error(-ENOMEM, "out of memory");
-        ctx->reqs = grown;
-        ctx->reqs_cap = cap;
-    }
+    /* At most one per 512-byte sector of a chunk: bounded. */
+    int ret = ARRAY_RESERVE(ctx->reqs, ctx->reqs_cap, ctx->nreqs + 1);
+    if (ret < 0)
+        return ret;
     ctx->reqs[ctx->nreqs++] = (struct io_req){
         .op = op, .file = file, .buf = buf, .len = (size_t)len, .offset = host_offset};
     return 0;
@@ -143,19 +134,14 @@ static int plan_packed_read(struct convert_chunk_ctx *ctx, const struct img_exte
 static int note_packed_extent(struct convert_chunk_ctx *ctx, uint64_t pos, uint64_t offset,
                               const struct img_extent *ext)
 {
-    if (ctx->npacked_exts == ctx->packed_exts_cap) {
-        /* At most one per 512-byte sector of a chunk: bounded. */
-        size_t cap = ctx->packed_exts_cap ? ctx->packed_exts_cap * 2 : 16;
-        struct convert_packed_extent *grown = realloc(ctx->packed_exts, cap * sizeof(*grown));
-        if (!grown)
-            return img_error(-ENOMEM, "out of memory");
-        ctx->packed_exts = grown;
-        ctx->packed_exts_cap = cap;
-    }
+    /* At most one per 512-byte sector of a chunk: bounded. */
+    int ret = ARRAY_RESERVE(ctx->packed_exts, ctx->packed_exts_cap, ctx->npacked_exts + 1);
+    if (ret < 0)
+        return ret;
     struct convert_packed_extent *p = &ctx->packed_exts[ctx->npacked_exts];
     p->pos = pos;
     p->ext = *ext;
-    int ret = plan_packed_read(ctx, ext, offset + pos, &p->in_off);
+    ret = plan_packed_read(ctx, ext, offset + pos, &p->in_off);
     if (ret < 0)
         return ret;
     ctx->npacked_exts++;
@@ -351,15 +337,10 @@ static int runs_add(struct piece_runs *r, enum piece_fate fate, uint64_t start, 
 
 static int note_unit(struct convert_chunk_ctx *ctx, const struct convert_unit *u)
 {
-    if (ctx->nunits == ctx->units_cap) {
-        /* At most one per unit of a chunk: bounded. */
-        size_t cap = ctx->units_cap ? ctx->units_cap * 2 : 64;
-        struct convert_unit *grown = realloc(ctx->units, cap * sizeof(*grown));
-        if (!grown)
-            return img_error(-ENOMEM, "out of memory");
-        ctx->units = grown;
-        ctx->units_cap = cap;
-    }
+    /* At most one per unit of a chunk: bounded. */
+    int ret = ARRAY_RESERVE(ctx->units, ctx->units_cap, ctx->nunits + 1);
+    if (ret < 0)
+        return ret;
     ctx->units[ctx->nunits++] = *u;
     return 0;
 }

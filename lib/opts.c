@@ -10,6 +10,7 @@
 #include <strings.h>
 
 #include "error.h"
+#include "util/array.h"
 #include "util/checked.h"
 
 #define OPTS_MAX_ENTRIES 256
@@ -21,7 +22,8 @@ struct opt_entry {
 
 struct img_opts {
     struct opt_entry *entries;
-    unsigned count, cap;
+    unsigned count;
+    size_t cap;
 };
 
 IMG_API int img_opts_new(img_opts **out)
@@ -71,15 +73,10 @@ IMG_API int img_opts_set(img_opts *opts, const char *key, const char *value)
         free(copy);
         return img_error(-EINVAL, "too many options (at most %d)", OPTS_MAX_ENTRIES);
     }
-    if (opts->count == opts->cap) {
-        unsigned cap = opts->cap ? opts->cap * 2 : 8;
-        struct opt_entry *n = realloc(opts->entries, cap * sizeof(*n));
-        if (!n) {
-            free(copy);
-            return img_error(-ENOMEM, "out of memory");
-        }
-        opts->entries = n;
-        opts->cap = cap;
+    int ret = ARRAY_RESERVE(opts->entries, opts->cap, (size_t)opts->count + 1);
+    if (ret < 0) {
+        free(copy);
+        return ret;
     }
     char *k = strdup(key);
     if (!k) {

@@ -2,9 +2,12 @@
 #include "util/json.h"
 
 #include <inttypes.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "util/array.h"
 
 void json_init(struct json_writer *w)
 {
@@ -15,17 +18,10 @@ static void put(struct json_writer *w, const char *s, size_t n)
 {
     if (w->failed)
         return;
-    if (w->len + n + 1 > w->cap) {
-        size_t cap = w->cap ? w->cap : 256;
-        while (cap < w->len + n + 1)
-            cap *= 2;
-        char *p = realloc(w->buf, cap);
-        if (!p) {
-            w->failed = true;
-            return;
-        }
-        w->buf = p;
-        w->cap = cap;
+    /* Room for the text and its terminating NUL; json_finish() reports the failure. */
+    if (n > SIZE_MAX - 1 - w->len || ARRAY_RESERVE(w->buf, w->cap, w->len + n + 1) < 0) {
+        w->failed = true;
+        return;
     }
     memcpy(w->buf + w->len, s, n);
     w->len += n;

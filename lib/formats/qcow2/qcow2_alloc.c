@@ -11,6 +11,7 @@
 #include "error.h"
 #include "formats/qcow2/qcow2.h"
 #include "formats/qcow2/qcow2_writer.h"
+#include "util/array.h"
 #include "util/checked.h"
 
 /* Restarts of a search after placing refcount blocks; more means the refcounts are damaged. */
@@ -164,14 +165,9 @@ int qcow2_free_clusters(struct qcow2_state *s, uint64_t host_offset, uint64_t le
     struct qcow2_writer *w = s->writer;
     if (length == 0)
         return 0;
-    if (w->nb_frees == w->cap_frees) {
-        size_t cap = w->cap_frees ? w->cap_frees * 2 : 64;
-        struct qcow2_pending_free *grown = realloc(w->frees, cap * sizeof(*grown));
-        if (!grown)
-            return img_error(-ENOMEM, "out of memory");
-        w->frees = grown;
-        w->cap_frees = cap;
-    }
+    int ret = ARRAY_RESERVE(w->frees, w->cap_frees, w->nb_frees + 1);
+    if (ret < 0)
+        return ret;
     w->frees[w->nb_frees].offset = host_offset;
     w->frees[w->nb_frees].length = length;
     w->nb_frees++;

@@ -17,6 +17,7 @@
 #include "formats/qcow2/qcow2_check.h"
 #include "formats/qcow2/qcow2_offset_map.h"
 #include "io/io.h"
+#include "util/array.h"
 #include "util/checked.h"
 #include "util/endian.h"
 
@@ -204,15 +205,9 @@ static int note_l2_use(struct qcow2_check_ctx *c, struct walk *w, uint64_t l2_of
         return img_error(ret, "out of memory");
     }
     if (added) {
-        if (w->nb_uses == w->cap_uses) {
-            size_t cap = w->cap_uses ? w->cap_uses * 2 : 64;
-            struct l2_use *grown = realloc(w->uses, cap * sizeof(*grown));
-            if (!grown) {
-                c->res->check_errors++;
-                return img_error(-ENOMEM, "out of memory");
-            }
-            w->uses = grown;
-            w->cap_uses = cap;
+        if ((ret = ARRAY_RESERVE(w->uses, w->cap_uses, w->nb_uses + 1)) < 0) {
+            c->res->check_errors++;
+            return ret;
         }
         w->uses[n] = (struct l2_use){.offset = l2_offset};
         w->nb_uses++;

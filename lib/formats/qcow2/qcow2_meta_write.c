@@ -15,6 +15,7 @@
 #include "formats/qcow2/qcow2_writer.h"
 #include "imgutil.h"
 #include "io/io.h"
+#include "util/array.h"
 #include "util/checked.h"
 #include "util/endian.h"
 
@@ -117,17 +118,12 @@ static int dirty_slice(struct qcow2_state *s, uint64_t slice_offset, struct qcow
             return 0;
         }
     }
-    if (w->nb_dirty == w->cap_dirty) {
-        size_t cap = w->cap_dirty ? w->cap_dirty * 2 : 16;
-        struct qcow2_dirty_slice *grown = realloc(w->dirty, cap * sizeof(*grown));
-        if (!grown)
-            return img_error(-ENOMEM, "out of memory");
-        w->dirty = grown;
-        w->cap_dirty = cap;
-    }
+    int ret = ARRAY_RESERVE(w->dirty, w->cap_dirty, w->nb_dirty + 1);
+    if (ret < 0)
+        return ret;
     struct qcow2_dirty_slice *d = &w->dirty[w->nb_dirty];
     const uint8_t *data;
-    int ret = qcow2_cache_get(s->l2_cache, slice_offset, &d->entry, &data);
+    ret = qcow2_cache_get(s->l2_cache, slice_offset, &d->entry, &data);
     if (ret < 0)
         return ret;
     /* The cache owns the bytes; writers change them in place under s->lock. */

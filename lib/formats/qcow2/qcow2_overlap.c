@@ -28,6 +28,7 @@
 #include "error.h"
 #include "formats/qcow2/qcow2.h"
 #include "formats/qcow2/qcow2_writer.h"
+#include "util/array.h"
 #include "util/checked.h"
 
 /* A sorted multiset of host offsets of one-cluster structures. */
@@ -100,26 +101,11 @@ static size_t lower_bound(const struct offset_set *set, uint64_t key)
     return lo;
 }
 
-static int set_reserve(struct offset_set *set, size_t n)
-{
-    if (n <= set->cap)
-        return 0;
-    size_t cap = set->cap ? set->cap : 16;
-    while (cap < n)
-        cap *= 2;
-    uint64_t *grown = realloc(set->v, cap * sizeof(*grown));
-    if (!grown)
-        return img_error(-ENOMEM, "out of memory");
-    set->v = grown;
-    set->cap = cap;
-    return 0;
-}
-
 /* Fills the set with the non-zero offsets of `table` (entries masked with `mask`). */
 static int set_fill(struct offset_set *set, const uint64_t *table, uint64_t entries, uint64_t mask)
 {
     set->n = 0;
-    int ret = set_reserve(set, (size_t)entries);
+    int ret = ARRAY_RESERVE(set->v, set->cap, (size_t)entries);
     if (ret < 0)
         return ret;
     for (uint64_t i = 0; i < entries; i++)
@@ -132,7 +118,7 @@ static int set_fill(struct offset_set *set, const uint64_t *table, uint64_t entr
 
 static int set_insert(struct offset_set *set, uint64_t offset)
 {
-    int ret = set_reserve(set, set->n + 1);
+    int ret = ARRAY_RESERVE(set->v, set->cap, set->n + 1);
     if (ret < 0)
         return ret;
     size_t at = lower_bound(set, offset);
