@@ -570,7 +570,6 @@ int qcow2_discard(struct img *img, uint64_t offset, uint64_t length);
 int qcow2_flush(struct img *img);
 int qcow2_resize(struct img *img, uint64_t new_size, unsigned flags,
                  const struct img_opts *opts);
-int qcow2_write_compressed(struct img *img, uint64_t offset, const void *buf, size_t len);
 int qcow2_compress_unit(struct img *img, const void *buf, size_t len, void *out, size_t out_cap,
                         size_t *out_len);
 int qcow2_write_compressed_data(struct img *img, uint64_t offset, const void *data, size_t len,

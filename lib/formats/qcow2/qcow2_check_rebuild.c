@@ -255,8 +255,8 @@ static int copy_changed_tables(struct qcow2_check_ctx *c, uint8_t *buf, uint64_t
         uint8_t *disk = calloc(1, (size_t)(clusters << s->cluster_bits));
         ret = disk ? take_clusters(c, clusters, &first_free, l1_cluster)
                    : img_error(-ENOMEM, "out of memory");
-        for (uint32_t i = 0; ret == 0 && i < s->l1_size; i++)
-            store_be64(disk + (size_t)i * 8, l1[i]);
+        if (ret == 0)
+            qcow2_l1_encode(l1, 0, s->l1_size, 0, disk);
         if (ret == 0)
             ret = io_pwrite(s->file, disk, bytes, *l1_cluster << s->cluster_bits);
         free(disk);
@@ -308,11 +308,24 @@ int qcow2_check_rebuild_refcounts(struct qcow2_check_ctx *c)
 {
     struct qcow2_state *s = c->s;
     struct new_table t = {0};
+    /* Repairs run on a writable handle only: its writer keeps replaced tables. */
+    if (!s->writer)
+        return img_error(-EROFS, "qcow2: rebuilding the refcount structure needs the image "
+                                 "opened read-write");
+    /*
+     * Room to keep the refcount table and the L1 table this replaces for lock-free readers,
+     * reserved before anything is written, so that the swap after the switch cannot fail.
+     */
+    int ret = qcow2_retire_reserve_many(s->writer, 2);
+    if (ret < 0) {
+        img_error_prefix("qcow2: could not rebuild the refcount structure");
+        return ret;
+    }
     uint8_t *buf = malloc(s->cluster_size);
     if (!buf)
         return img_error(-ENOMEM, "out of memory");
     uint64_t table_cluster = 0, table_clusters = 0, l1_cluster = 0, *l1 = NULL;
-    int ret = copy_changed_tables(c, buf, &l1, &l1_cluster);
+    ret = copy_changed_tables(c, buf, &l1, &l1_cluster);
     if (ret == 0)
         ret = write_blocks(c, 0, c->nb_clusters, &t, buf);
     if (ret == 0)
@@ -327,10 +340,10 @@ int qcow2_check_rebuild_refcounts(struct qcow2_check_ctx *c)
         return ret;
     }
 
-    /* The caller holds s->lock, as every reader of the refcount table does. */
-    if (!s->writer || qcow2_retire(s->writer, s->refcount_table) < 0)
-        free(s->refcount_table);
-    s->refcount_table = t.entries;
+    /* The swap cannot fail: the old tables are kept until close, in the room reserved above. */
+    uint64_t *old_table = s->refcount_table;
+    __atomic_store_n(&s->refcount_table, t.entries, __ATOMIC_RELEASE);
+    qcow2_retire_commit(s->writer, old_table);
     s->refcount_table_entries = t.count;
     qcow2_overlap_invalidate(s);
     s->refcount_table_loaded = true;
@@ -340,16 +353,13 @@ int qcow2_check_rebuild_refcounts(struct qcow2_check_ctx *c)
     if (l1) {
         s->hdr.l1_table_offset = l1_cluster << s->cluster_bits;
         uint64_t *old = s->l1_table;
-        s->l1_table = l1;
-        if (!s->writer || qcow2_retire(s->writer, old) < 0)
-            free(old);
+        __atomic_store_n(&s->l1_table, l1, __ATOMIC_RELEASE);
+        qcow2_retire_commit(s->writer, old);
         /* Tables were written to clusters that were free: cached slices there are stale. */
         qcow2_cache_invalidate(s->l2_cache, 0, UINT64_MAX);
     }
-    if (s->writer) {
-        s->writer->free_cluster_index = 0;
-        if (s->writer->end_cluster < c->nb_clusters)
-            s->writer->end_cluster = c->nb_clusters;
-    }
+    s->writer->free_cluster_index = 0;
+    if (s->writer->end_cluster < c->nb_clusters)
+        s->writer->end_cluster = c->nb_clusters;
     return 0;
 }

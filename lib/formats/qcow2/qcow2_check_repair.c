@@ -69,7 +69,7 @@ int qcow2_check_write_l1_entry(struct qcow2_check_ctx *c, uint32_t index)
 {
     const struct qcow2_state *s = c->s;
     uint8_t buf[8];
-    store_be64(buf, s->l1_table[index]);
+    qcow2_l1_encode(s->l1_table, index, 1, 0, buf);
     int ret = write_metadata(c, buf, sizeof(buf), s->hdr.l1_table_offset + (uint64_t)index * 8);
     if (ret == 0)
         ret = io_fsync(s->file);

@@ -164,21 +164,3 @@ int qcow2_write_compressed_data(struct img *img, uint64_t offset, const void *da
                          len, s->cluster_size);
     return place_stream(img, offset >> s->cluster_bits, data, len);
 }
-
-int qcow2_write_compressed(struct img *img, uint64_t offset, const void *buf, size_t len)
-{
-    struct qcow2_state *s = img->priv;
-    int ret = check_unit(img, offset, len);
-    if (ret < 0)
-        return ret;
-    uint8_t *out = malloc(s->cluster_size);
-    if (!out)
-        return img_error(-ENOMEM, "out of memory");
-    size_t clen;
-    ret = qcow2_compress_unit(img, buf, len, out, s->cluster_size, &clen);
-    if (ret == 0)
-        ret = qcow2_write_compressed_data(img, offset, clen ? out : buf, clen ? clen : len,
-                                          clen == 0);
-    free(out);
-    return ret;
-}

@@ -411,9 +411,10 @@ static void adopt(struct qcow2_snapshot_txn *t, const struct qcow2_snapshot_swit
 {
     struct qcow2_state *s = t->s;
     struct qcow2_writer *w = s->writer;
-    if (qcow2_retire(w, s->refcount_table) < 0)
-        free(s->refcount_table);
-    s->refcount_table = table;
+    /* The swap cannot fail: the commit reserved room to keep the old table until close. */
+    uint64_t *old_table = s->refcount_table;
+    __atomic_store_n(&s->refcount_table, table, __ATOMIC_RELEASE);
+    qcow2_retire_commit(w, old_table);
     s->refcount_table_entries = (table_clusters << s->cluster_bits) / sizeof(uint64_t);
     s->hdr.refcount_table_offset = table_at;
     s->hdr.refcount_table_clusters = (uint32_t)table_clusters;
@@ -433,19 +434,29 @@ static void adopt(struct qcow2_snapshot_txn *t, const struct qcow2_snapshot_swit
 
 void qcow2_snapshot_install_l1(struct qcow2_state *s, uint64_t *l1, uint32_t l1_size)
 {
+    /*
+     * Readers that do not take the lock (map) may still hold the old table: it is kept until
+     * close, in the room the commit reserved. The table is published before its size (a
+     * table never shrinks here), as qcow2_l1_grow() does.
+     */
     uint64_t *old = s->l1_table;
-    s->l1_table = l1;
-    s->l1_size = l1_size;
-    /* Readers that do not take the lock (map) may still hold the old table until close. */
-    if (qcow2_retire(s->writer, old) < 0)
-        free(old);
+    __atomic_store_n(&s->l1_table, l1, __ATOMIC_RELEASE);
+    qcow2_retire_commit(s->writer, old);
+    __atomic_store_n(&s->l1_size, l1_size, __ATOMIC_RELEASE);
 }
 
 int qcow2_snapshot_txn_commit(struct qcow2_snapshot_txn *t, const struct qcow2_snapshot_switch *sw)
 {
     struct qcow2_state *s = t->s;
     uint64_t table_at = 0, table_clusters = 0, *table = NULL;
-    int ret = place_structure(t, &table_at, &table_clusters);
+    /*
+     * Room to keep the two tables the switch replaces (the refcount table here, the active L1
+     * table in qcow2_snapshot_install_l1()) for lock-free readers, reserved while a failure
+     * still leaves the image and the handle as they were.
+     */
+    int ret = qcow2_retire_reserve_many(s->writer, 2);
+    if (ret == 0)
+        ret = place_structure(t, &table_at, &table_clusters);
     if (ret == 0)
         ret = write_structure(t, table_at, table_clusters, &table);
     /* Everything new is durable before the header names it. */

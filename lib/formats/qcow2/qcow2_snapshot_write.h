@@ -97,11 +97,16 @@ int qcow2_snapshot_txn_alloc_write(struct qcow2_snapshot_txn *t, const void *buf
 /*
  * Writes the new refcount structure, syncs, switches the header to it and to `sw`, syncs, and
  * updates the handle's header fields, refcount table and caches (not its L1 table or snapshot
- * list: the caller does that). A failure before the header write changes nothing visible.
+ * list: the caller does that). A failure before the header write changes nothing visible; that
+ * includes -ENOMEM from reserving room to keep the replaced tables for lock-free readers.
  */
 int qcow2_snapshot_txn_commit(struct qcow2_snapshot_txn *t, const struct qcow2_snapshot_switch *sw);
 
-/* After the switch: `l1` (l1_size entries) becomes the handle's active L1 table. */
+/*
+ * After the switch: `l1` (l1_size entries, at least the old size) becomes the handle's active
+ * L1 table. The old one is kept until close in the room the commit reserved, so this cannot
+ * fail: call it at most once per commit that reached the switch.
+ */
 void qcow2_snapshot_install_l1(struct qcow2_state *s, uint64_t *l1, uint32_t l1_size);
 
 /*

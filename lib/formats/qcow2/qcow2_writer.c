@@ -62,11 +62,16 @@ void qcow2_inflight_remove(struct qcow2_state *s, struct qcow2_inflight *node)
     pthread_cond_broadcast(&s->writer->inflight_done);
 }
 
-int qcow2_retire_reserve(struct qcow2_writer *w)
+int qcow2_retire_reserve_many(struct qcow2_writer *w, size_t count)
 {
-    if (w->nb_retired < w->cap_retired)
+    if (w->cap_retired - w->nb_retired >= count)
         return 0;
-    size_t cap = w->cap_retired ? w->cap_retired * 2 : 4;
+    size_t cap = w->cap_retired ? w->cap_retired : 4;
+    while (cap - w->nb_retired < count) {
+        if (cap > SIZE_MAX / 2 / sizeof(void *))
+            return img_error(-ENOMEM, "out of memory");
+        cap *= 2;
+    }
     void **grown = realloc(w->retired, cap * sizeof(*grown));
     if (!grown)
         return img_error(-ENOMEM, "out of memory");
@@ -75,19 +80,16 @@ int qcow2_retire_reserve(struct qcow2_writer *w)
     return 0;
 }
 
+int qcow2_retire_reserve(struct qcow2_writer *w)
+{
+    return qcow2_retire_reserve_many(w, 1);
+}
+
 void qcow2_retire_commit(struct qcow2_writer *w, void *ptr)
 {
     /* Reserved beforehand: there is always room. */
     if (ptr)
         w->retired[w->nb_retired++] = ptr;
-}
-
-int qcow2_retire(struct qcow2_writer *w, void *ptr)
-{
-    int ret = qcow2_retire_reserve(w);
-    if (ret == 0)
-        qcow2_retire_commit(w, ptr);
-    return ret;
 }
 
 /*

@@ -97,12 +97,13 @@ void qcow2_inflight_remove(struct qcow2_state *s, struct qcow2_inflight *node);
  * fail half-way: qcow2_retire_reserve() makes room for the old table (-ENOMEM, changing
  * nothing) before anything is changed, and qcow2_retire_commit() then keeps it until close.
  * Each commit uses one earlier reservation; a reservation not used is simply kept for later.
+ * A reservation is room, not a count: an operation that replaces several tables reserves them
+ * all at once with qcow2_retire_reserve_many() (room for `count` more), as reserving one at a
+ * time would only ever guarantee room for one.
  */
 int qcow2_retire_reserve(struct qcow2_writer *w);
+int qcow2_retire_reserve_many(struct qcow2_writer *w, size_t count);
 void qcow2_retire_commit(struct qcow2_writer *w, void *ptr);
-
-/* Both steps at once, for callers that replace nothing when it fails (frees `ptr` then). */
-int qcow2_retire(struct qcow2_writer *w, void *ptr);
 
 /*
  * Called before the first change of guest-visible content or metadata in a session: sets the
