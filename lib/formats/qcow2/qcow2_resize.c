@@ -141,6 +141,28 @@ static int fill_zeros(struct io_file *f, uint64_t offset, uint64_t len)
     return ret;
 }
 
+/*
+ * The run of `count` clusters at `host` was just allocated for entries that nothing will write:
+ * the file is extended (sparsely) over it before any L2 entry names it, so a failure later on
+ * (no space for the next L2 table) leaves entries and refcounts inside the file, never past its
+ * end. When the file cannot grow, the run is given back.
+ */
+static int cover_run(struct qcow2_state *s, uint64_t host, uint64_t count)
+{
+    uint64_t end = host + (count << s->cluster_bits);
+    int64_t size = io_file_size(s->file);
+    int ret = size < 0 ? (int)size : 0;
+    /* Never shortens: tables written since may lie past the run. */
+    if (ret == 0 && (uint64_t)size < end)
+        ret = io_truncate(s->file, end);
+    if (ret < 0) {
+        img_error(ret, "qcow2: cannot extend the image file over preallocated clusters: %s",
+                  img_strerror(ret));
+        qcow2_refcount_update(s, host, count << s->cluster_bits, -1);
+    }
+    return ret;
+}
+
 /* Reserves host space for guest clusters [first, end) that have none (s->lock held). */
 static int preallocate_locked(struct qcow2_state *s, uint64_t first, uint64_t end,
                               uint64_t guest_end, enum qcow2_prealloc mode, uint64_t *file_end)
@@ -180,8 +202,11 @@ static int preallocate_locked(struct qcow2_state *s, uint64_t first, uint64_t en
             continue;
         }
         uint64_t host = c << s->cluster_bits;
-        if (!qcow2_has_data_file(s))
+        if (!qcow2_has_data_file(s)) {
             ret = qcow2_alloc_clusters(s, run, &host);
+            if (ret == 0)
+                ret = cover_run(s, host, run);
+        }
         for (uint64_t k = 0; ret == 0 && k < run; k++) {
             uint64_t entry, bitmap = 0;
             bool no_l2;
