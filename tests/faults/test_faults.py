@@ -264,7 +264,8 @@ def scenarios():
     for cluster in (512, 65536):
         out += [Create('qcow2', cluster, 'off'), Create('qcow2', cluster, 'metadata'),
                 Write('qcow2', cluster), Resize('qcow2', cluster, 'off'),
-                Resize('qcow2', cluster, 'falloc'), Snapshot(cluster, '-c'),
+                Resize('qcow2', cluster, 'falloc'), Resize('qcow2', cluster, 'metadata'),
+                Resize('qcow2', cluster, 'full'), Snapshot(cluster, '-c'),
                 Snapshot(cluster, '-a'), Snapshot(cluster, '-d'), Check(cluster),
                 Convert(cluster, 'qcow2'), Convert(cluster, 'raw')]
     out += [Create('raw', 0, 'falloc'), Write('raw', 0), Resize('raw', 0, 'off'),
