@@ -122,10 +122,12 @@ class Tally:
                                  len(self.failures)))
 
 
-def run_scenarios(scenarios, limit, expected_failures, tally, only=None):
+def run_scenarios(scenarios, limit, expected_failures, tally, only=None, entries_of=None):
     """Counts each scenario's requests, then runs it with a fault at sampled N of each class
-    and error kind, judging each run. expected_failures(scenario_name, cls, kind, n) returns a
-    reason when the case is a known defect elsewhere, else None."""
+    and error kind, judging each run. expected_failures(scenario_name, cls, kind, n) returns the
+    expected-failure entry (any hashable value naming it) when the case is a known defect
+    elsewhere, else None. entries_of(scenario_name) lists every entry of that scenario: one that
+    no run of the scenario fails is stale, and an error."""
     # tmpfs when there is one: hundreds of runs, each flushing several times.
     shm = '/dev/shm'
     where = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
@@ -145,6 +147,7 @@ def run_scenarios(scenarios, limit, expected_failures, tally, only=None):
             counts = count_requests(sc.command(work), work)
             print('%s: requests %s' % (sc.name, ' '.join('%s=%d' % (c, counts.get(c, 0))
                                                           for c in CLASSES)))
+            still_failing = set()
             for cls in CLASSES:
                 for n in sample(counts.get(cls, 0), limit):
                     for kind in KINDS[cls]:
@@ -156,8 +159,9 @@ def run_scenarios(scenarios, limit, expected_failures, tally, only=None):
                         if not problems:
                             problems = sc.verify(work, proc.returncode)
                         tally.runs += 1
-                        reason = expected_failures(sc.name, cls, kind, n)
-                        if problems and reason:
+                        entry = expected_failures(sc.name, cls, kind, n)
+                        if problems and entry is not None:
+                            still_failing.add(entry)
                             tally.xfail += 1
                         elif problems:
                             keep = True
@@ -170,11 +174,21 @@ def run_scenarios(scenarios, limit, expected_failures, tally, only=None):
                             tally.succeeded += 1
                         else:
                             tally.failed_cleanly += 1
+            for entry in entries_of(sc.name) if entries_of else ():
+                if entry not in still_failing:
+                    keep = True
+                    tally.failures.append(stale_entry(sc.name, entry))
     finally:
         if keep:
             print('kept %s for inspection' % top, file=sys.stderr)
         else:
             shutil.rmtree(top, ignore_errors=True)
+
+
+def stale_entry(scenario, entry):
+    """The failure reported for an expected-failure entry that no run of its scenario failed."""
+    return ('%s: expected failure %r: unexpected pass: remove the entry (no run of the '
+            'scenario failed)' % (scenario, entry))
 
 
 def restore(pristine, work):

@@ -101,6 +101,19 @@ expect_failed_resize "qcow2 preallocation=full, room for metadata" qcow2 "$SMALL
 SLACK=8k
 rm -f "$SMALL/full.qcow2"
 
+# preallocation=metadata with 512-byte clusters: the L2 tables for 1 GiB (16 MiB of them) do
+# not fit. The data clusters they would name are never written: the entries and refcounts
+# already made for them must still lie within the file.
+qemu-img create -q -f qcow2 -o cluster_size=512 "$SMALL/meta.qcow2" 1M
+qemu-io -f qcow2 -c 'write -q -P 0x44 0 64k' "$SMALL/meta.qcow2" >/dev/null
+cp "$SMALL/meta.qcow2" meta-before.qcow2
+SLACK=1M
+expect_failed_resize "qcow2 preallocation=metadata, 512-byte clusters" qcow2 \
+    "$SMALL/meta.qcow2" meta-before.qcow2 +1G "cannot write a new L2 table" \
+    --preallocation=metadata
+SLACK=8k
+rm -f "$SMALL/meta.qcow2"
+
 qemu-img create -q -f raw "$SMALL/full.raw" 1M
 qemu-io -f raw -c 'write -q -P 0x33 0 64k' "$SMALL/full.raw" >/dev/null
 cp "$SMALL/full.raw" full-before.raw

@@ -141,6 +141,27 @@ static int fill_zeros(struct io_file *f, uint64_t offset, uint64_t len)
     return ret;
 }
 
+/*
+ * The `bytes` at `host` were just allocated for entries that nothing writes: the file is
+ * extended (sparsely) to `file_end`, their end as the file will hold it, before any L2 entry
+ * names them. So a failure later on (no space for the next L2 table) leaves the entries and
+ * refcounts inside the file, never past its end. When the file cannot grow, they are given back.
+ */
+static int cover_run(struct qcow2_state *s, uint64_t host, uint64_t bytes, uint64_t file_end)
+{
+    int64_t size = io_file_size(s->file);
+    int ret = size < 0 ? (int)size : 0;
+    /* Never shortens: tables written since may lie past the run. */
+    if (ret == 0 && (uint64_t)size < file_end)
+        ret = io_truncate(s->file, file_end);
+    if (ret < 0) {
+        img_error(ret, "qcow2: cannot extend the image file over preallocated clusters: %s",
+                  img_strerror(ret));
+        qcow2_refcount_update(s, host, bytes, -1);
+    }
+    return ret;
+}
+
 /* Reserves host space for guest clusters [first, end) that have none (s->lock held). */
 static int preallocate_locked(struct qcow2_state *s, uint64_t first, uint64_t end,
                               uint64_t guest_end, enum qcow2_prealloc mode, uint64_t *file_end)
@@ -182,6 +203,17 @@ static int preallocate_locked(struct qcow2_state *s, uint64_t first, uint64_t en
         uint64_t host = c << s->cluster_bits;
         if (!qcow2_has_data_file(s))
             ret = qcow2_alloc_clusters(s, run, &host);
+        uint64_t bytes = run << s->cluster_bits;
+        /*
+         * As QEMU: with subclusters nothing fills the rest of the last cluster, so the file
+         * ends where the last guest byte lands; without, the whole cluster is there.
+         */
+        uint64_t run_end = host + bytes;
+        uint64_t tail = align_up_u64(guest_end, s->subcluster_size) & (s->cluster_size - 1);
+        if (s->extended_l2 && c + run == end && tail)
+            run_end -= s->cluster_size - tail;
+        if (ret == 0 && !qcow2_has_data_file(s))
+            ret = cover_run(s, host, bytes, run_end);
         for (uint64_t k = 0; ret == 0 && k < run; k++) {
             uint64_t entry, bitmap = 0;
             bool no_l2;
@@ -193,7 +225,6 @@ static int preallocate_locked(struct qcow2_state *s, uint64_t first, uint64_t en
                 ret = qcow2_l2_set(s, c + k, (host + (k << s->cluster_bits)) | QCOW2_OFLAG_COPIED,
                                    bitmap & ~0xffffffffull);
         }
-        uint64_t bytes = run << s->cluster_bits;
         /* Reused clusters may hold old bytes; the guest must see zeros there. */
         if (ret == 0 && host < old_end && mode != QCOW2_PREALLOC_FULL)
             ret = qcow2_write_zero_bytes(data, host, min_u64(bytes, old_end - host));
@@ -204,14 +235,6 @@ static int preallocate_locked(struct qcow2_state *s, uint64_t first, uint64_t en
         } else if (ret == 0 && mode == QCOW2_PREALLOC_FULL) {
             ret = fill_zeros(data, host, bytes);
         }
-        /*
-         * As QEMU: with subclusters nothing fills the rest of the last cluster, so the file
-         * ends where the last guest byte lands; without, the whole cluster is there.
-         */
-        uint64_t run_end = host + bytes;
-        uint64_t tail = align_up_u64(guest_end, s->subcluster_size) & (s->cluster_size - 1);
-        if (s->extended_l2 && c + run == end && tail)
-            run_end -= s->cluster_size - tail;
         if (ret == 0 && run_end > *file_end)
             *file_end = run_end;
         if (ret == 0)
