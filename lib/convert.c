@@ -139,6 +139,9 @@ IMG_API int img_convert(img *src, const char *dst_path, const char *dst_format,
     struct target_file target;
     bool target_open_ok = false;
     ret = split_options(opts, &create_opts);
+    /* Refused now, not once the target (or its data file) has been created or emptied. */
+    if (ret == 0 && job.compress && fmt->compress_allowed)
+        ret = fmt->compress_allowed(create_opts);
     /*
      * The target is opened through the kernel (links followed as open(2) follows them) and
      * write-locked for the whole convert, before anything is written: see convert_target.h.

@@ -218,6 +218,14 @@ struct img_format {
                          size_t *out_len);
     int (*write_compressed_data)(struct img *img, uint64_t offset, const void *data, size_t len,
                                  bool stored_uncompressed);
+
+    /*
+     * Optional, for formats with FORMAT_COMPRESSED_WRITES: whether an image created with the
+     * creation options `opts` (not yet checked) will take compressed writes; when not, a
+     * negative errno and a message saying why. Any thread; touches no file, so that convert
+     * can refuse before it creates or empties anything. NULL: always.
+     */
+    int (*compress_allowed)(const img_opts *opts);
 };
 
 /* The registry (formats/registry.c): every backend, in probe-tie-break order. */

@@ -46,6 +46,12 @@ expect_status 1 convert -O qcow2 -o data_file=kept.data,cluster_size=1000 src.ra
 expect_status 1 convert -O qcow2 -o data_file=missing.data,cluster_size=1000 src.raw bad.qcow2
 [ -e missing.data ] && fail "a refused convert created the data file"
 
+# Compression cannot go into an image with a data file: refused before the data file is touched.
+expect_status 1 convert -c -O qcow2 -o data_file=kept.data src.raw comp.qcow2
+expect_err "external data file"
+[ "$(cat kept.data)" = "keep me" ] || fail "a refused compressed convert changed the data file"
+[ -e comp.qcow2 ] && fail "a refused compressed convert left comp.qcow2"
+
 # A FIFO as the data file is refused, not waited on.
 mkfifo fifo.data || exit 1
 timeout 10 "$IMGUTIL" convert -O qcow2 -o data_file=fifo.data src.raw fifo.qcow2 \

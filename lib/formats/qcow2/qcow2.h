@@ -572,6 +572,8 @@ int qcow2_resize(struct img *img, uint64_t new_size, unsigned flags,
                  const struct img_opts *opts);
 int qcow2_compress_unit(struct img *img, const void *buf, size_t len, void *out, size_t out_cap,
                         size_t *out_len);
+/* Whether images made with these creation options take compressed writes (no data file). */
+int qcow2_compress_allowed(const img_opts *opts);
 int qcow2_write_compressed_data(struct img *img, uint64_t offset, const void *data, size_t len,
                                 bool stored_uncompressed);
 

@@ -164,3 +164,13 @@ int qcow2_write_compressed_data(struct img *img, uint64_t offset, const void *da
                          len, s->cluster_size);
     return place_stream(img, offset >> s->cluster_bits, data, len);
 }
+
+int qcow2_compress_allowed(const img_opts *opts)
+{
+    /* The same refusal as check_target() gives an open image, before the image exists. */
+    if (img_opts_get(opts, "data_file"))
+        return img_error(-ENOTSUP,
+                         "qcow2: compressed clusters cannot be written to an image with an "
+                         "external data file");
+    return 0;
+}

@@ -283,4 +283,5 @@ const struct img_format format_qcow2 = {
     .resize = qcow2_resize,
     .compress_unit = qcow2_compress_unit,
     .write_compressed_data = qcow2_write_compressed_data,
+    .compress_allowed = qcow2_compress_allowed,
 };
