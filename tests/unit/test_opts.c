@@ -254,16 +254,16 @@ static void test_table_json(void **state)
     assert_non_null(text);
     /* Defaults, ranges and allowed values are listed; hidden options are not. */
     assert_true(has_json(text, "{\"name\": \"flag\", \"type\": \"bool\", \"default\": "
-                                 "\"off\", \"help\": \"A switch\"}"));
+                               "\"off\", \"help\": \"A switch\"}"));
     assert_true(has_json(text, "{\"name\": \"bytes\", \"type\": \"size\", \"default\": "
-                                 "\"65536\", \"min\": 512, \"max\": 2097152, \"help\": "
-                                 "\"A size\"}"));
+                               "\"65536\", \"min\": 512, \"max\": 2097152, \"help\": "
+                               "\"A size\"}"));
     assert_true(has_json(text, "{\"name\": \"anysize\", \"type\": \"size\", \"help\": "
-                                 "\"A size without bounds\"}"));
+                               "\"A size without bounds\"}"));
     assert_true(has_json(text, "\"name\": \"count\", \"type\": \"int\", \"default\": "
-                                 "\"16\", \"min\": 1, \"max\": 64"));
+                               "\"16\", \"min\": 1, \"max\": 64"));
     assert_true(has_json(text, "{\"name\": \"colour\", \"type\": \"enum\", \"values\": "
-                                 "[\"red\", \"green\"], \"help\": \"One of two\"}"));
+                               "[\"red\", \"green\"], \"help\": \"One of two\"}"));
     assert_true(has_json(text, "\"name\": \"label\", \"type\": \"string\""));
     assert_true(has_json(text, "\"name\": \"file\", \"type\": \"path\""));
     assert_false(has_json(text, "secret"));

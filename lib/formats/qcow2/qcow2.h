@@ -543,8 +543,8 @@ void qcow2_l1_mark_dirty(struct qcow2_state *s, uint32_t first, uint32_t count);
  * backing_file_size. -EFBIG when it does not fit in one cluster.
  */
 int qcow2_header_encode(struct qcow2_header *h, const struct qcow2_extensions *ext,
-                        const char *backing_name, const uint8_t *unknown_fields,
-                        size_t unknown_len, uint8_t *buf, size_t cluster_size);
+                        const char *backing_name, const uint8_t *unknown_fields, size_t unknown_len,
+                        uint8_t *buf, size_t cluster_size);
 
 /* Rewrites the header cluster from s->hdr, s->ext and img->backing_name, then fsyncs. */
 int qcow2_write_header(struct img *img);
@@ -568,8 +568,7 @@ int qcow2_alloc_commit(struct img *img, struct img_alloc *token, int write_resul
 int qcow2_zero(struct img *img, uint64_t offset, uint64_t length, unsigned flags);
 int qcow2_discard(struct img *img, uint64_t offset, uint64_t length);
 int qcow2_flush(struct img *img);
-int qcow2_resize(struct img *img, uint64_t new_size, unsigned flags,
-                 const struct img_opts *opts);
+int qcow2_resize(struct img *img, uint64_t new_size, unsigned flags, const struct img_opts *opts);
 int qcow2_compress_unit(struct img *img, const void *buf, size_t len, void *out, size_t out_cap,
                         size_t *out_len);
 /* Whether images made with these creation options take compressed writes (no data file). */
