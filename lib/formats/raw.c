@@ -66,9 +66,15 @@ static int raw_map(struct img *img, uint64_t offset, uint64_t length, struct img
     return 0;
 }
 
-/* preallocation=full writes zeros this large, this many at a time. */
+/*
+ * preallocation=full writes zeros this large, this many at a time. Writes to one file are
+ * serialised by the kernel's inode lock, so more in flight only adds waiting threads: for 1 GiB
+ * (imgutil create -f raw -o preallocation=full, ext4, 2 CPUs, median of 7-9 runs) 1, 2, 4 and 8
+ * in flight took 0.91, 0.74-0.88, 0.73-0.81 and 0.83-0.85 s on io_uring, 0.88, 0.87, 0.83 and
+ * 0.83-0.91 s on the thread pool.
+ */
 #define FILL_CHUNK (1u << 20)
-#define FILL_IN_FLIGHT 8u
+#define FILL_IN_FLIGHT 4u
 
 struct fill_state {
     int first_error;
