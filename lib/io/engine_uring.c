@@ -7,10 +7,11 @@
  * again for the remainder, and a read that reaches the end of the file is zero-filled, as
  * io_pread() does.
  *
- * Synchronous calls use a second, small ring per thread (made on the thread's first call,
+ * Synchronous reads use a second, small ring per thread (made on the thread's first call,
  * released by a thread-specific-data destructor when the thread exits): one io_uring_enter
- * both submits the request and waits for it. What this liburing or kernel's ring cannot do
- * (truncate; zeroing without FALLOC_FL_ZERO_RANGE) runs inline with the host primitives.
+ * both submits the request and waits for it. The other synchronous calls run inline with the
+ * host primitives, where the ring would only be slower (see sync_uses_ring), as does what this
+ * liburing or kernel's ring cannot do (truncate; zeroing without FALLOC_FL_ZERO_RANGE).
  */
 #include "config.h"
 #include "engine.h"
