@@ -66,20 +66,75 @@ static int raw_map(struct img *img, uint64_t offset, uint64_t length, struct img
     return 0;
 }
 
-/* Writes real zeroes, so that every block is allocated (preallocation=full). */
+/*
+ * preallocation=full writes zeros this large, this many at a time. Writes to one file are
+ * serialised by the kernel's inode lock, so more in flight only adds waiting threads: for 1 GiB
+ * (imgutil create -f raw -o preallocation=full, ext4, 2 CPUs, median of 7-9 runs) 1, 2, 4 and 8
+ * in flight took 0.91, 0.74-0.88, 0.73-0.81 and 0.83-0.85 s on io_uring, 0.88, 0.87, 0.83 and
+ * 0.83-0.91 s on the thread pool.
+ */
+#define FILL_CHUNK (1u << 20)
+#define FILL_IN_FLIGHT 4u
+
+struct fill_state {
+    int first_error;
+};
+
+static void fill_write_done(struct io_req *req, int result)
+{
+    struct fill_state *st = req->user;
+    if (result < 0 && st->first_error == 0)
+        st->first_error = result;
+    /* The slot is free again: its `len` of 0 marks it so. */
+    req->len = 0;
+}
+
+/*
+ * Writes real zeroes, so that every block is allocated (preallocation=full). Several writes are
+ * kept in flight (they all read the same zero buffer), so the engine overlaps the copies into
+ * the page cache instead of waiting for each one in turn.
+ */
 static int raw_fill_zeroes(struct io_file *f, uint64_t offset, uint64_t length)
 {
-    const size_t chunk = 1 << 20;
-    void *zeros = calloc(1, chunk);
-    if (!zeros)
-        return -ENOMEM;
-    int ret = 0;
-    while (length && ret == 0) {
-        size_t n = (size_t)min_u64(length, chunk);
-        ret = io_pwrite(f, zeros, n, offset);
+    if (length == 0)
+        return 0;
+    void *zeros = calloc(1, FILL_CHUNK);
+    struct io_req *reqs = calloc(FILL_IN_FLIGHT, sizeof(*reqs));
+    struct io_queue *q = NULL;
+    int ret = zeros && reqs ? io_queue_new(&q, FILL_IN_FLIGHT) : -ENOMEM;
+    struct fill_state st = {0};
+    unsigned next = 0;
+    while (ret == 0 && length && st.first_error == 0) {
+        /* Requests are reused in turn; the queue reaps one before the depth is exceeded. */
+        struct io_req *req = &reqs[next];
+        next = (next + 1) % FILL_IN_FLIGHT;
+        while (req->len != 0 && ret == 0) {
+            int ran = io_queue_reap(q, 1);
+            ret = ran < 0 ? ran : 0;
+        }
+        if (ret < 0 || st.first_error)
+            break;
+        size_t n = (size_t)min_u64(length, FILL_CHUNK);
+        *req = (struct io_req){.op = IO_OP_WRITE,
+                               .file = f,
+                               .buf = zeros,
+                               .len = n,
+                               .offset = offset,
+                               .done = fill_write_done,
+                               .user = &st};
+        ret = io_queue_submit(q, req);
         offset += n;
         length -= n;
     }
+    if (q) {
+        int drained = io_queue_drain(q);
+        if (ret == 0)
+            ret = drained;
+        io_queue_free(q);
+    }
+    if (ret == 0)
+        ret = st.first_error; /* raw_create names the file */
+    free(reqs);
     free(zeros);
     return ret;
 }

@@ -14,10 +14,11 @@
  *
  * Both ways go through the same engine: a synchronous call is one request, submitted and
  * waited for. Engines: io_uring (when built with liburing and the kernel permits it; each
- * thread making synchronous calls gets a small ring of its own, released when the thread
- * exits) and a pool of pread/pwrite worker threads, the fallback everywhere. The engine is
- * chosen once per process; the environment variable IMGUTIL_IO=threads|uring overrides the
- * choice (an unavailable "uring" falls back to threads).
+ * thread making synchronous reads gets a small ring of its own, released when the thread
+ * exits; its other synchronous calls run on the calling thread, see engine_uring.c) and a pool of
+ * pread/pwrite worker threads, the fallback everywhere. The engine is chosen once per process; the
+ * environment variable IMGUTIL_IO=threads|uring overrides the choice (an unavailable "uring" falls
+ * back to threads).
  *
  * IMGUTIL_IO=fault selects, for tests, the thread-pool engine with faults injected:
  * IMGUTIL_FAULT=<op>:<n>:<error> fails the n-th (1-based) request of that op in the process,
