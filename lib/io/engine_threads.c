@@ -16,6 +16,7 @@
 
 #include "engine.h"
 #include "util/cpus.h"
+#include "util/threads.h"
 
 /* A blocking fsync must not hold up every read, so there are at least two workers. */
 #define POOL_MIN_THREADS 2
@@ -165,30 +166,7 @@ static int start_pool(void)
         pool.atfork_registered = true;
     }
 
-    pthread_attr_t attr;
-    if (pthread_attr_init(&attr) != 0)
-        return -ENOMEM;
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-
-    /* Workers inherit a fully blocked signal mask: signals belong to the caller's threads. */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-
-    unsigned want = pool_size();
-    int err = 0;
-    while (pool.threads < want) {
-        pthread_t tid;
-        err = pthread_create(&tid, &attr, worker_main, NULL);
-        if (err != 0)
-            break;
-        pool.threads++;
-    }
-
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    pthread_attr_destroy(&attr);
-    /* A smaller pool than wanted still works; none at all does not. */
-    return pool.threads > 0 ? 0 : -err;
+    return threads_start_detached(&pool.threads, pool_size(), worker_main);
 }
 
 static bool threads_available(void)

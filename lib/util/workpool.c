@@ -8,6 +8,7 @@
 #include <stddef.h>
 
 #include "util/cpus.h"
+#include "util/threads.h"
 
 #define WORKPOOL_MAX_THREADS 64
 
@@ -80,27 +81,7 @@ static int start_pool(void)
             return -ret;
         pool.atfork_registered = true;
     }
-    pthread_attr_t attr;
-    if (pthread_attr_init(&attr) != 0)
-        return -ENOMEM;
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    /* Workers inherit a fully blocked signal mask: signals belong to the caller's threads. */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    unsigned want = workpool_size();
-    int err = 0;
-    while (pool.threads < want) {
-        pthread_t tid;
-        err = pthread_create(&tid, &attr, worker_main, NULL);
-        if (err != 0)
-            break;
-        pool.threads++;
-    }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    pthread_attr_destroy(&attr);
-    /* A smaller pool than wanted still works; none at all does not. */
-    return pool.threads > 0 ? 0 : -err;
+    return threads_start_detached(&pool.threads, workpool_size(), worker_main);
 }
 
 int workpool_submit(struct work_item *item)
