@@ -17,6 +17,9 @@
  *       Print img_map_json() / img_info_json().
  *   api_driver [-f FORMAT] open IMAGE
  *       Prints "opened FORMAT SIZE" (exit 0) or "refused CODE MESSAGE" (exit 3).
+ *   api_driver formats -
+ *       Prints one line per format the library knows: its name, then what it supports
+ *       (read, write, create), as img_format_supports() answers.
  *
  * Exit status: 0 success, 1 a failed call or a mismatch, 2 bad usage, 3 open refused.
  */
@@ -47,7 +50,7 @@ static const size_t odd_chunks[] = {4097, 65535, 511, 131073, 1, 1048583, 3, 262
 static int usage(void)
 {
     fprintf(stderr, "usage: api_driver [-f FORMAT] read-compare|dump|read-at|block-status|"
-                    "map-json|info-json|open IMAGE [ARGS...]\n");
+                    "map-json|info-json|open IMAGE [ARGS...] | formats -\n");
     return EXIT_USAGE;
 }
 
@@ -342,6 +345,20 @@ static int cmd_open(const char *path, const char *format)
     return 0;
 }
 
+static int cmd_formats(void)
+{
+    static const char *const abilities[] = {"read", "write", "create"};
+    for (int i = 0; i < img_format_count(); i++) {
+        const char *name = img_format_name(i);
+        printf("%s", name);
+        for (size_t a = 0; a < sizeof(abilities) / sizeof(abilities[0]); a++)
+            if (img_format_supports(name, abilities[a]) > 0)
+                printf(" %s", abilities[a]);
+        printf("\n");
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *format = NULL;
@@ -359,6 +376,8 @@ int main(int argc, char **argv)
 
     if (strcmp(cmd, "open") == 0)
         return nrest == 0 ? cmd_open(path, format) : usage();
+    if (strcmp(cmd, "formats") == 0)
+        return nrest == 0 ? cmd_formats() : usage();
 
     img *image = NULL;
     int ret = open_image(&image, path, format);
