@@ -4,7 +4,9 @@
 # (above 1 means imgutil is faster).
 #   bench/bench.sh [BUILD_DIR] [RUNS]     (default: build, 7 runs)
 # imgutil's I/O engine is taken from the environment: IMGUTIL_IO=uring|threads (default: uring
-# where the kernel allows it).
+# where the kernel allows it). BENCH_FORMATS lists the other formats to time, each converted
+# from raw and (made by qemu-img) to raw; default: every format both tools can create, or
+# BENCH_FORMATS=none to skip them. BENCH_ONLY=formats times the format cases alone.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=$(cd "${1:-$root/build}" && pwd)
@@ -60,6 +62,31 @@ bench_case() {
     b=$(printf '%s\n' "${theirs[@]}" | median)
     printf '%-34s %12.4f %12.4f %8.2f\n' "$name" "$a" "$b" "$(python3 -c "print($b / $a)")"
 }
+# The formats besides raw and qcow2 that imgutil and qemu-img both create.
+bench_formats() {
+    local f
+    if [ -n "${BENCH_FORMATS:-}" ]; then
+        [ "$BENCH_FORMATS" = none ] || printf '%s\n' $BENCH_FORMATS
+        return
+    fi
+    for f in vmdk vpc vhdx vdi qed parallels; do
+        "$imgutil" create -f "$f" -o help >/dev/null 2>&1 && qemu-img create -f "$f" -o help \
+            >/dev/null 2>&1 && echo "$f"
+    done
+}
+format_cases() {
+    local f
+    for f in $(bench_formats); do
+        qemu-img convert -O "$f" mixed.raw "mixed.$f"
+        bench_case "convert raw -> $f" convert -O "$f" mixed.raw "out.$f"
+        bench_case "convert $f -> raw" convert -f "$f" -O raw "mixed.$f" out.raw
+    done
+}
+if [ "${BENCH_ONLY:-}" = formats ]; then
+    format_cases
+    exit 0
+fi
+
 bench_case "convert qcow2 -> raw (1G, 50%)" convert -O raw mixed.qcow2 out.raw
 bench_case "convert zlib qcow2 -> raw" convert -O raw mixed-zlib.qcow2 out.raw
 bench_case "convert zstd qcow2 -> raw" convert -O raw mixed-zstd.qcow2 out.raw
@@ -72,3 +99,4 @@ bench_case "convert raw -> compressed qcow2" convert -c -O qcow2 mixed.raw out.q
 bench_case "info --output=json" info --output=json mixed.qcow2
 bench_case "map --output=json (1T)" map --output=json sparse-1T.qcow2
 bench_case "check" check mixed.qcow2
+format_cases
