@@ -138,9 +138,8 @@ static int read_sparse(struct vpc_state *s, int64_t file_size)
     struct img *img = s->img;
     uint8_t h[VPC_HEADER_SIZE];
     s->header_offset = load_be64(s->footer + VPC_F_DATA_OFFSET);
-    uint64_t header_end;
-    if (add_overflows_u64(s->header_offset, VPC_HEADER_SIZE, &header_end) ||
-        header_end > (uint64_t)file_size)
+    /* A header cut short by the end of the file reads as zeros past it, as in QEMU. */
+    if (s->header_offset >= (uint64_t)file_size)
         return img_error(-EINVAL,
                          "vpc: '%s': the dynamic disk header (at 0x%" PRIx64
                          ") lies past the end of the file",
@@ -151,9 +150,6 @@ static int read_sparse(struct vpc_state *s, int64_t file_size)
                          img_strerror(ret));
     if (memcmp(h, "cxsparse", 8) != 0)
         return img_error(-EINVAL, "vpc: '%s': Invalid header magic", img->filename);
-    if (vpc_checksum(h, VPC_HEADER_SIZE, VPC_H_CHECKSUM) != load_be32(h + VPC_H_CHECKSUM))
-        return img_error(-EINVAL, "vpc: '%s': Incorrect dynamic disk header checksum",
-                         img->filename);
     s->block_size = load_be32(h + VPC_H_BLOCK_SIZE);
     if (s->block_size < VPC_SECTOR || (s->block_size & (s->block_size - 1)))
         return img_error(-EINVAL, "vpc: '%s': Invalid block size %" PRIu32, img->filename,
@@ -167,6 +163,10 @@ static int read_sparse(struct vpc_state *s, int64_t file_size)
     if (s->max_table_entries > INT32_MAX / 4)
         return img_error(-EINVAL, "vpc: '%s': Max Table Entries too large (%" PRId32 ")",
                          img->filename, (int32_t)s->max_table_entries);
+    /* After QEMU's own checks (it does not verify this one), so their words come first. */
+    if (vpc_checksum(h, VPC_HEADER_SIZE, VPC_H_CHECKSUM) != load_be32(h + VPC_H_CHECKSUM))
+        return img_error(-EINVAL, "vpc: '%s': Incorrect dynamic disk header checksum",
+                         img->filename);
     s->bat_offset = load_be64(h + VPC_H_TABLE_OFFSET);
     ret = read_bat(s, file_size);
     if (ret < 0)
