@@ -68,7 +68,7 @@ def sparse(size, blocks, block_size=0x200000, disk_type=3, creator=b'qemu', chs=
     for index in sorted(blocks):
         bitmap, data = blocks[index]
         bat[index] = (pos + len(body)) // 512
-        bm = bitmap if bitmap is not None else b'\xff' * (block_size // 4096)
+        bm = bitmap if bitmap is not None else b'\xff' * bitmap_size
         body += bm + bytes(bitmap_size - len(bm)) + data
     f = footer(size, disk_type, creator, chs)
     out = bytearray(f)
