@@ -132,6 +132,23 @@ static int read_bat(struct vpc_state *s, int64_t file_size)
     return 0;
 }
 
+/*
+ * New blocks go after the parent locators' data too (which QEMU, not knowing differencing
+ * disks, would overwrite). Locators reaching past the end of the file are not the file's.
+ */
+static void keep_locators(struct vpc_state *s, const uint8_t *h, uint64_t file_size)
+{
+    for (int i = 0; i < VPC_LOCATOR_COUNT; i++) {
+        const uint8_t *entry = h + VPC_H_PARENT_LOCATORS + i * VPC_LOCATOR_SIZE;
+        uint64_t space = max_u64(load_be32(entry + 4), load_be32(entry + 8));
+        uint64_t end;
+        if (load_be32(entry) == 0 || add_overflows_u64(load_be64(entry + 16), space, &end) ||
+            end > file_size)
+            continue;
+        s->free_offset = max_u64(s->free_offset, align_up_u64(end, VPC_SECTOR));
+    }
+}
+
 /* The dynamic disk header and what it points at, in the order QEMU checks them. */
 static int read_sparse(struct vpc_state *s, int64_t file_size)
 {
@@ -171,6 +188,7 @@ static int read_sparse(struct vpc_state *s, int64_t file_size)
     ret = read_bat(s, file_size);
     if (ret < 0)
         return ret;
+    keep_locators(s, h, (uint64_t)file_size);
     if (s->type == VPC_DIFFERENCING) {
         ret = vpc_parent_name(s, h, (uint64_t)file_size, &img->backing_name);
         if (ret < 0)

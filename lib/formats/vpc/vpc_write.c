@@ -222,7 +222,11 @@ int vpc_alloc_commit(struct img *img, struct img_alloc *a, int write_result)
     if (ret == 0 && a->new_block) {
         ret = link_new_block(s, a, bitmap);
     } else if (ret == 0 && changed) {
-        ret = io_pwrite(img->file, bitmap, s->bitmap_size, a->block_start);
+        /* In a differencing disk a set bit hides the parent: the data must be there first. */
+        if (s->type == VPC_DIFFERENCING)
+            ret = io_fsync(img->file);
+        if (ret == 0)
+            ret = io_pwrite(img->file, bitmap, s->bitmap_size, a->block_start);
         if (ret < 0)
             ret = write_error(s, ret, "sector bitmap", a->block_start);
     }

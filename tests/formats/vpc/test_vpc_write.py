@@ -8,13 +8,13 @@ public API (write_driver) on fixed and dynamic disks made by img_create and by q
 qemu-img must read the image as the shadow (qemu-img compare -F vpc) with the same virtual
 size. qemu-img cannot check VHD images, so its reading the whole image is the check.
 
-Kill tests: crash_writer runs a seeded sequence on a dynamic disk with the killpoint preload,
+Kill tests: crash_writer runs a seeded sequence on a dynamic or a differencing disk with the killpoint preload,
 which kills it just before its Nth pwrite (or tears that write). For kill points spread over
 the whole run, the image must then open here and in qemu-img, and every byte must read as the
 acknowledged state left it or as an unacknowledged operation wrote it.
 
-Environment: WRITE_TEST_SEED, WRITE_TEST_SEQUENCES (default 10), WRITE_TEST_OPS (default 30),
-VPC_KILL_POINTS (default 16).
+Environment: WRITE_TEST_SEED, WRITE_TEST_SEQUENCES (default 7), WRITE_TEST_OPS (default 30),
+VPC_KILL_POINTS (default 8 per disk kind).
 
 usage: test_vpc_write.py WRITE_DRIVER CRASH_WRITER KILLPOINT_SO
 """
@@ -26,6 +26,8 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', '..', 'write'))
+sys.path.insert(0, HERE)
+import vhd  # noqa: E402
 import writetest as wt  # noqa: E402
 
 MIB = 1 << 20
@@ -117,15 +119,30 @@ def verify(s, image, fmt, seed, acked, started, start, how):
                                               wt.clip(proc.stderr)))
 
 
-def kill_tests(s, rng):
+def make_kill_base(s, rng, differencing):
+    """The image every kill run starts from, and its content as a raw file."""
+    size = 16 * MIB
+    if not differencing:
+        s.api('create', 'kill-base.vhd', 'vpc', size)
+        return 'kill-base.vhd', wt.write_file(s.path('kill-start.raw'),
+                                              bytes(virtual_size(s, 'kill-base.vhd')))
+    parent = wt.random_content(rng, size)
+    wt.write_file(s.path('kill-parent.raw'), parent)
+    wt.qemu_img('convert', '-f', 'raw', '-O', 'vpc', '-o', 'force_size=on', 'kill-parent.raw',
+                'parent.vhd', cwd=s.tmp)
+    child = vhd.sparse(size, {}, disk_type=4, creator=b'vpc ',
+                       locator_data=[(b'W2ru', '.\\parent.vhd'.encode('utf-16-le'))])
+    wt.write_file(s.path('kill-child.vhd'), child)
+    return 'kill-child.vhd', s.path('kill-parent.raw')
+
+
+def kill_tests(s, rng, differencing):
+    kind = 'differencing' if differencing else 'dynamic'
     ops = 60
     seed = rng.randrange(1 << 32)
-    size = 16 * MIB
-    s.api('create', 'kill-base.vhd', 'vpc', size)
-    size = virtual_size(s, 'kill-base.vhd')
-    start = wt.write_file(s.path('kill-start.raw'), bytes(size))
-    with s.check('kill: counting the writes of an uninterrupted run'):
-        wt.run(['cp', 'kill-base.vhd', 'kill-count.vhd'], cwd=s.tmp)
+    base, start = make_kill_base(s, rng, differencing)
+    with s.check('kill, %s disk: counting the writes of an uninterrupted run' % kind):
+        wt.run(['cp', base, 'kill-count.vhd'], cwd=s.tmp)
         proc, _, _ = run_writer(s, 'kill-count.vhd', seed, ops,
                                 preload_env(KILLPOINT_COUNT=s.path('kill-count.txt')))
         if proc.returncode != 0:
@@ -134,14 +151,15 @@ def kill_tests(s, rng):
             total = len(f.read().split())
         if total < 10:
             raise wt.CheckFailed('only %d writes were counted' % total)
-    points = wt.env_int('VPC_KILL_POINTS', 16)
+    points = wt.env_int('VPC_KILL_POINTS', 8)
     chosen = sorted(set(rng.randrange(1, total + 1) for _ in range(points)) | {1, 2, 3, total})
     for n in chosen:
         torn = n % 3 == 0
-        label = 'kill before write %d of %d%s' % (n, total, ' (torn)' if torn else '')
+        label = 'kill, %s disk: before write %d of %d%s' % (kind, n, total,
+                                                           ' (torn)' if torn else '')
         with s.check(label):
             image = 'kill-%d.vhd' % n
-            wt.run(['cp', 'kill-base.vhd', image], cwd=s.tmp)
+            wt.run(['cp', base, image], cwd=s.tmp)
             proc, acked, started = run_writer(s, image, seed, ops,
                                               preload_env(KILLPOINT_AT=n,
                                                           KILLPOINT_TORN=int(torn)))
@@ -149,10 +167,12 @@ def kill_tests(s, rng):
                 raise wt.CheckFailed('crash_writer failed on its own: %s' %
                                      wt.clip(proc.stderr.decode()))
             verify(s, image, 'vpc', seed, acked, started, start, 'read here')
-            raw = 'kill-%d.raw' % n
-            wt.qemu_img('convert', '-f', 'vpc', '-O', 'raw', image, raw, cwd=s.tmp)
-            verify(s, raw, 'raw', seed, acked, started, start, 'read by qemu-img')
-            os.unlink(s.path(raw))
+            if not differencing:
+                # qemu-img reads a differencing disk without its parent: only dynamic ones.
+                raw = 'kill-%d.raw' % n
+                wt.qemu_img('convert', '-f', 'vpc', '-O', 'raw', image, raw, cwd=s.tmp)
+                verify(s, raw, 'raw', seed, acked, started, start, 'read by qemu-img')
+                os.unlink(s.path(raw))
             os.unlink(s.path(image))
 
 
@@ -162,7 +182,7 @@ def main():
     s_killpoint = s.helpers['killpoint']
     master = s.seed(20261206)
     rng = random.Random(master)
-    sequences = wt.env_int('WRITE_TEST_SEQUENCES', 10)
+    sequences = wt.env_int('WRITE_TEST_SEQUENCES', 7)
     ops = wt.env_int('WRITE_TEST_OPS', 30)
     for n in range(sequences):
         cfg = CONFIGS[n % len(CONFIGS)]
@@ -170,7 +190,8 @@ def main():
         with s.check('sequence %d (seed %d, %d ops): %s disk by %s%s' % (
                 n, seed, ops, cfg[0], cfg[1], ', force_size' if cfg[2] else '')):
             property_sequence(s, n, cfg, seed, ops)
-    kill_tests(s, rng)
+    kill_tests(s, rng, False)
+    kill_tests(s, rng, True)
     s.finish()
 
 
