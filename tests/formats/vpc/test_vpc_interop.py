@@ -66,7 +66,7 @@ def qemu_writes(s, image, fmt, rng, size):
 def qemu_to_here(s, rng):
     for sub in ('dynamic', 'fixed'):
         for force in (False, True):
-            for size in (1 * MIB + 512 * 7, 5 * MIB, 33 * MIB):
+            for size in (1 * MIB + 512 * 7, 5 * MIB, 9 * MIB):
                 label = 'qemu -> here: %s, %d bytes%s' % (sub, size, ', force_size' if force
                                                           else '')
                 with s.check(label):

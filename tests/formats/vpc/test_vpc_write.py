@@ -107,6 +107,10 @@ def run_writer(s, image, seed, ops, env):
 def preload_env(**extra):
     env = dict(os.environ)
     env['LD_PRELOAD'] = ':'.join(p for p in (env.get('LD_PRELOAD'), s_killpoint) if p)
+    # The kill points are pwrite calls: the thread-pool engine makes them, io_uring would not.
+    env['IMGUTIL_IO'] = 'threads'
+    # Under ASan the sanitizer's runtime must come first; the preload only wraps pwrite.
+    env['ASAN_OPTIONS'] = env.get('ASAN_OPTIONS', '') + ':verify_asan_link_order=0'
     env.update({k: str(v) for k, v in extra.items()})
     return env
 
