@@ -13,10 +13,14 @@ which kills it just before its Nth pwrite (or tears that write). For kill points
 the whole run, the image must then open here and in qemu-img, and every byte must read as the
 acknowledged state left it or as an unacknowledged operation wrote it.
 
+Threads: thread_writer races several threads on one handle (own blocks, shared blocks
+allocated at once, readers beside writers) on fixed and dynamic disks; qemu-img then reads the
+expected content.
+
 Environment: WRITE_TEST_SEED, WRITE_TEST_SEQUENCES (default 7), WRITE_TEST_OPS (default 30),
 VPC_KILL_POINTS (default 8 per disk kind).
 
-usage: test_vpc_write.py WRITE_DRIVER CRASH_WRITER KILLPOINT_SO
+usage: test_vpc_write.py WRITE_DRIVER CRASH_WRITER KILLPOINT_SO THREAD_WRITER
 """
 
 import os
@@ -180,9 +184,24 @@ def kill_tests(s, rng, differencing):
             os.unlink(s.path(image))
 
 
+def thread_tests(s, rng):
+    for sub, cluster in (('dynamic', 65536), ('dynamic', 2 * MIB), ('fixed', 65536)):
+        with s.check('threads: %s disk, writes aimed at %d-byte units' % (sub, cluster)):
+            image = 'threads-%s-%d.vhd' % (sub, cluster)
+            s.api('create', image, 'vpc', 24 * MIB, 'subformat=' + sub)
+            start = wt.write_file(s.path('threads-start.raw'), bytes(virtual_size(s, image)))
+            proc = wt.run([s.helpers['thread_writer'], image, cluster, rng.randrange(1 << 32),
+                           'threads-expected.raw', '-f', 'vpc', '--shadow-in', start,
+                           '--threads', 4], cwd=s.tmp, ok_codes=None)
+            if proc.returncode != 0:
+                raise wt.CheckFailed('thread_writer: %s' % wt.clip(proc.stderr))
+            assert_qemu_reads(s, 'threads-expected.raw', image)
+            os.unlink(s.path(image))
+
+
 def main():
     global s_killpoint
-    s = wt.Suite('vpc-write', sys.argv, helpers=('crash_writer', 'killpoint'))
+    s = wt.Suite('vpc-write', sys.argv, helpers=('crash_writer', 'killpoint', 'thread_writer'))
     s_killpoint = s.helpers['killpoint']
     master = s.seed(20261206)
     rng = random.Random(master)
@@ -194,6 +213,7 @@ def main():
         with s.check('sequence %d (seed %d, %d ops): %s disk by %s%s' % (
                 n, seed, ops, cfg[0], cfg[1], ', force_size' if cfg[2] else '')):
             property_sequence(s, n, cfg, seed, ops)
+    thread_tests(s, rng)
     kill_tests(s, rng, False)
     kill_tests(s, rng, True)
     s.finish()
