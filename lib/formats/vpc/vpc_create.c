@@ -72,7 +72,7 @@ static int write_dynamic(struct io_file *f, const uint8_t *footer, uint64_t tota
     store_be32(header + VPC_H_BLOCK_SIZE, VPC_CREATE_BLOCK_SIZE);
     store_be32(header + VPC_H_CHECKSUM, vpc_checksum(header, VPC_HEADER_SIZE, VPC_H_CHECKSUM));
 
-    uint8_t *bat = malloc(bat_bytes);
+    uint8_t *bat = malloc(bat_bytes ? bat_bytes : 1);
     if (!bat)
         return -ENOMEM;
     memset(bat, 0xff, bat_bytes);

@@ -171,7 +171,14 @@ static int read_sparse(struct vpc_state *s, int64_t file_size)
     if (s->block_size < VPC_SECTOR || (s->block_size & (s->block_size - 1)))
         return img_error(-EINVAL, "vpc: '%s': Invalid block size %" PRIu32, img->filename,
                          s->block_size);
-    s->bitmap_size = (uint32_t)align_up_u64(s->block_size / (8 * VPC_SECTOR), VPC_SECTOR);
+    /*
+     * QEMU's formula, which rounds the bitmap of a block under 4 KiB down to nothing: what it
+     * reads is what a dynamic disk holds. A differencing disk needs its bits, so it follows the
+     * specification (at least one sector).
+     */
+    uint32_t bitmap_bytes = s->type == VPC_DIFFERENCING ? (s->block_size / VPC_SECTOR + 7) / 8
+                                                        : s->block_size / (8 * VPC_SECTOR);
+    s->bitmap_size = (uint32_t)align_up_u64(bitmap_bytes, VPC_SECTOR);
     s->max_table_entries = load_be32(h + VPC_H_MAX_ENTRIES);
     if (img->size / s->block_size > 0xffffffffu)
         return img_error(-EINVAL, "vpc: '%s': Too many blocks", img->filename);
@@ -195,7 +202,7 @@ static int read_sparse(struct vpc_state *s, int64_t file_size)
             return ret;
         /* The parent's format is not recorded: probed, as qemu-img does for a bare name. */
     }
-    s->bitmap_cache = malloc(s->bitmap_size);
+    s->bitmap_cache = malloc(s->bitmap_size ? s->bitmap_size : 1);
     if (!s->bitmap_cache)
         return img_error(-ENOMEM, "vpc: '%s': out of memory", img->filename);
     return 0;

@@ -130,13 +130,17 @@ static int sparse_alloc(struct vpc_state *s, uint64_t offset, uint64_t length,
         free(a);
         return ret;
     }
+    /* A block of a dynamic disk whose bitmap is full has nothing to link: no commit. */
+    bool linked = !a->new_block && s->type != VPC_DIFFERENCING && s->bitmap_full[block];
     pthread_mutex_unlock(&img->lock);
     ext->kind = EXTENT_DATA;
     ext->file = img->file;
     ext->host_offset = data + in_block;
     ext->host_offset_valid = true;
     ext->length = n;
-    *token = a;
+    if (linked)
+        free(a);
+    *token = linked ? NULL : a;
     return 0;
 }
 
@@ -213,7 +217,7 @@ int vpc_alloc_commit(struct img *img, struct img_alloc *a, int write_result)
     pthread_mutex_lock(&img->lock);
     int ret = write_result;
     if (ret == 0) {
-        bitmap = malloc(s->bitmap_size);
+        bitmap = malloc(s->bitmap_size ? s->bitmap_size : 1);
         ret = bitmap ? 0 : img_error(-ENOMEM, "vpc: '%s': out of memory", img->filename);
     }
     bool changed = false;

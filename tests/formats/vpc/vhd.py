@@ -62,7 +62,10 @@ def sparse(size, blocks, block_size=0x200000, disk_type=3, creator=b'qemu', chs=
         locators.append((code, len(data), pos + len(loc_bytes)))
         loc_bytes += data + bytes(-len(data) % 512)
     pos += len(loc_bytes)
-    bitmap_size = (block_size // (8 * 512) + 511) // 512 * 512
+    # QEMU's rounding for dynamic disks (none under 4 KiB blocks); the specification's for
+    # differencing disks (at least a sector).
+    bits = block_size // 512
+    bitmap_size = ((bits + 7) // 8 + 511 if disk_type == 4 else bits // 8 + 511) // 512 * 512
     bat = [UNUSED] * entries
     body = bytearray()
     for index in sorted(blocks):
