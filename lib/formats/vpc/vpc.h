@@ -12,6 +12,12 @@
  * when absent), then the blocks, each a sector bitmap (one bit per sector, most significant
  * bit first, padded to 512 bytes) followed by the block's data, and the footer at the end.
  *
+ * Where this goes beyond qemu-img 7.2: QEMU reads a differencing disk as a dynamic one (its
+ * absent sectors as zeros, its parent ignored); here the parent locator names the backing
+ * file and sectors whose bitmap bit is clear read from it, and writes keep the bitmap exact.
+ * Azure's creator "wa\0\0" is sized by the current size, as newer QEMU does. Everything
+ * else (sizes, limits, what a dynamic disk reads as, map, info) follows qemu-img 7.2.
+ *
  * Locking: img->lock guards the BAT, the free offset, the per-block bitmap state and the
  * bitmap cache. New blocks are allocated one at a time (alloc_busy): the file's tail belongs
  * to that allocation until its alloc_commit().
