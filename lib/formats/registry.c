@@ -7,6 +7,7 @@
 /* Probe order breaks ties: earlier wins. Raw is last, bidding lowest, as the fallback. */
 static const struct img_format *const formats[] = {
     &format_qcow2,
+    &format_asif,
     &format_raw,
 };
 
