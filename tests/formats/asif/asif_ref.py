@@ -60,7 +60,9 @@ class Image:
         # The highest sequence number is in force.
         self.active = 0 if self.seqs[0] >= self.seqs[1] else 1
         base = self.dir_offsets[self.active] + 8
-        self.directory = [self.u64(base + 8 * i) for i in range(self.g.t)]
+        if base + 8 * self.g.t > len(self.data):
+            raise Refused('directory past the end')
+        self.directory = list(struct.unpack_from('>%dQ' % self.g.t, self.data, base))
         self.size = self.sectors * self.block_size
 
     def u64(self, off):
