@@ -6,7 +6,11 @@ map), other geometries, the directory with the higher sequence number in force; 
 images (states not characterised, directories and chunk numbers pointing anywhere, absurd
 sizes, truncation) refused with exit 1 and a message naming the problem, within bounded memory.
 
-usage: test_asif_crafted.py (the CLI from IMGUTIL_CLI or IMGUTIL_BUILD_ROOT)
+Writes into crafted images go through write_driver (checked against a shadow after every
+operation): a sector not yet written in a partly written chunk whose bytes in the file are
+not zeros (a write never linked) must read as zeros around the new bytes.
+
+usage: test_asif_crafted.py WRITE_DRIVER (the CLI from IMGUTIL_CLI or IMGUTIL_BUILD_ROOT)
 """
 
 import json
@@ -287,7 +291,33 @@ def hostile(s):
          proc.returncode == 1 and 'header flags 0x00000080' in proc.stderr, proc.stderr)
 
 
+def stale_sectors(s, driver):
+    w = asif_ref.Writer(4 * MIB)
+    host = w.put(1, 0, pattern(0x10, 512), partial=True)
+    # Sectors 1..3 of the chunk hold bytes no bitmap bit vouches for.
+    w.chunks[host][512:2048] = pattern(0xEE, 1536)
+    data = w.build()
+    path = s.write('stale.asif', data)
+    shadow = asif_ref.Image(data).read_all()
+    s.write('stale.shadow', shadow)
+    script = 'write %d 100 5\nwrite %d 512 6\nwrite %d 3000 7\n' % (
+        MIB + 700, MIB + 1024, 2 * MIB - 1000)
+    proc = subprocess.run([driver, 'run', path, '-f', 'asif', '--script', '-', '--cluster',
+                           str(MIB), '--shadow-in', s.path('stale.shadow'), '--shadow-out',
+                           s.path('stale.out')], input=script, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+    with open(path, 'rb') as f:
+        img = asif_ref.Image(f.read())
+    with open(s.path('stale.out'), 'rb') if proc.returncode == 0 else open(path, 'rb') as f:
+        want = f.read()
+    s.ok('writes into a partly written chunk clear the stale bytes of their sectors',
+         proc.returncode == 0 and img.read_all() == want, proc.stderr.strip())
+
+
 def main():
+    if len(sys.argv) < 2:
+        print('usage: test_asif_crafted.py WRITE_DRIVER')
+        sys.exit(2)
     if not os.path.exists(CLI):
         print('SKIP: imgutil not built (%s)' % CLI)
         sys.exit(77)
@@ -296,6 +326,7 @@ def main():
     other_geometries(s)
     sequence_numbers(s)
     hostile(s)
+    stale_sectors(s, os.path.abspath(sys.argv[1]))
     s.finish()
 
 
