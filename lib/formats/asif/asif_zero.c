@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <string.h>
 
 #include "error.h"
 #include "formats/asif/asif.h"
@@ -92,8 +93,11 @@ int asif_discard(struct img *img, uint64_t offset, uint64_t length)
 int asif_resize(struct img *img, uint64_t new_size, unsigned flags, const img_opts *opts)
 {
     (void)flags;
-    (void)opts;
     struct asif_state *s = img->priv;
+    const char *prealloc = opts ? img_opts_get(opts, "preallocation") : NULL;
+    if (prealloc && strcmp(prealloc, "off") != 0)
+        return img_error(-ENOTSUP, "asif: '%s': preallocation mode '%s' is not supported",
+                         img->filename, prealloc);
     uint64_t bs = s->g.block_size;
     uint64_t limit = s->meta_chunk ? s->meta_chunk * s->g.chunk_size : s->g.max_bytes;
     if (new_size % bs)
