@@ -8,6 +8,7 @@
 static const struct img_format *const formats[] = {
     &format_qcow2,
     &format_vpc,
+    &format_asif,
     &format_raw,
 };
 
