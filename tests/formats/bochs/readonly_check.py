@@ -92,6 +92,28 @@ def qemu_refuses(path, fmt, command='info'):
     return qemu_stderr_clean(proc.stderr.decode(errors='replace'))
 
 
+def same_refusal(args):
+    """`imgutil ARGS` and `qemu-img ARGS` both exit 1 with the same message (program names
+    aside)."""
+    ours = run([CLI] + args, ok_codes=(1,)).stderr.decode(errors='replace')
+    theirs = subprocess.run(['qemu-img'] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            timeout=120)
+    if theirs.returncode != 1:
+        raise Failure('qemu-img %s exited %d' % (' '.join(args), theirs.returncode))
+    theirs = qemu_stderr_clean(theirs.stderr.decode(errors='replace')).strip()
+    if ours.strip().replace('imgutil:', 'qemu-img:') != theirs:
+        raise Failure('%s: %r, qemu-img says %r' % (' '.join(args), ours.strip(), theirs))
+
+
+def refusals_of_creation(fmt, source, tmp):
+    """create, create -o help and convert -O to a read-only format: qemu-img's messages."""
+    same_refusal(['create', '-f', fmt, os.path.join(tmp, 'new.' + fmt), '1M'])
+    same_refusal(['create', '-f', fmt, '-o', 'help'])
+    same_refusal(['convert', '-O', fmt, source, os.path.join(tmp, 'never.' + fmt)])
+    if os.path.exists(os.path.join(tmp, 'never.' + fmt)):
+        raise Failure('convert -O %s left a target' % fmt)
+
+
 def main(cases):
     """Runs each (name, function) case; prints a line per case; exits 1 on any failure."""
     require_qemu()
