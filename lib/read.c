@@ -11,6 +11,7 @@
 #include "formats/format.h"
 #include "image.h"
 #include "io/io.h"
+#include "unit_cache.h"
 #include "util/checked.h"
 
 /* Compressed units larger than this are refused (qcow2's largest cluster is 2 MiB). */
@@ -62,6 +63,8 @@ static int read_compressed(const struct img_extent *ext, uint8_t *buf, uint64_t 
         offset - ext->unit_start + length > ext->unit_size)
         return img_error(-EIO, "compressed unit at host offset 0x%" PRIx64 " has invalid sizes",
                          ext->host_offset);
+    if (ext->cacheable && unit_cache_read(ext, buf, offset))
+        return 0;
     uint8_t *packed = malloc(ext->comp_length);
     uint8_t *unit = malloc(ext->unit_size);
     int ret = -ENOMEM;
@@ -83,6 +86,10 @@ static int read_compressed(const struct img_extent *ext, uint8_t *buf, uint64_t 
         goto out;
     }
     memcpy(buf, unit + (offset - ext->unit_start), length);
+    if (ext->cacheable) {
+        unit_cache_keep(ext, unit);
+        unit = NULL;
+    }
 out:
     free(packed);
     free(unit);

@@ -150,6 +150,7 @@ static int cloop_map(struct img *img, uint64_t offset, uint64_t length, struct i
     ext->comp_length = stored;
     ext->unit_start = block * s->block_size;
     ext->unit_size = s->block_size;
+    ext->cacheable = true; /* read-only: the unit never changes */
     ext->codec = CODEC_ZLIB;
     ext->length = min_u64(length, ext->unit_start + s->block_size - offset);
     return 0;

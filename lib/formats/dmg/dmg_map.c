@@ -54,6 +54,7 @@ static int compressed_extent(struct img *img, const struct dmg_chunk *c, uint64_
     ext->unit_start = c->sector * 512;
     /* At most DMG_SECTORCOUNT_MAX sectors (64 MiB), checked when the table was read. */
     ext->unit_size = (uint32_t)(c->sector_count * 512);
+    ext->cacheable = true; /* read-only: the unit never changes */
     ext->codec = c->type == DMG_UDZO ? CODEC_ZLIB : c->type == DMG_UDBZ ? CODEC_BZIP2 : CODEC_ADC;
     ext->length = length;
     return 0;
