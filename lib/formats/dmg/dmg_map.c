@@ -100,10 +100,11 @@ int dmg_map(struct img *img, uint64_t offset, uint64_t length, struct img_extent
         return 0;
     }
     case DMG_ULFO:
+        /* QEMU's words when it lacks its lzfse module, as it reads without it. */
         return img_error(-EIO,
-                         "dmg: '%s': sector %" PRIu64 " is in an lzfse compressed chunk: "
-                         "lzfse is not supported, accessing lzfse compressed blocks results in "
-                         "I/O errors",
+                         "dmg: '%s': sector %" PRIu64 " is in an lzfse compressed chunk: lzfse "
+                         "is not supported, accessing lzfse compressed blocks will result in I/O "
+                         "errors",
                          img->filename, sector);
     default:
         return compressed_extent(img, c, offset, length, ext);

@@ -129,7 +129,9 @@ def case_lzfse_refused():
         theirs = run(['qemu-img', cmd, '--output=json', path]).stdout
         if ours != theirs:
             raise Failure('%s of %s differs: %s vs %s' % (cmd, path, ours, theirs))
-    refused(path, 'dmg', ['lzfse', 'lzfse.dmg', 'not supported', 'I/O error'], command='convert')
+    refused(path, 'dmg', ['lzfse.dmg', 'not supported',
+                          'accessing lzfse compressed blocks will result in I/O errors'],
+            command='convert')
     qemu_refuses(path, 'dmg', command='convert')
 
 
