@@ -87,6 +87,22 @@ def case_large_chunk():
     compare(write('large.dmg', image), 'dmg', guest)
 
 
+def case_pieces_of_large_chunks():
+    # Reads of random sizes and places, from two threads, in chunks of up to 4 MiB of every
+    # compressed type (the core keeps the last unit decompressed between reads).
+    reader = os.environ.get('READ_PIECES')
+    if not reader:
+        print('note: READ_PIECES is not set: case skipped')
+        return
+    parts = [[(UDZO, content(4 * MiB, 20)), (UDRW, content(3 * KiB, 21)),
+              (UDBZ, content(1 * MiB + 512, 22)), (UDZE, bytes(3 * MiB)),
+              (UDCO, content(1 * MiB, 23)), (UDZO, content(512, 24))]]
+    image, guest = build(parts)
+    path = write('pieces.dmg', image)
+    raw = write('pieces.raw', guest)
+    run([reader, path, 'dmg', raw])
+
+
 def case_bzip2_and_adc():
     parts = [[(UDBZ, content(96 * KiB, 10)), (UDZE, bytes(8 * KiB)), (UDCO, content(72 * KiB, 11)),
               (UDZO, content(16 * KiB, 12))],
