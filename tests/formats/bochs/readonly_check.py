@@ -3,6 +3,8 @@
 compares what they answer (info and map JSON, the bytes of convert -O raw), and checks that
 hostile images are refused with a message. Exits 77 (skip) when qemu-img is absent."""
 
+import bz2
+import hashlib
 import os
 import shutil
 import subprocess
@@ -112,6 +114,43 @@ def refusals_of_creation(fmt, source, tmp):
     same_refusal(['convert', '-O', fmt, source, os.path.join(tmp, 'never.' + fmt)])
     if os.path.exists(os.path.join(tmp, 'never.' + fmt)):
         raise Failure('convert -O %s left a target' % fmt)
+
+
+def samples_dir():
+    """../shared/testdata/qemu-samples beside the source tree (or beside its worktree folder)."""
+    root = os.environ.get('IMGUTIL_SOURCE_ROOT',
+                          os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..',
+                                       '..'))
+    for up in (('..',), ('..', '..')):
+        folder = os.path.normpath(os.path.join(root, *up, 'shared', 'testdata', 'qemu-samples'))
+        if os.path.isdir(folder):
+            return folder
+    return None
+
+
+def check_sample(name, fmt, tmp):
+    """A real image from the samples folder: info, map and convert as qemu-img's, and the
+    sha256 of convert -O raw that the folder's README gives."""
+    folder = samples_dir()
+    if not folder or not os.path.exists(os.path.join(folder, name + '.bz2')):
+        print('note: the sample %s is absent: case skipped' % name)
+        return
+    path = os.path.join(tmp, name)
+    with bz2.open(os.path.join(folder, name + '.bz2'), 'rb') as src, open(path, 'wb') as dst:
+        shutil.copyfileobj(src, dst)
+    want = None
+    with open(os.path.join(folder, 'README.md'), encoding='utf-8') as f:
+        for line in f:
+            cells = [c.strip() for c in line.strip().strip('|').split('|')]
+            if cells and cells[0] == name:
+                want = cells[-1]
+    compare(path, fmt)
+    out = path + '.raw'
+    run([CLI, 'convert', '-O', 'raw', path, out])
+    with open(out, 'rb') as f:
+        got = hashlib.sha256(f.read()).hexdigest()
+    if want and got != want:
+        raise Failure('sha256 of %s as raw is %s, the README says %s' % (name, got, want))
 
 
 def main(cases):

@@ -12,7 +12,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from readonly_check import (CLI, Failure, compare, main, qemu_refuses,  # noqa: E402
-                            refusals_of_creation, refused, run)
+                            check_sample, refusals_of_creation, refused, run)
 
 UNALLOCATED = 0xffffffff
 TMP = tempfile.mkdtemp(prefix='bochs-test-')
@@ -146,6 +146,10 @@ def case_refusals():
         raise Failure('check: %s' % proc.stderr)
     run(['qemu-img', 'check', '-f', 'bochs', path], ok_codes=(63,))
     refused(path, 'bochs', ['read-only'], command='resize')
+
+
+def case_sample():
+    check_sample('empty.bochs', 'bochs', TMP)
 
 
 if __name__ == '__main__':

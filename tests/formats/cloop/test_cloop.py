@@ -15,7 +15,7 @@ import zlib
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'bochs'))
 from readonly_check import (CLI, Failure, compare, main, qemu_refuses,  # noqa: E402
-                            refusals_of_creation, refused, run)
+                            check_sample, refusals_of_creation, refused, run)
 
 MAGIC = (b'#!/bin/sh\n#V2.0 Format\n'
          b'modprobe cloop file=$0 && mount -r -t iso9660 /dev/cloop $1\n')
@@ -128,6 +128,10 @@ def case_refusals():
     proc = run([CLI, 'check', '-f', 'cloop', path], ok_codes=(63,))
     if b'This image format does not support checks' not in proc.stderr:
         raise Failure('check: %s' % proc.stderr)
+
+
+def case_sample():
+    check_sample('simple-pattern.cloop', 'cloop', TMP)
 
 
 if __name__ == '__main__':
