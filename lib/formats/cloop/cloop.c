@@ -35,9 +35,14 @@ struct cloop_state {
     uint32_t block_size;
 };
 
-/* QEMU accepts a file shorter than the preamble if what there is of it matches. */
+/*
+ * QEMU accepts a file shorter than the preamble if what there is of it matches; an empty file
+ * it never probes (it is raw).
+ */
 static int cloop_probe(const uint8_t *buf, size_t len, const char *filename)
 {
+    if (len == 0)
+        return 0;
     size_t n = strlen(CLOOP_MAGIC);
     if (n > len)
         n = len;

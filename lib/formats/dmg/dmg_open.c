@@ -13,10 +13,13 @@
 
 #define KOLY_SIZE 512u
 
-/* Like QEMU, by the file name's ".dmg" suffix alone: a DMG starts with guest data. */
+/*
+ * Like QEMU, by the file name's ".dmg" suffix alone: a DMG starts with guest data. An empty
+ * file QEMU never probes (it is raw).
+ */
 static int dmg_probe(const uint8_t *buf, size_t len, const char *filename)
 {
-    if (!filename)
+    if (!filename || len == 0)
         return 0;
     size_t n = strlen(filename);
     return n > 4 && strcmp(filename + n - 4, ".dmg") == 0 ? 2 : 0;

@@ -153,6 +153,15 @@ def check_sample(name, fmt, tmp):
         raise Failure('sha256 of %s as raw is %s, the README says %s' % (name, got, want))
 
 
+def probed_as_qemu_probes(path):
+    """`info --output=json` without -f: the same format (and fields) as qemu-img's."""
+    ours = run([CLI, 'info', '--output=json', path]).stdout
+    theirs = run(['qemu-img', 'info', '--output=json', path]).stdout
+    if ours != theirs:
+        raise Failure('probed info of %s differs:\nours:     %s\nqemu-img: %s' %
+                      (path, ours.decode(), theirs.decode()))
+
+
 def main(cases):
     """Runs each (name, function) case; prints a line per case; exits 1 on any failure."""
     require_qemu()

@@ -15,7 +15,8 @@ import zlib
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'bochs'))
 from readonly_check import (CLI, Failure, compare, main, qemu_refuses,  # noqa: E402
-                            check_sample, refusals_of_creation, refused, run)
+                            check_sample, probed_as_qemu_probes, refusals_of_creation, refused,
+                            run)
 
 MAGIC = (b'#!/bin/sh\n#V2.0 Format\n'
          b'modprobe cloop file=$0 && mount -r -t iso9660 /dev/cloop $1\n')
@@ -128,6 +129,19 @@ def case_refusals():
     proc = run([CLI, 'check', '-f', 'cloop', path], ok_codes=(63,))
     if b'This image format does not support checks' not in proc.stderr:
         raise Failure('check: %s' % proc.stderr)
+
+
+def case_probe_short_files():
+    # An empty file is raw (qemu-img never probes it); a file that is a prefix of the preamble
+    # is cloop, as qemu-img's probe says (and then refused as too short).
+    empty = os.path.join(TMP, 'empty.cloop')
+    open(empty, 'wb').close()
+    probed_as_qemu_probes(empty)
+    prefix = os.path.join(TMP, 'prefix.img')
+    with open(prefix, 'wb') as f:
+        f.write(MAGIC[:20])
+    refused(prefix, 'cloop', ['too short'])
+    qemu_refuses(prefix, 'cloop')
 
 
 def case_sample():

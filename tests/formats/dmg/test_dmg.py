@@ -17,7 +17,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', 'bochs'))
 sys.path.insert(0, HERE)
 from readonly_check import (CLI, Failure, compare, main, qemu_refuses,  # noqa: E402
-                            check_sample, refusals_of_creation, refused, run)
+                            check_sample, probed_as_qemu_probes, refusals_of_creation, refused,
+                            run)
 from dmgcraft import (UDBZ, UDCM, UDCO, UDIG, UDRW, UDZE, UDZO, ULFO, adc_encode,  # noqa: E402
                       build, koly, mish, plist)
 
@@ -221,6 +222,13 @@ def case_refusals():
     proc = run([CLI, 'check', path], ok_codes=(63,))
     if b'This image format does not support checks' not in proc.stderr:
         raise Failure('check: %s' % proc.stderr)
+
+
+def case_probe_empty_file():
+    # An empty file named .dmg is raw: qemu-img never probes an empty file.
+    empty = os.path.join(TMP, 'empty.dmg')
+    open(empty, 'wb').close()
+    probed_as_qemu_probes(empty)
 
 
 def case_sample():
