@@ -162,8 +162,9 @@ def probed_as_qemu_probes(path):
                       (path, ours.decode(), theirs.decode()))
 
 
-def main(cases):
-    """Runs each (name, function) case; prints a line per case; exits 1 on any failure."""
+def main(cases, tmp=None):
+    """Runs each (name, function) case; prints a line per case; removes `tmp` (the cases'
+    scratch folder) unless something failed; exits 1 on any failure."""
     require_qemu()
     failed = 0
     for name, fn in cases:
@@ -173,4 +174,6 @@ def main(cases):
         except Failure as e:
             failed += 1
             print('FAIL %s: %s' % (name, e))
+    if tmp and not failed:
+        shutil.rmtree(tmp, ignore_errors=True)
     sys.exit(1 if failed else 0)

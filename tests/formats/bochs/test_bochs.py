@@ -153,4 +153,4 @@ def case_sample():
 
 
 if __name__ == '__main__':
-    main([(n, f) for n, f in sorted(globals().items()) if n.startswith('case_')])
+    main([(n, f) for n, f in sorted(globals().items()) if n.startswith('case_')], TMP)
