@@ -101,6 +101,9 @@ static int plan_packed_read(struct convert_chunk_ctx *ctx, const struct img_exte
     *in_off = UINT64_MAX;
     if (!packed_extent_sane(ext, offset))
         return 0;
+    /* A piece of a unit that may be cached: read through the cache (img_read_extent). */
+    if (ext->cacheable && !(offset == ext->unit_start && ext->length == ext->unit_size))
+        return 0;
     if (!ctx->packed_in && !(ctx->packed_in = malloc(CONVERT_CHUNK_SIZE)))
         return img_error(-ENOMEM, "out of memory");
     uint64_t start = ext->host_offset, end = ext->host_offset + ext->comp_length;

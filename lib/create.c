@@ -95,7 +95,7 @@ IMG_API int img_create(const char *path, const char *format, uint64_t size, cons
     if (!fmt)
         return img_error(-ENOTSUP, "create: unknown or unsupported format '%s'", format);
     if (!fmt->create)
-        return img_error(-ENOTSUP, "create: format %s cannot be created", format);
+        return img_error(-ENOTSUP, "Format driver '%s' does not support image creation", format);
 
     bool overwrite = false, unsafe = false;
     int ret = opts_get_bool(opts, "overwrite", &overwrite);

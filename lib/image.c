@@ -12,6 +12,7 @@
 #include "image.h"
 #include "io/io.h"
 #include "io/lock.h"
+#include "unit_cache.h"
 
 #define PROBE_BYTES 2048
 
@@ -127,6 +128,7 @@ static void img_destroy(struct img *img)
     img_destroy(img->backing);
     if (img->fmt && img->priv)
         img->fmt->close(img);
+    unit_cache_forget(img->file);
     io_file_close(img->file);
     free(img->filename);
     free(img->backing_name);

@@ -108,6 +108,11 @@ struct img_extent {
     uint64_t unit_start;  /* guest offset of the first decompressed byte */
     uint32_t unit_size;   /* decompressed size */
     int codec;            /* enum img_codec */
+    /*
+     * COMPRESSED only: the unit never changes while the image is open (a read-only format),
+     * so the core may keep it decompressed for the next read inside it (unit_cache.h).
+     */
+    bool cacheable;
 };
 
 /* An internal snapshot as info lists it. */

@@ -11,6 +11,7 @@
 #include "formats/format.h"
 #include "image.h"
 #include "io/io.h"
+#include "unit_cache.h"
 #include "util/checked.h"
 
 /* Compressed units larger than this are refused (qcow2's largest cluster is 2 MiB). */
@@ -62,6 +63,8 @@ static int read_compressed(const struct img_extent *ext, uint8_t *buf, uint64_t 
         offset - ext->unit_start + length > ext->unit_size)
         return img_error(-EIO, "compressed unit at host offset 0x%" PRIx64 " has invalid sizes",
                          ext->host_offset);
+    if (ext->cacheable && unit_cache_read(ext, buf, offset))
+        return 0;
     uint8_t *packed = malloc(ext->comp_length);
     uint8_t *unit = malloc(ext->unit_size);
     int ret = -ENOMEM;
@@ -83,6 +86,10 @@ static int read_compressed(const struct img_extent *ext, uint8_t *buf, uint64_t 
         goto out;
     }
     memcpy(buf, unit + (offset - ext->unit_start), length);
+    if (ext->cacheable) {
+        unit_cache_keep(ext, unit);
+        unit = NULL;
+    }
 out:
     free(packed);
     free(unit);
@@ -217,6 +224,17 @@ static int block_status_locked(struct img *img, uint64_t offset, uint64_t length
                          "img_block_status: offset %" PRIu64 " is not inside the image "
                          "(size %" PRIu64 ")",
                          offset, img->size);
+    if (format_has(img->fmt, FORMAT_NO_BLOCK_STATUS)) {
+        /* As qemu answers for a driver without block status: all of it is data, here. */
+        *pnum = min_u64(length, img->size - offset);
+        if (status)
+            *status = IMG_BLOCK_DATA | IMG_BLOCK_ALLOCATED;
+        if (depth)
+            *depth = 0;
+        if (host_offset)
+            *host_offset = 0;
+        return 0;
+    }
     struct img_extent ext;
     int d;
     ret = img_map_chain(img, offset, length, &ext, &d);

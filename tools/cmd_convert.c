@@ -155,6 +155,16 @@ int cmd_convert(int argc, char **argv)
     img *src;
     if (cli_open_image(&src, src_path, src_format, flags) < 0)
         goto out;
+    /* Like qemu-img, once the source is open: a target format it cannot create, in its words. */
+    int can_create = img_format_supports(dst_format, "create");
+    if (can_create != 1) {
+        if (can_create == -ENOENT)
+            cli_error("Unknown file format '%s'", dst_format);
+        else
+            cli_error("Format driver '%s' does not support image creation", dst_format);
+        img_close(src);
+        goto out;
+    }
     int ret = run_convert(src, dst_path, dst_format, opts, show_progress && !quiet);
     status = ret < 0 ? CLI_EXIT_FAILURE : 0;
     img_close(src);

@@ -18,6 +18,10 @@ int codec_decompress(enum img_codec codec, const void *src, size_t src_len, void
         return deflate_decompress(true, src, src_len, dst, dst_len);
     case CODEC_ZSTD:
         return zstd_decompress(src, src_len, dst, dst_len);
+    case CODEC_BZIP2:
+        return bzip2_decompress(src, src_len, dst, dst_len);
+    case CODEC_ADC:
+        return adc_decompress(src, src_len, dst, dst_len);
     }
     return -ENOTSUP;
 }
@@ -34,6 +38,9 @@ long codec_compress(enum img_codec codec, const void *src, size_t src_len, void 
         return deflate_compress(true, src, src_len, dst, dst_cap);
     case CODEC_ZSTD:
         return zstd_compress(src, src_len, dst, dst_cap);
+    case CODEC_BZIP2:
+    case CODEC_ADC:
+        return -ENOTSUP;
     }
     return -ENOTSUP;
 }
@@ -47,6 +54,10 @@ const char *codec_name(enum img_codec codec)
         return "zlib";
     case CODEC_ZSTD:
         return "zstd";
+    case CODEC_BZIP2:
+        return "bzip2";
+    case CODEC_ADC:
+        return "adc";
     }
     return "unknown";
 }

@@ -8,6 +8,8 @@ enum img_codec {
     CODEC_DEFLATE_RAW, /* raw deflate (no zlib header), as qcow2 and streamOptimized VMDK */
     CODEC_ZLIB,        /* deflate with the zlib header */
     CODEC_ZSTD,
+    CODEC_BZIP2, /* bzip2 streams (DMG), decompression only */
+    CODEC_ADC,   /* Apple Data Compression (DMG), decompression only */
 };
 
 /*

@@ -15,4 +15,8 @@ long deflate_compress(bool zlib_header, const void *src, size_t src_len, void *d
 int zstd_decompress(const void *src, size_t src_len, void *dst, size_t dst_len);
 long zstd_compress(const void *src, size_t src_len, void *dst, size_t dst_cap);
 
+/* Decompression only: there is no writer of these formats. */
+int bzip2_decompress(const void *src, size_t src_len, void *dst, size_t dst_len);
+int adc_decompress(const void *src, size_t src_len, void *dst, size_t dst_len);
+
 #endif

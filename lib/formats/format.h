@@ -82,6 +82,11 @@ enum format_cap {
     FORMAT_HAS_METADATA = 1u << 2,
     /* Images of this format may name a backing file. */
     FORMAT_BACKING = 1u << 3,
+    /* qemu's driver answers no block status: every range maps as allocated data, without a
+     * host offset (qemu-img map prints one "data" row), whatever map() says for reads. */
+    FORMAT_NO_BLOCK_STATUS = 1u << 4,
+    /* qemu's driver has no image info: `info` prints no "dirty-flag" (nor "cluster-size"). */
+    FORMAT_NO_DRIVER_INFO = 1u << 5,
 
     /* Derived from the entries (never set in `caps` by hand). */
     FORMAT_CAN_READ = 1u << 7,
@@ -256,5 +261,8 @@ extern const struct img_format format_raw;
 extern const struct img_format format_qcow2;
 extern const struct img_format format_vpc;
 extern const struct img_format format_asif;
+extern const struct img_format format_bochs;
+extern const struct img_format format_cloop;
+extern const struct img_format format_dmg;
 
 #endif

@@ -9,6 +9,9 @@ static const struct img_format *const formats[] = {
     &format_qcow2,
     &format_vpc,
     &format_asif,
+    &format_bochs,
+    &format_cloop,
+    &format_dmg,
     &format_raw,
 };
 
@@ -75,12 +78,6 @@ static bool has_magic(const uint8_t *buf, size_t len, size_t at, const char *mag
     return len >= at + n && memcmp(buf + at, magic, n) == 0;
 }
 
-static bool has_suffix(const char *name, const char *suffix)
-{
-    size_t n = strlen(name), m = strlen(suffix);
-    return n >= m && strcmp(name + n - m, suffix) == 0;
-}
-
 const char *format_probe_unsupported(const uint8_t *buf, size_t len, const char *filename)
 {
     if (has_magic(buf, len, 0, "KDMV") || has_magic(buf, len, 0, "COWD") ||
@@ -92,17 +89,11 @@ const char *format_probe_unsupported(const uint8_t *buf, size_t len, const char 
         return "vdi";
     if (has_magic(buf, len, 0, "WithoutFreeSpace") || has_magic(buf, len, 0, "WithouFreSpacExt"))
         return "parallels";
-    if (has_magic(buf, len, 0, "Bochs Virtual HD Image"))
-        return "bochs";
-    if (has_magic(buf, len, 0, "#!/bin/sh\n#V2.0 Format"))
-        return "cloop";
     if (has_magic(buf, len, 0, "QED"))
         return "qed";
     if (has_magic(buf, len, 0, "LUKS\xba\xbe"))
         return "luks";
     if (has_magic(buf, len, 0, "QFI\xfb"))
         return "qcow";
-    if (filename && has_suffix(filename, ".dmg"))
-        return "dmg";
     return NULL;
 }
