@@ -69,7 +69,8 @@ static int write_one_image(struct img *img, struct json_writer *w)
                     img->backing_full ? img->backing_full : img->backing_name);
         json_string(w, "backing-filename", img->backing_name);
     }
-    json_bool(w, "dirty-flag", img->dirty);
+    if (!format_has(img->fmt, FORMAT_NO_DIRTY_FLAG))
+        json_bool(w, "dirty-flag", img->dirty);
     json_object_end(w);
     return 0;
 }

@@ -82,6 +82,8 @@ enum format_cap {
     FORMAT_HAS_METADATA = 1u << 2,
     /* Images of this format may name a backing file. */
     FORMAT_BACKING = 1u << 3,
+    /* QEMU has no bdrv_get_info for the format: info prints no "dirty-flag". */
+    FORMAT_NO_DIRTY_FLAG = 1u << 6,
 
     /* Derived from the entries (never set in `caps` by hand). */
     FORMAT_CAN_READ = 1u << 7,
@@ -254,5 +256,6 @@ const char *format_probe_unsupported(const uint8_t *buf, size_t len, const char 
 
 extern const struct img_format format_raw;
 extern const struct img_format format_qcow2;
+extern const struct img_format format_parallels;
 
 #endif
