@@ -28,7 +28,7 @@ static void say(struct img_check_result *r, const char *fmt, ...)
     r->log(r->log_user, line);
 }
 
-int prl_check(struct img *img, unsigned flags, struct img_check_result *r)
+static int check_pass(struct img *img, unsigned flags, struct img_check_result *r)
 {
     struct prl_state *s = img->priv;
     bool fix_errors = (flags & IMG_CHECK_REPAIR_ERRORS) != 0;
@@ -38,7 +38,8 @@ int prl_check(struct img *img, unsigned flags, struct img_check_result *r)
         r->check_errors++;
         return img_error((int)file_size, "parallels: cannot read the size of '%s'", s->data_name);
     }
-    uint64_t size = (uint64_t)file_size;
+    /* QEMU sees the file in whole sectors. */
+    uint64_t size = align_up_u64((uint64_t)file_size, PRL_SECTOR);
     uint64_t cs = s->cluster_bytes;
 
     pthread_mutex_lock(&img->lock);
@@ -130,5 +131,23 @@ int prl_check(struct img *img, unsigned flags, struct img_check_result *r)
     }
 out:
     pthread_mutex_unlock(&img->lock);
+    return ret;
+}
+
+/*
+ * As qemu-img, a repair that fixed something is followed by a second check whose findings are the
+ * report, with the repair's counts of what it fixed.
+ */
+int prl_check(struct img *img, unsigned flags, struct img_check_result *r)
+{
+    int ret = check_pass(img, flags, r);
+    if (ret < 0 || (r->corruptions_fixed == 0 && r->leaks_fixed == 0))
+        return ret;
+    struct img_check_result again = {.log = r->log, .log_user = r->log_user};
+    ret = check_pass(img, 0, &again);
+    again.corruptions_fixed = r->corruptions_fixed;
+    again.leaks_fixed = r->leaks_fixed;
+    again.check_errors += r->check_errors;
+    *r = again;
     return ret;
 }

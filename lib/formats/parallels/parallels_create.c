@@ -62,9 +62,9 @@ int prl_create(const struct img_create_args *args)
         return img_error(-EFBIG, "parallels: Image size is too large for this cluster size");
     size = align_up_u64(size, PRL_SECTOR);
     cluster = align_up_u64(cluster, PRL_SECTOR);
+    /* A zero cluster size fails QEMU's size limit, with its message. */
     if (cluster == 0)
-        return img_error(-EINVAL, "parallels: Cluster size must be a multiple of 512 bytes and "
-                                  "not zero");
+        return img_error(-E2BIG, "parallels: Image size is too large for this cluster size");
     if (cluster >= (uint64_t)INT64_MAX / PRL_MAX_IMAGE_FACTOR)
         return img_error(-EINVAL, "parallels: Cluster size is too large");
     if (size >= PRL_MAX_IMAGE_FACTOR * cluster)
