@@ -4,6 +4,7 @@ Parallels images byte by byte (header fields, catalog entries, the in-use marker
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import struct
@@ -144,3 +145,16 @@ class Suite:
         self.same_answer('map', '--output=json', image)
         self.same_answer('check', image, stderr=True)
         self.same_answer('check', '--output=json', image)
+
+
+def preload_env(so, **values):
+    """The environment for a program run under the killpoint preload: the thread-pool engine
+    makes the library's writes as pwrite calls on the calling thread (io_uring would make
+    none), and ASan accepts a preload ahead of its runtime."""
+    env = dict(os.environ)
+    env['LD_PRELOAD'] = so
+    env['IMGUTIL_IO'] = 'threads'
+    env['ASAN_OPTIONS'] = env.get('ASAN_OPTIONS', '') + ':verify_asan_link_order=0'
+    for key, value in values.items():
+        env[key] = str(value)
+    return env
