@@ -16,6 +16,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import prltest as pt  # noqa: E402
 from test_interop import SAMPLES  # noqa: E402
+from craft_ext import add_extension  # noqa: E402
 
 MIB = 1 << 20
 
@@ -90,6 +91,21 @@ def main():
         pt.must(s.ours('convert', '-O', 'parallels', '-o', 'cluster_size=4096', img,
                        s.path('copy.prl')), 'imgutil convert')
         pt.must(s.qemu('compare', img, s.path('copy.prl')), 'qemu-img compare')
+
+    with s.check('a format extension with a dirty bitmap: read as qemu-img reads it'):
+        img = craft(s, base, 'with-ext', [])
+        add_extension(img)
+        s.compare_all(img)
+    for delta, words in ((1, 'Bitmap table size 2 does not correspond'),
+                         (-1, 'Bitmap table size 0 does not correspond')):
+        with s.check('refused as qemu-img refuses: a bitmap table of the wrong size (%+d)' %
+                     delta):
+            img = craft(s, base, 'bad-l1-%d' % delta, [])
+            add_extension(img, delta, granularity_sectors=1)
+            refused(s, img, words)
+            proc = s.qemu('info', img)
+            if proc.returncode != 1 or words not in proc.stderr:
+                raise pt.Failed('qemu-img says: %s' % proc.stderr)
 
     bitmap = os.path.join(SAMPLES, 'parallels-with-bitmap.bz2') if SAMPLES else ''
     if os.path.exists(bitmap):
