@@ -189,6 +189,7 @@ const struct img_format format_parallels = {
     .name = "parallels",
     .caps = FORMAT_HAS_METADATA | FORMAT_NO_DIRTY_FLAG,
     .create_options = prl_create_options,
+    .folder_file = "DiskDescriptor.xml",
     .probe = prl_any_probe,
     .open = prl_open,
     .close = prl_close,

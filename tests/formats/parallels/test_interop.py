@@ -8,7 +8,8 @@
   here -> qemu: images imgutil creates are byte-identical to qemu-img's, the option text is
     qemu-img's, and images imgutil converts to Parallels pass qemu-img check and compare;
   the real images of ../shared/testdata/qemu-samples (skipped when absent);
-  DiskDescriptor.xml bundles, read here (qemu-img 7.2 takes the descriptor for a raw file).
+  DiskDescriptor.xml bundles, named by the folder or the descriptor, read here (qemu-img 7.2
+    takes the descriptor for a raw file and cannot open the folder).
 
 usage: test_interop.py
 """
@@ -217,7 +218,7 @@ def bundle(s, rng):
                                   'parent': parent})
 
     descriptor(hds)
-    with s.check('bundle: DiskDescriptor.xml reads as the image it names'):
+    with s.check('bundle: DiskDescriptor.xml, and its folder, read as the image it names'):
         a, b = s.path('xml.raw'), s.path('hds.raw')
         pt.must(s.ours('convert', '-O', 'raw', xml, a), 'imgutil convert of the descriptor')
         pt.must(s.qemu('convert', '-f', 'parallels', '-O', 'raw', img, b), 'qemu-img convert')
@@ -231,6 +232,11 @@ def bundle(s, rng):
         theirs = s.qemu('map', '--output=json', img).stdout
         if ours != theirs:
             raise pt.Failed('map of the descriptor differs from qemu-img map of its image')
+        # The folder itself names the bundle.
+        c = s.path('folder.raw')
+        pt.must(s.ours('convert', '-O', 'raw', folder, c), 'imgutil convert of the folder')
+        if pt.sha256(c) != pt.sha256(b):
+            raise pt.Failed('the folder reads other bytes than its image file')
         # What qemu-img 7.2 does with the descriptor: a raw file, or "not in Parallels format".
         proc = s.qemu('info', '-f', 'parallels', xml)
         if proc.returncode == 0 or 'Image not in Parallels format' not in proc.stderr:
