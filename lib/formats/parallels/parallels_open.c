@@ -135,8 +135,17 @@ static int prl_open(struct img *img, const img_opts *opts)
                             "read/write",
                             s->data_name);
     }
-    /* As QEMU, a writer ignores the extension (and, closing, cuts the file at its data). */
-    if (ret == 0 && s->hdr.ext_off && !img->writable)
+    /*
+     * qemu-img 7.2 opens such an image for writing by ignoring the extension, then cuts it off
+     * with the rest of the file past the data when it closes, leaving a header that points
+     * past the end: the image no longer opens. Here writers are refused instead.
+     */
+    if (ret == 0 && s->hdr.ext_off && img->writable)
+        ret = img_error(-ENOTSUP,
+                        "parallels: '%s' has a format extension (dirty bitmaps), which writing "
+                        "would destroy; it can only be opened read-only",
+                        s->data_name);
+    if (ret == 0 && s->hdr.ext_off)
         ret = prl_read_extension(img, s, s->hdr.ext_off * PRL_SECTOR);
     if (ret == 0 && img->writable) {
         ret = write_inuse(s, PRL_INUSE_MAGIC);

@@ -96,6 +96,18 @@ def main():
         img = craft(s, base, 'with-ext', [])
         add_extension(img)
         s.compare_all(img)
+    with s.check('a format extension: writers refused, where qemu-img 7.2 destroys it'):
+        img = craft(s, base, 'ext-write', [])
+        add_extension(img)
+        theirs = craft(s, base, 'ext-write-qemu', [])
+        add_extension(theirs)
+        proc = s.ours('check', '-r', 'all', img)
+        if proc.returncode != 1 or 'format extension (dirty bitmaps)' not in proc.stderr:
+            raise pt.Failed('imgutil check -r all: exit %d %s' % (proc.returncode, proc.stderr))
+        s.compare_all(img)  # untouched, still read as qemu-img reads it
+        s.qemu('check', '-r', 'all', theirs)
+        if s.qemu('info', theirs).returncode == 0:
+            print('     (qemu-img now keeps the extension: writers could be allowed)')
     for delta, words in ((1, 'Bitmap table size 2 does not correspond'),
                          (-1, 'Bitmap table size 0 does not correspond')):
         with s.check('refused as qemu-img refuses: a bitmap table of the wrong size (%+d)' %
