@@ -12,12 +12,14 @@
     `check -r all` (imgutil's or qemu-img's, in turn) the image checks clean and keeps its
     content;
   random kills: crash_writer is killed at a random moment; what img_flush acknowledged
-    survives and nothing reads as garbage.
+    survives and nothing reads as garbage;
+  threads: thread_writer's threads write, zero and read one handle at once, racing to
+    allocate the same clusters; qemu-img check and compare then agree with its expectation.
 
-Environment: PARALLELS_TEST_SEED, PARALLELS_TEST_SEQUENCES (default 12), PARALLELS_TEST_CRASHES
-(default 6).
+Environment: PARALLELS_TEST_SEED, PARALLELS_TEST_SEQUENCES (default 8), PARALLELS_TEST_CRASHES
+(default 4).
 
-usage: test_write.py WRITE_DRIVER CRASH_WRITER KILLPOINT_SO
+usage: test_write.py WRITE_DRIVER CRASH_WRITER KILLPOINT_SO THREAD_WRITER
 """
 
 import os
@@ -55,7 +57,7 @@ def clean(s, img, expected):
 
 
 def property_tests(s, rng):
-    sequences = int(os.environ.get('PARALLELS_TEST_SEQUENCES', '12'))
+    sequences = int(os.environ.get('PARALLELS_TEST_SEQUENCES', '8'))
     for n in range(sequences):
         cluster = CLUSTERS[n % len(CLUSTERS)]
         creator = ('api', 'qemu')[(n // len(CLUSTERS)) % 2]
@@ -156,7 +158,7 @@ def kill_tests(s):
 
 
 def crash_tests(s, rng):
-    crashes = int(os.environ.get('PARALLELS_TEST_CRASHES', '6'))
+    crashes = int(os.environ.get('PARALLELS_TEST_CRASHES', '4'))
     for n in range(crashes):
         cluster = CLUSTERS[n % len(CLUSTERS)]
         seed = rng.randrange(1 << 62)
@@ -196,16 +198,31 @@ def crash_tests(s, rng):
             pt.must(s.qemu('check', img), 'qemu-img check after the repair')
 
 
+def thread_tests(s, rng):
+    for cluster in (4096, 65536):
+        seed = rng.randrange(1 << 31)
+        with s.check('threads on one handle: cluster %d, seed %d' % (cluster, seed)):
+            img = create(s, 'threads-%d.prl' % cluster, 16 * MIB, cluster, 'qemu')
+            start, expected = s.path('threads-start.raw'), s.path('threads-%d.raw' % cluster)
+            with open(start, 'wb') as f:
+                f.truncate(16 * MIB)
+            pt.must(pt.run([s.thread_writer, img, cluster, seed, expected, '-f', 'parallels',
+                            '--shadow-in', start, '--threads', 4], cwd=s.tmp), 'thread_writer')
+            clean(s, img, expected)
+
+
 def main():
     s = pt.Suite('parallels-write')
-    if len(sys.argv) < 4:
-        print('usage: test_write.py WRITE_DRIVER CRASH_WRITER KILLPOINT_SO')
+    if len(sys.argv) < 5:
+        print('usage: test_write.py WRITE_DRIVER CRASH_WRITER KILLPOINT_SO THREAD_WRITER')
         sys.exit(2)
-    s.driver, s.crash_writer, s.killpoint = (os.path.abspath(p) for p in sys.argv[1:4])
+    s.driver, s.crash_writer, s.killpoint, s.thread_writer = (
+        os.path.abspath(p) for p in sys.argv[1:5])
     rng = random.Random(int(os.environ.get('PARALLELS_TEST_SEED', '20261207'), 0))
     property_tests(s, rng)
     kill_tests(s)
     crash_tests(s, rng)
+    thread_tests(s, rng)
     s.finish()
 
 
