@@ -2,6 +2,7 @@
 /* Opening and closing images: probing, format dispatch and the backing chain. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -221,9 +222,43 @@ int img_refuse_writers(struct img *img, bool refuse)
     return ret;
 }
 
+/*
+ * The descriptor to open when the caller names a folder that is a bundle: the first format's
+ * `folder_file` found in it (malloc'd), or NULL.
+ */
+static char *bundle_descriptor(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) < 0 || !S_ISDIR(st.st_mode))
+        return NULL;
+    for (size_t i = 0; i < format_count(); i++) {
+        const struct img_format *fmt = format_at(i);
+        if (!fmt->folder_file)
+            continue;
+        size_t len = strlen(path);
+        while (len > 1 && path[len - 1] == '/')
+            len--;
+        size_t n = len + strlen(fmt->folder_file) + 2;
+        char *file = malloc(n);
+        if (!file)
+            return NULL;
+        snprintf(file, n, "%.*s/%s", (int)len, path, fmt->folder_file);
+        if (stat(file, &st) == 0 && S_ISREG(st.st_mode))
+            return file;
+        free(file);
+    }
+    return NULL;
+}
+
 static int open_one(struct img **out, const char *path, const char *format, unsigned flags,
                     const img_opts *opts, int depth, struct chain_seen *seen)
 {
+    char *descriptor = depth == 0 ? bundle_descriptor(path) : NULL;
+    if (descriptor) {
+        int ret = open_one(out, descriptor, format, flags, opts, depth, seen);
+        free(descriptor);
+        return ret;
+    }
     struct img *img = calloc(1, sizeof(*img));
     if (!img)
         return img_error(-ENOMEM, "out of memory");

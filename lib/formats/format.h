@@ -110,6 +110,12 @@ struct img_format {
     const struct opt_desc *create_options;
 
     /*
+     * For formats stored as a folder (a bundle): the descriptor inside it that the core opens
+     * as the image when the caller names the folder. NULL: none.
+     */
+    const char *folder_file;
+
+    /*
      * Bids on the first bytes of a file (buf holds min(file size, 2048) bytes; `filename` may
      * be NULL). Returns a score 0..100; the highest wins, 0 means "not mine". Pure: no I/O, no
      * state, any thread.
@@ -264,5 +270,6 @@ extern const struct img_format format_asif;
 extern const struct img_format format_bochs;
 extern const struct img_format format_cloop;
 extern const struct img_format format_dmg;
+extern const struct img_format format_parallels;
 
 #endif

@@ -12,6 +12,7 @@ static const struct img_format *const formats[] = {
     &format_bochs,
     &format_cloop,
     &format_dmg,
+    &format_parallels,
     &format_raw,
 };
 
@@ -89,6 +90,10 @@ const char *format_probe_unsupported(const uint8_t *buf, size_t len, const char 
         return "vdi";
     if (has_magic(buf, len, 0, "WithoutFreeSpace") || has_magic(buf, len, 0, "WithouFreSpacExt"))
         return "parallels";
+    if (has_magic(buf, len, 0, "Bochs Virtual HD Image"))
+        return "bochs";
+    if (has_magic(buf, len, 0, "#!/bin/sh\n#V2.0 Format"))
+        return "cloop";
     if (has_magic(buf, len, 0, "QED"))
         return "qed";
     if (has_magic(buf, len, 0, "LUKS\xba\xbe"))
