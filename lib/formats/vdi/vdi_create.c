@@ -43,7 +43,7 @@ static int write_bmap(struct io_file *f, uint32_t blocks, bool is_static)
 int vdi_create(const struct img_create_args *args)
 {
     if (args->backing_file)
-        return img_error(-ENOTSUP, "vdi: Backing file not supported for file format 'vdi'");
+        return img_error(-ENOTSUP, "Backing file not supported for file format 'vdi'");
     uint64_t size = args->size;
     int ret = size ? 0 : opts_get_size(args->opts, "size", &size);
     if (ret < 0)
