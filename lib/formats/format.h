@@ -255,5 +255,6 @@ const char *format_probe_unsupported(const uint8_t *buf, size_t len, const char 
 extern const struct img_format format_raw;
 extern const struct img_format format_qcow2;
 extern const struct img_format format_vdi;
+extern const struct img_format format_qed;
 
 #endif

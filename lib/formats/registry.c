@@ -8,6 +8,7 @@
 static const struct img_format *const formats[] = {
     &format_qcow2,
     &format_vdi,
+    &format_qed,
     &format_raw,
 };
 
@@ -95,8 +96,6 @@ const char *format_probe_unsupported(const uint8_t *buf, size_t len, const char 
         return "bochs";
     if (has_magic(buf, len, 0, "#!/bin/sh\n#V2.0 Format"))
         return "cloop";
-    if (has_magic(buf, len, 0, "QED"))
-        return "qed";
     if (has_magic(buf, len, 0, "LUKS\xba\xbe"))
         return "luks";
     if (has_magic(buf, len, 0, "QFI\xfb"))
