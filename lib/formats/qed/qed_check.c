@@ -168,8 +168,14 @@ int qed_check(struct img *img, unsigned flags, struct img_check_result *r)
     bool fix = (flags & (IMG_CHECK_REPAIR_LEAKS | IMG_CHECK_REPAIR_ERRORS)) != 0;
     pthread_mutex_lock(&s->lock);
     int ret = qed_check_locked(img, fix, r);
-    if (fix)
-        img->dirty = (s->hdr.features & QED_F_NEED_CHECK) != 0;
+    if (ret == 0 && (r->corruptions_fixed || r->leaks_fixed)) {
+        /* As qemu-img: what is reported is a second pass over the repaired image. */
+        struct img_check_result again = {.log = r->log, .log_user = r->log_user};
+        ret = qed_check_locked(img, fix, &again);
+        again.corruptions_fixed = r->corruptions_fixed;
+        again.leaks_fixed = r->leaks_fixed;
+        *r = again;
+    }
     pthread_mutex_unlock(&s->lock);
     return ret;
 }

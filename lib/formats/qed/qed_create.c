@@ -43,6 +43,10 @@ int qed_create(const struct img_create_args *args)
         ret = opts_get_size(args->opts, "table_size", &table_size);
     if (ret < 0)
         return ret;
+    /* qemu-img rounds the size up to whole sectors, silently. */
+    if (size > UINT64_MAX - 511)
+        return img_error(-EFBIG, "qed: size %" PRIu64 " is too large", size);
+    size = align_up_u64(size, 512);
     if (!qed_cluster_size_valid(cluster_size))
         return img_error(-EINVAL, "QED cluster size must be within range [%u, %u] and power of 2",
                          QED_MIN_CLUSTER_SIZE, QED_MAX_CLUSTER_SIZE);

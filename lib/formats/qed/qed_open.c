@@ -101,7 +101,6 @@ static int repair_if_needed(struct img *img, struct qed_state *s)
     pthread_mutex_lock(&s->lock);
     ret = qed_check_locked(img, true, &r);
     pthread_mutex_unlock(&s->lock);
-    img->dirty = (s->hdr.features & QED_F_NEED_CHECK) != 0;
     return ret;
 }
 
@@ -158,7 +157,7 @@ static int qed_open(struct img *img, const img_opts *opts)
         goto fail;
     img->size = s->hdr.image_size;
     img->cluster_size = s->hdr.cluster_size;
-    img->dirty = (s->hdr.features & QED_F_NEED_CHECK) != 0;
+    /* QEMU's info never reports need-check as "dirty-flag". */
     ret = repair_if_needed(img, s);
     if (ret < 0)
         goto fail;
