@@ -40,8 +40,11 @@
 #define VDI_UNALLOCATED 0xffffffffu
 #define VDI_DISCARDED 0xfffffffeu
 #define VDI_IS_ALLOCATED(e) ((e) < VDI_DISCARDED)
-/* QEMU's limits: the block map holds at most 0x3fffffff entries of 1 MiB. */
-#define VDI_BLOCKS_MAX 0x3fffffffu
+/*
+ * QEMU 7.2's limits: the block map, read as one buffer, stays below INT_MAX bytes (whole
+ * sectors), so at most 0x1fffff80 entries of 1 MiB.
+ */
+#define VDI_BLOCKS_MAX ((0x7fffffffu & ~511u) / 4u)
 #define VDI_DISK_SIZE_MAX ((uint64_t)VDI_BLOCKS_MAX * VDI_BLOCK_SIZE)
 
 /* Header field offsets. */

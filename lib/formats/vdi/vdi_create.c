@@ -55,7 +55,7 @@ int vdi_create(const struct img_create_args *args)
     /* qemu-img rounds the size up to whole sectors, silently. */
     if (size > VDI_DISK_SIZE_MAX)
         return img_error(-ENOTSUP,
-                         "vdi: Unsupported VDI image size (size is 0x%" PRIx64
+                         "Unsupported VDI image size (size is 0x%" PRIx64
                          ", max supported is 0x%" PRIx64 ")",
                          size, VDI_DISK_SIZE_MAX);
     size = align_up_u64(size, VDI_SECTOR_SIZE);

@@ -27,7 +27,7 @@ def patched(base, fmt, off, val):
 for cut in (0, 100, 511, 600):
     save('trunc-%d.vdi' % cut, data[:cut])
 save('bad-block-size.vdi', patched(empty, '<I', 0x178, 1 << 31))
-save('bad-blocks.vdi', patched(patched(empty, '<I', 0x180, 0x3fffffff), '<Q', 0x170, 1 << 40))
+save('bad-blocks.vdi', patched(patched(empty, '<I', 0x180, 0x1fffff80), '<Q', 0x170, 1 << 40))
 save('bad-disk-size.vdi', patched(empty, '<Q', 0x170, 1 << 62))
 save('bad-bmap-offset.vdi', patched(empty, '<I', 0x154, 0xfffffe00))
 save('bad-data-offset.vdi', patched(data[:0x400 + 4096], '<I', 0x158, 0xfffffe00))

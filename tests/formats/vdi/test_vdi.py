@@ -174,6 +174,13 @@ def options_help(t):
     q = run(['qemu-img', 'create', '-f', 'vdi', '-o', 'help']).stdout.decode()
     o = run([t.cli, 'create', '-f', 'vdi', '-o', 'help']).stdout.decode()
     same('-o help', q.split('\n\n')[0].strip(), o.split('\n\n')[0].strip())
+    # qemu 7.2's largest VDI image: 0x1fffff80 blocks of 1 MiB.
+    for size in ('562949819204096', '1025T'):
+        args = ['create', '-f', 'vdi', t.path('big.vdi'), size]
+        q = run(['qemu-img'] + args, ok=None)
+        o = run([t.cli] + args, ok=None)
+        same('create %s' % size, (q.returncode, q.stderr.decode().replace('qemu-img', '')),
+             (o.returncode, o.stderr.decode().replace('imgutil', '')))
     open(t.path('x'), 'wb').close()
     args = ['create', '-f', 'vdi', '-b', 'x', '-F', 'raw', t.path('b.vdi'), '1M']
     q = run(['qemu-img'] + args, ok=None)
@@ -272,9 +279,9 @@ def header(disk_size=4 * MIB, blocks=4, block_size=MIB, bmap=0x200, data=0x400,
 HOSTILE = [
     ('truncated header', header()[:300], 'ends inside the header'),
     ('absurd block size', header(block_size=1 << 31) + b'\xff' * 512, 'block size'),
-    ('map past the end', header(blocks=0x3fffffff, disk_size=1 << 40) + b'\xff' * 512,
+    ('map past the end', header(blocks=0x1fffff80, disk_size=1 << 40) + b'\xff' * 512,
      'past the end of the file'),
-    ('too many blocks', header(blocks=0x40000000, disk_size=1 << 40) + b'\xff' * 512,
+    ('too many blocks', header(blocks=0x1fffff81, disk_size=1 << 40) + b'\xff' * 512,
      'too many blocks'),
     ('size past the maximum', header(disk_size=1 << 62) + b'\xff' * 512, 'image size'),
     ('size past the map', header(disk_size=5 * MIB) + b'\xff' * 512, 'has room for'),
