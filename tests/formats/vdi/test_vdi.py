@@ -121,6 +121,24 @@ def odd_disk_size(t):
     compare_read(t, image)
 
 
+def discarded_block(t):
+    """A discarded block (0xfffffffe, as VirtualBox's compaction leaves it) reads as zeros and
+    is not counted as allocated."""
+    image = t.path('discarded.vdi')
+    run(['qemu-img', 'create', '-f', 'vdi', image, '4M'])
+    qemu_io(image, ['write -P 1 0 1M', 'write -P 2 2M 1M'])
+    with open(image, 'r+b') as f:
+        f.seek(0x200 + 4)
+        f.write(struct.pack('<I', 0xfffffffe))
+        f.seek(0x200 + 8)
+        f.write(struct.pack('<I', 1))
+        f.seek(0x200)
+        f.write(struct.pack('<I', 0xfffffffe))
+        f.seek(0x184)
+        f.write(struct.pack('<I', 1))
+    compare_read(t, image)
+
+
 def corrupt_map(t):
     """Duplicate and out-of-range map entries and a wrong count: the same findings and exit."""
     image = t.path('corrupt.vdi')
@@ -318,6 +336,7 @@ def main():
     t.check('qemu sparse large', qemu_made, t, 'l.vdi', 64 * MIB, False,
             ['write -P 1 63M 1M', 'write -P 2 0 1', 'write -P 3 30M 2M'])
     t.check('odd disk size', odd_disk_size, t)
+    t.check('discarded block', discarded_block, t)
     t.check('corrupt map', corrupt_map, t)
     for size in (MIB, 3 * MIB + 512, 5 * MIB):
         for static in (False, True):
