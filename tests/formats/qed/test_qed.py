@@ -15,7 +15,7 @@
      backing file) leaves each write old or new, and qemu-img check finds no corruption.
   5. hostile headers refused with the reason.
 
-usage: test_qed.py WRITE_DRIVER KILLPOINT_SO
+usage: test_qed.py WRITE_DRIVER KILLPOINT_SO THREAD_WRITER
 """
 
 import hashlib
@@ -50,7 +50,7 @@ class Test:
             if shutil.which(tool) is None:
                 print('SKIP: %s not installed' % tool)
                 sys.exit(SKIP)
-        self.driver, self.killpoint = argv[1], argv[2]
+        self.driver, self.killpoint, self.threads = argv[1], argv[2], argv[3]
         self.cli = os.environ.get('IMGUTIL_CLI') or 'imgutil'
         self.dir = tempfile.mkdtemp(prefix='test-qed-')
         self.failures = []
@@ -362,6 +362,19 @@ def kill_runs(t, backing):
         proc = run(['qemu-img', 'check', image], ok=(0, 3))
 
 
+def thread_runs(t):
+    """Four threads on one handle racing to allocate the same clusters (thread_writer)."""
+    for seq, (size, opts, cluster) in enumerate([(16 * MIB, 'cluster_size=4096,table_size=2', 4096), (8 * MIB, '', 65536)]):
+        image, expected = t.path('t%d.qed' % seq), t.path('t%d.raw' % seq)
+        run([t.driver, 'create', image, 'qed', str(size), opts])
+        run([t.threads, image, str(cluster), str(300 + seq), expected, '-f', 'qed', '--threads',
+             '4'])
+        run(['qemu-img', 'check', '-f', 'qed', image])
+        out = run(['qemu-img', 'compare', '-f', 'raw', '-F', 'qed', expected, image]).stdout
+        if b'identical' not in out:
+            raise Failure('qemu-img compare: %r' % out)
+
+
 def header(cluster=65536, table=4, header_size=1, features=0, l1=65536, size=MIB,
            name_off=0, name_len=0):
     h = bytearray(64)
@@ -457,6 +470,7 @@ def main():
     t.check('options', options, t)
     t.check('resize', resize, t)
     t.check('property', property_runs, t)
+    t.check('threads', thread_runs, t)
     t.check('kill', kill_runs, t, False)
     t.check('kill over a backing file', kill_runs, t, True)
     for label, data, words in HOSTILE:

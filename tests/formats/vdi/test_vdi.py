@@ -13,7 +13,7 @@
      image qemu-img check finds clean.
   5. hostile headers refused with the reason.
 
-usage: test_vdi.py WRITE_DRIVER KILLPOINT_SO
+usage: test_vdi.py WRITE_DRIVER KILLPOINT_SO THREAD_WRITER
 """
 
 import os
@@ -47,7 +47,7 @@ class Test:
             if shutil.which(tool) is None:
                 print('SKIP: %s not installed' % tool)
                 sys.exit(SKIP)
-        self.driver, self.killpoint = argv[1], argv[2]
+        self.driver, self.killpoint, self.threads = argv[1], argv[2], argv[3]
         self.cli = os.environ.get('IMGUTIL_CLI') or 'imgutil'
         self.dir = tempfile.mkdtemp(prefix='test-vdi-')
         self.failures = []
@@ -281,6 +281,19 @@ def kill_runs(t):
                 raise Failure('killed before write %d: untouched bytes at %d changed' % (n, i))
 
 
+def thread_runs(t):
+    """Four threads on one handle racing to allocate the same clusters (thread_writer)."""
+    for seq, (size, opts, cluster) in enumerate([(64 * MIB, 'static=off', MIB), (24 * MIB, 'static=on', MIB)]):
+        image, expected = t.path('t%d.vdi' % seq), t.path('t%d.raw' % seq)
+        run([t.driver, 'create', image, 'vdi', str(size), opts])
+        run([t.threads, image, str(cluster), str(300 + seq), expected, '-f', 'vdi', '--threads',
+             '4'])
+        run(['qemu-img', 'check', '-f', 'vdi', image])
+        out = run(['qemu-img', 'compare', '-f', 'raw', '-F', 'vdi', expected, image]).stdout
+        if b'identical' not in out:
+            raise Failure('qemu-img compare: %r' % out)
+
+
 def header(disk_size=4 * MIB, blocks=4, block_size=MIB, bmap=0x200, data=0x400,
            sector=512, version=0x00010001, parent=False):
     h = bytearray(512)
@@ -343,6 +356,7 @@ def main():
             t.check('created %d static=%s' % (size, static), created_here, t, size, static)
     t.check('options', options_help, t)
     t.check('property', property_runs, t)
+    t.check('threads', thread_runs, t)
     t.check('kill', kill_runs, t)
     for label, data, words in HOSTILE:
         t.check('hostile ' + label, hostile, t, label, data, words)
