@@ -309,7 +309,7 @@ def kill_runs(t, backing):
     done = t.path('k-done.qed')
     shutil.copy(base, done)
     counts = t.path('k-count')
-    env = dict(os.environ, LD_PRELOAD=t.killpoint, KILLPOINT_COUNT=counts)
+    env = preload_env(t.killpoint, KILLPOINT_COUNT=counts)
     drive = [t.driver, 'run', None, '-f', 'qed', '--shadow-in', start, '--script', '-']
     if backing:
         drive[-2:-2] = ['--backing-raw', start]
@@ -325,11 +325,13 @@ def kill_runs(t, backing):
         new = f.read()
     regions = [tuple(int(w) for w in line.split()[1:3]) for line in KILL_SCRIPT
                if line.split()[0] in ('write', 'zero')]
+    if writes < len(regions):
+        raise Failure('only %d writes counted' % writes)
     for n in range(1, writes + 1):
         image = t.path('k.qed')
         shutil.copy(base, image)
         drive[2] = image
-        run(drive, env=dict(os.environ, LD_PRELOAD=t.killpoint, KILLPOINT_AT=str(n)),
+        run(drive, env=preload_env(t.killpoint, KILLPOINT_AT=n),
             input=script, ok=None)
         proc = run(['qemu-img', 'check', image], ok=None)
         if proc.returncode not in (0, 3):
@@ -373,6 +375,15 @@ def thread_runs(t):
         out = run(['qemu-img', 'compare', '-f', 'raw', '-F', 'qed', expected, image]).stdout
         if b'identical' not in out:
             raise Failure('qemu-img compare: %r' % out)
+
+
+def preload_env(so, **values):
+    """The kill points are the library's pwrite calls: the thread-pool engine makes them where
+    io_uring would make none. Under ASan the sanitizer's runtime must come first."""
+    env = dict(os.environ, LD_PRELOAD=so, IMGUTIL_IO='threads')
+    env['ASAN_OPTIONS'] = env.get('ASAN_OPTIONS', '') + ':verify_asan_link_order=0'
+    env.update({k: str(v) for k, v in values.items()})
+    return env
 
 
 def header(cluster=65536, table=4, header_size=1, features=0, l1=65536, size=MIB,
