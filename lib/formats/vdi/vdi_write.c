@@ -41,7 +41,8 @@ static void end_allocation(struct vdi_state *s)
 
 /*
  * The new block must read as zeros outside the bytes about to be written: space past the end of
- * the file does; space inside it (left by an allocation that never got linked) is zeroed.
+ * the file does; space inside it (left by an allocation that never got linked) is zeroed. The
+ * file is made to hold the whole block, as QEMU and VirtualBox leave it.
  */
 static int prepare_block(struct img *img, uint64_t host, uint64_t write_start, uint64_t write_end)
 {
@@ -55,7 +56,8 @@ static int prepare_block(struct img *img, uint64_t host, uint64_t write_start, u
         ret = io_write_zeroes(img->file, host, min_u64(write_start, fs) - host);
     if (ret == 0 && write_end < fs && write_end < host + bs)
         ret = io_write_zeroes(img->file, write_end, min_u64(host + bs, fs) - write_end);
-    if (ret == 0 && fs < host + bs)
+    /* A write reaching the end of the block makes the file long enough itself. */
+    if (ret == 0 && fs < host + bs && write_end < host + bs)
         ret = io_truncate(img->file, host + bs);
     return ret;
 }
