@@ -271,5 +271,7 @@ extern const struct img_format format_bochs;
 extern const struct img_format format_cloop;
 extern const struct img_format format_dmg;
 extern const struct img_format format_parallels;
+extern const struct img_format format_vdi;
+extern const struct img_format format_qed;
 
 #endif

@@ -13,6 +13,8 @@ static const struct img_format *const formats[] = {
     &format_cloop,
     &format_dmg,
     &format_parallels,
+    &format_vdi,
+    &format_qed,
     &format_raw,
 };
 
@@ -86,16 +88,12 @@ const char *format_probe_unsupported(const uint8_t *buf, size_t len, const char 
         return "vmdk";
     if (has_magic(buf, len, 0, "vhdxfile"))
         return "vhdx";
-    if (len >= 0x44 && load_le32(buf + 0x40) == 0xbeda107f)
-        return "vdi";
     if (has_magic(buf, len, 0, "WithoutFreeSpace") || has_magic(buf, len, 0, "WithouFreSpacExt"))
         return "parallels";
     if (has_magic(buf, len, 0, "Bochs Virtual HD Image"))
         return "bochs";
     if (has_magic(buf, len, 0, "#!/bin/sh\n#V2.0 Format"))
         return "cloop";
-    if (has_magic(buf, len, 0, "QED"))
-        return "qed";
     if (has_magic(buf, len, 0, "LUKS\xba\xbe"))
         return "luks";
     if (has_magic(buf, len, 0, "QFI\xfb"))
