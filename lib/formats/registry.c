@@ -88,12 +88,6 @@ const char *format_probe_unsupported(const uint8_t *buf, size_t len, const char 
         return "vmdk";
     if (has_magic(buf, len, 0, "vhdxfile"))
         return "vhdx";
-    if (has_magic(buf, len, 0, "WithoutFreeSpace") || has_magic(buf, len, 0, "WithouFreSpacExt"))
-        return "parallels";
-    if (has_magic(buf, len, 0, "Bochs Virtual HD Image"))
-        return "bochs";
-    if (has_magic(buf, len, 0, "#!/bin/sh\n#V2.0 Format"))
-        return "cloop";
     if (has_magic(buf, len, 0, "LUKS\xba\xbe"))
         return "luks";
     if (has_magic(buf, len, 0, "QFI\xfb"))
