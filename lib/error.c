@@ -12,6 +12,7 @@
 
 /* Per-thread, so a failure in one thread never overwrites another thread's message. */
 static _Thread_local char thread_message[ERROR_MESSAGE_MAX];
+static _Thread_local int thread_errno;
 
 int img_error(int code, const char *fmt, ...)
 {
@@ -19,6 +20,7 @@ int img_error(int code, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(thread_message, sizeof(thread_message), fmt, ap);
     va_end(ap);
+    thread_errno = code;
     return code;
 }
 
@@ -43,6 +45,12 @@ void img_error_prefix(const char *fmt, ...)
 void img_error_clear(void)
 {
     thread_message[0] = '\0';
+    thread_errno = 0;
+}
+
+IMG_API int img_last_errno(void)
+{
+    return thread_errno;
 }
 
 IMG_API const char *img_last_error(void)

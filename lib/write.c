@@ -184,7 +184,7 @@ static int resize_locked(struct img *img, uint64_t new_size, unsigned flags, con
     if (new_size < img->size && !(flags & IMG_RESIZE_SHRINK))
         return img_error(-EINVAL,
                          "%s: shrinking from %" PRIu64 " to %" PRIu64
-                         " bytes loses data; it needs the shrink flag (--shrink)",
+                         " bytes loses data; it needs the flag IMG_RESIZE_SHRINK",
                          img->filename, img->size, new_size);
     if (new_size > (uint64_t)INT64_MAX)
         return img_error(-EFBIG, "%s: size %" PRIu64 " is too large", img->filename, new_size);

@@ -226,6 +226,17 @@ struct img_format {
      * can refuse before it creates or empties anything. NULL: always.
      */
     int (*compress_allowed)(const img_opts *opts);
+
+    /*
+     * Optional: the IMG_FLAG_* bits only the backend knows (IMG_FLAG_CORRUPT, _ENCRYPTED,
+     * _DATA_FILE, _BITMAPS); the core adds DIRTY, SNAPSHOTS and BACKING. Any thread.
+     */
+    unsigned (*status_flags)(struct img *img);
+    /*
+     * Optional: bytes all the image's files take on disk (info's actual-size), for formats
+     * whose data lives in more than img->file (extents). NULL: img->file's allocation.
+     */
+    int64_t (*allocated_size)(struct img *img);
 };
 
 /* The registry (formats/registry.c): every backend, in probe-tie-break order. */
