@@ -352,6 +352,11 @@ IMG_API int img_map(img *img, uint64_t offset, uint64_t length, img_map_fn fn, v
  *   "compress"     "on": write compressed clusters where the target format can,
  *   "sync"         "on": flush the target to stable storage before renaming it into place
  *                  (off by default, as qemu-img convert does not flush either).
+ *   "min_size"     bytes: the target's virtual size is at least this (the space past the
+ *                  source's end reads as zeros, left unallocated), set before the target is
+ *                  renamed into place, so "convert and grow" is one atomic step (since 1.1),
+ *   "size"         bytes: the target's virtual size exactly; less than the source's is
+ *                  refused (since 1.1). Both work the same for every target format.
  * Shared on `src` for the whole copy: exclusive calls on `src` (a resize) wait until it ends.
  */
 IMG_API int img_convert(img *src, const char *dst_path, const char *dst_format,
