@@ -373,7 +373,10 @@ IMG_API int img_convert(img *src, const char *dst_path, const char *dst_format,
  * an image built in a temporary beside it, so a create that fails (a full disk during
  * preallocation) leaves the old image as it was, and a new file it made is removed again (where the
  * folder takes no new file from the caller, the file is written in place, under its lock, as
- * qemu-img does). A qcow2 "data_file" is locked the same way before it is emptied.
+ * qemu-img does). Files the new image names (a qcow2 "data_file", extents) are created when
+ * absent; an existing one is refused when it is not a regular file, and, when it holds data,
+ * unless the option "overwrite_named" is "on" (-EEXIST, untouched: qemu-img would empty it).
+ * Taken over, it is locked the same way before it is emptied.
  */
 IMG_API int img_create(const char *path, const char *format, uint64_t size, const img_opts *opts);
 

@@ -159,8 +159,14 @@ IMG_API int img_convert(img *src, const char *dst_path, const char *dst_format,
      * exclusive calls on the handle (a resize) wait until the copy is done.
      */
     img_io_enter(src);
+    /*
+     * Messages name their file themselves here: a convert works on two, so neither is the
+     * context of all of them (reads name the source's files, target steps the target).
+     */
+    img_error_context_push(NULL);
     ret = img_refuse_writers(src, true);
     if (ret < 0) {
+        img_error_context_pop();
         img_io_leave(src);
         return ret;
     }
@@ -176,7 +182,9 @@ IMG_API int img_convert(img *src, const char *dst_path, const char *dst_format,
      * write-locked for the whole convert, before anything is written: see convert_target.h.
      */
     if (ret == 0) {
+        img_error_context_push(dst_path);
         ret = target_open(&target, dst_path, "convert", src->file);
+        img_error_context_pop();
         target_open_ok = ret == 0;
         if (ret == -EBUSY)
             img_error_prefix("%s: error while converting %s", dst_path, fmt->name);
@@ -198,15 +206,23 @@ IMG_API int img_convert(img *src, const char *dst_path, const char *dst_format,
         build_path = target.temp_path;
     }
     /* Every format, raw included, is created and written through its backend. */
-    if (ret == 0)
+    if (ret == 0) {
         ret = convert_through_format(&job, build_path, dst_format, create_opts, target.is_block,
                                      target_size);
-    if (ret == 0)
+        /* Messages about the target name it, not the temporary it is built in. */
+        if (ret < 0 && build_path != dst_path)
+            img_error_rename(build_path, dst_path);
+    }
+    if (ret == 0) {
+        img_error_context_push(dst_path);
         ret = target_commit(&target);
+        img_error_context_pop();
+    }
     if (target_open_ok)
         target_close(&target, ret < 0);
     img_opts_free(create_opts);
     img_refuse_writers(src, false);
+    img_error_context_pop();
     img_io_leave(src);
     return ret;
 }

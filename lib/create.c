@@ -19,8 +19,8 @@
 #include "opts.h"
 
 /* Options the core handles itself; the rest go to the format. */
-static const char *const core_create_keys[] = {"overwrite", "backing_file", "backing_fmt",
-                                               "backing_unsafe", NULL};
+static const char *const core_create_keys[] = {"overwrite",   "overwrite_named", "backing_file",
+                                               "backing_fmt", "backing_unsafe",  NULL};
 
 static bool is_core_key(const char *key)
 {
@@ -85,10 +85,20 @@ static int build(const struct img_format *fmt, struct target_file *t, struct img
     return ret;
 }
 
+static int create_image(const char *path, const char *format, uint64_t size, const img_opts *opts);
+
 IMG_API int img_create(const char *path, const char *format, uint64_t size, const img_opts *opts)
 {
     if (!path || !*path)
         return img_error(-EINVAL, "img_create: no file name");
+    img_error_context_push(path);
+    int ret = create_image(path, format, size, opts);
+    img_error_context_pop();
+    return ret;
+}
+
+static int create_image(const char *path, const char *format, uint64_t size, const img_opts *opts)
+{
     if (!format)
         format = "raw";
     const struct img_format *fmt = format_find(format);
@@ -97,10 +107,12 @@ IMG_API int img_create(const char *path, const char *format, uint64_t size, cons
     if (!fmt->create)
         return img_error(-ENOTSUP, "create: format %s cannot be created", format);
 
-    bool overwrite = false, unsafe = false;
+    bool overwrite = false, unsafe = false, overwrite_named = false;
     int ret = opts_get_bool(opts, "overwrite", &overwrite);
     if (ret == 0)
         ret = opts_get_bool(opts, "backing_unsafe", &unsafe);
+    if (ret == 0)
+        ret = opts_get_bool(opts, "overwrite_named", &overwrite_named);
     if (ret < 0)
         return ret;
     if (!overwrite && access(path, F_OK) == 0)
@@ -111,6 +123,7 @@ IMG_API int img_create(const char *path, const char *format, uint64_t size, cons
         .size = size,
         .backing_file = img_opts_get(opts, "backing_file"),
         .backing_fmt = img_opts_get(opts, "backing_fmt"),
+        .overwrite_named = overwrite_named,
     };
     if (args.backing_fmt && !args.backing_file)
         return img_error(-EINVAL, "create: backing_fmt is set but backing_file is not");

@@ -277,8 +277,23 @@ int img_refuse_writers(struct img *img, bool refuse)
 }
 
 /* Opens `path` as an image; with `given` (img_open_fd), that file instead, named `path`. */
+static int open_one_named(struct img **out, const char *path, struct io_file *given,
+                          const char *format, unsigned flags, const img_opts *opts, int depth,
+                          struct chain_seen *seen);
+
+/* Opens one layer; every message of its failure names its file. */
 static int open_one(struct img **out, const char *path, struct io_file *given, const char *format,
                     unsigned flags, const img_opts *opts, int depth, struct chain_seen *seen)
+{
+    img_error_context_push(path);
+    int ret = open_one_named(out, path, given, format, flags, opts, depth, seen);
+    img_error_context_pop();
+    return ret;
+}
+
+static int open_one_named(struct img **out, const char *path, struct io_file *given,
+                          const char *format, unsigned flags, const img_opts *opts, int depth,
+                          struct chain_seen *seen)
 {
     struct img *img = calloc(1, sizeof(*img));
     if (!img) {

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "error.h"
 #include "imgutil.h"
 
 struct img_aio;
@@ -67,17 +68,20 @@ struct img {
 static inline void img_io_enter(struct img *img)
 {
     pthread_rwlock_rdlock(&img->drain);
+    img_error_context_push(img->filename);
 }
 
 /* Enter an exclusive call on `img`: waits for the calls in flight, keeps new ones out. */
 static inline void img_drain_enter(struct img *img)
 {
     pthread_rwlock_wrlock(&img->drain);
+    img_error_context_push(img->filename);
 }
 
 /* Leaves either kind of call. */
 static inline void img_io_leave(struct img *img)
 {
+    img_error_context_pop();
     pthread_rwlock_unlock(&img->drain);
 }
 
