@@ -314,6 +314,33 @@ def test_messages(lib, tmp):
         check(lib.img_last_errno() == -errno.EINVAL, 'img_last_errno is the code returned')
 
 
+def corrupt_l1(path):
+    """Points the first L1 entry at an unaligned offset, which a read must refuse."""
+    with open(path, 'r+b') as f:
+        f.seek(40)
+        l1_offset = struct.unpack('>Q', f.read(8))[0]
+        f.seek(l1_offset)
+        f.write(struct.pack('>Q', (1 << 63) | (1 << 40) | 0x200))
+
+
+def test_messages_name_files(lib, tmp):
+    base = os.path.join(tmp, 'bad-base.qcow2')
+    qemu_img('create', '-q', '-f', 'qcow2', base, '1M')
+    subprocess.run(['qemu-io', '-f', 'qcow2', '-c', 'write -P 1 0 64k', base], check=True,
+                   capture_output=True)
+    corrupt_l1(base)
+    top = os.path.join(tmp, 'on-bad-base.qcow2')
+    qemu_img('create', '-q', '-f', 'qcow2', '-b', base, '-F', 'qcow2', '-u', top, '1M')
+    buf = ctypes.create_string_buffer(4096)
+    for path, culprit in ((base, base), (top, base)):
+        with Image(lib, path) as im:
+            ret = lib.img_pread(im.h, buf, 4096, 0)
+            message = s(lib.img_last_error())
+            check(ret < 0 and message.startswith(culprit + ': '),
+                  'a damaged table read through %s: the message names %s (%d %r)' % (
+                      os.path.basename(path), os.path.basename(culprit), ret, message))
+
+
 def main():
     lib = load()
     tmp = tempfile.mkdtemp(prefix='imgutil-typed-')
@@ -323,6 +350,7 @@ def main():
         test_probe(lib, tmp)
         test_open_fd(lib, tmp)
         test_messages(lib, tmp)
+        test_messages_name_files(lib, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print('%d failed' % len(failures))
