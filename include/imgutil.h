@@ -258,6 +258,30 @@ IMG_API int img_get_named_file_count(img *img);
 IMG_API const char *img_get_named_file(img *img, int i, int *kind);
 #define IMGUTIL_HAVE_IMG_GET_NAMED_FILE 1
 
+/*
+ * Progress and cancellation of the long calls on a handle (since 1.1): img_check() (and its
+ * repairs), img_resize() with preallocation, img_snapshot_create/apply/delete(). The callback
+ * set here, `fn(user, done, total)`, gets progress in bytes of virtual size (of the
+ * preallocated range for a resize); it runs on the thread that made the long call, never on a
+ * library thread, and must not call functions on `img` (the call holds it). A snapshot apply
+ * reports each of its two passes from 0. Returning non-zero from it cancels that call, as
+ * img_cancel() does. NULL `fn` stops the reports. img_convert() keeps its own callback.
+ */
+IMG_API int img_set_progress(img *img, img_progress_fn fn, void *user);
+#define IMGUTIL_HAVE_IMG_SET_PROGRESS 1
+
+/*
+ * Cancels the long calls running on `img` now (not later ones): each fails with -ECANCELED at
+ * its next point where stopping leaves the image consistent, nothing half done: a check or a
+ * repair stops before it writes anything (once a repair has begun writing, it finishes; the
+ * call then succeeds); a resize keeps the old size (the clusters it had taken may show as
+ * leaks, which `qemu-img check -r leaks` reclaims); a snapshot operation leaves the snapshots
+ * as they were. Thread-safe: meant to be called from another thread than the long call.
+ * Returns 0, or -EINVAL for a bad handle.
+ */
+IMG_API int img_cancel(img *img);
+#define IMGUTIL_HAVE_IMG_CANCEL 1
+
 /* ---- reading ------------------------------------------------------------------------------ */
 
 /*
@@ -379,6 +403,16 @@ IMG_API int img_convert(img *src, const char *dst_path, const char *dst_format,
  * Taken over, it is locked the same way before it is emptied.
  */
 IMG_API int img_create(const char *path, const char *format, uint64_t size, const img_opts *opts);
+
+/*
+ * img_create() reporting progress (bytes of the preallocation done, of the bytes to
+ * preallocate) to `fn` on the calling thread, which stops it by returning non-zero: the create
+ * then fails with -ECANCELED and leaves nothing behind (no new file, an existing target as it
+ * was). Only preallocation ("preallocation=falloc|full") takes long enough to report. Since 1.1.
+ */
+IMG_API int img_create_progress(const char *path, const char *format, uint64_t size,
+                                const img_opts *opts, img_progress_fn fn, void *user);
+#define IMGUTIL_HAVE_IMG_CREATE_PROGRESS 1
 
 /*
  * Writes `len` bytes at `offset`; returns `len` or a negative errno. Needs READ_WRITE. Shared.

@@ -17,6 +17,7 @@
 #include "image.h"
 #include "io/io.h"
 #include "opts.h"
+#include "progress.h"
 
 /* Options the core handles itself; the rest go to the format. */
 static const char *const core_create_keys[] = {"overwrite",   "overwrite_named", "backing_file",
@@ -87,14 +88,23 @@ static int build(const struct img_format *fmt, struct target_file *t, struct img
 
 static int create_image(const char *path, const char *format, uint64_t size, const img_opts *opts);
 
-IMG_API int img_create(const char *path, const char *format, uint64_t size, const img_opts *opts)
+IMG_API int img_create_progress(const char *path, const char *format, uint64_t size,
+                                const img_opts *opts, img_progress_fn fn, void *user)
 {
     if (!path || !*path)
         return img_error(-EINVAL, "img_create: no file name");
     img_error_context_push(path);
+    struct img_op op;
+    img_op_begin(&op, NULL, fn, user);
     int ret = create_image(path, format, size, opts);
+    img_op_end(&op);
     img_error_context_pop();
     return ret;
+}
+
+IMG_API int img_create(const char *path, const char *format, uint64_t size, const img_opts *opts)
+{
+    return img_create_progress(path, format, size, opts, NULL, NULL);
 }
 
 static int create_image(const char *path, const char *format, uint64_t size, const img_opts *opts)

@@ -48,6 +48,11 @@ struct img {
     size_t named_count;
     bool file_from_caller; /* opened by img_open_fd(): its locks are dropped at close */
 
+    /* img_set_progress(), under `lock`; img_cancel() counts requests (atomic). */
+    img_progress_fn progress;
+    void *progress_user;
+    uint64_t cancel_requests;
+
     pthread_mutex_t lock; /* serialises metadata updates; backends may use it or their own */
     struct img_aio *aio;  /* asynchronous requests (aio.c); NULL until first used */
 
