@@ -61,9 +61,20 @@ extern "C" {
 #define IMG_API
 #endif
 
+/*
+ * The version of this header. IMGUTIL_VERSION_NUMBER is MAJOR * 10000 + MINOR * 100 + MICRO;
+ * IMGUTIL_CHECK_VERSION(1, 1, 0) is true when the header is version 1.1.0 or later. What the
+ * program runs with is img_version_number() (the library loaded may be newer). Every function
+ * added after 1.0 has an IMGUTIL_HAVE_<NAME> macro beside it, as in
+ *     #ifdef IMGUTIL_HAVE_IMG_PROBE ... #endif
+ */
 #define IMGUTIL_VERSION_MAJOR 1
-#define IMGUTIL_VERSION_MINOR 0
+#define IMGUTIL_VERSION_MINOR 1
 #define IMGUTIL_VERSION_MICRO 0
+#define IMGUTIL_VERSION_NUMBER                                                                     \
+    (IMGUTIL_VERSION_MAJOR * 10000 + IMGUTIL_VERSION_MINOR * 100 + IMGUTIL_VERSION_MICRO)
+#define IMGUTIL_CHECK_VERSION(major, minor, micro)                                                 \
+    (IMGUTIL_VERSION_NUMBER >= (major)*10000 + (minor)*100 + (micro))
 
 /* Backing chains deeper than this are refused with -ELOOP. */
 #define IMG_MAX_CHAIN_DEPTH 32
@@ -79,11 +90,26 @@ typedef int (*img_progress_fn)(void *user, uint64_t done, uint64_t total);
 
 /* ---- library ------------------------------------------------------------------------------ */
 
-/* "1.0.0": the version of the library actually loaded. */
+/* "1.1.0": the version of the library actually loaded. */
 IMG_API const char *img_version(void);
+
+/*
+ * The version of the library actually loaded as a number, in the form of
+ * IMGUTIL_VERSION_NUMBER (10100 for 1.1.0). Thread-safe; never fails. Since 1.1.
+ */
+IMG_API int img_version_number(void);
+#define IMGUTIL_HAVE_IMG_VERSION_NUMBER 1
 
 /* This thread's message for the most recent failure. Never NULL. */
 IMG_API const char *img_last_error(void);
+
+/*
+ * This thread's negative errno for the most recent failure (the code img_last_error() is
+ * about), or 0 when nothing has failed yet. For the functions that return a pointer (NULL on
+ * failure). Thread-safe. Since 1.1.
+ */
+IMG_API int img_last_errno(void);
+#define IMGUTIL_HAVE_IMG_LAST_ERRNO 1
 
 /* A short name for a (negative or positive) errno code. Never NULL. */
 IMG_API const char *img_strerror(int code);
@@ -138,6 +164,29 @@ IMG_API const char *img_opts_get(const img_opts *opts, const char *key);
  */
 IMG_API int img_open(img **out, const char *path, const char *format, unsigned flags,
                      const img_opts *opts);
+
+/*
+ * Opens the image in the open file `fd`, as img_open() opens a path (same flags, locks and
+ * options). The library works on a duplicate of `fd`: the caller keeps its descriptor and may
+ * close it at any time; the locks are released by img_close(). `fd` must be open for reading
+ * (and writing with IMG_OPEN_READ_WRITE). Files the image names (a backing file, ...) are
+ * resolved from the folder of the path the descriptor was opened with, where the system says
+ * it (/proc/self/fd); otherwise from the current folder, and messages call the image "fd N".
+ * Returns 0 or a negative errno (-EBADF for a descriptor that is not open). Since 1.1.
+ */
+IMG_API int img_open_fd(img **out, int fd, const char *format, unsigned flags,
+                        const img_opts *opts);
+#define IMGUTIL_HAVE_IMG_OPEN_FD 1
+
+/*
+ * Finds the format of the image at `path` as img_open() would (from its first bytes, and
+ * its name for formats recognised by it), without opening it as an image or taking locks.
+ * *format receives a static string ("qcow2", "raw", ...): do not free it. A file of a format
+ * QEMU knows that this library does not read fails with -ENOTSUP (the message names the
+ * format). Returns 0 or a negative errno. Thread-safe. Since 1.1.
+ */
+IMG_API int img_probe(const char *path, const char **format);
+#define IMGUTIL_HAVE_IMG_PROBE 1
 /*
  * Flushes (read-write handles) and frees the handle and its backing chain. Exclusive: waits
  * for calls in flight; nothing may call the handle once close has begun.
@@ -153,6 +202,85 @@ IMG_API const char *img_get_format(img *img);
  * and has its own lock: calls on it do not wait for exclusive calls on `img`.
  */
 IMG_API img *img_get_backing(img *img);
+
+/*
+ * Typed answers about an open image (since 1.1). All are shared, and the strings they return
+ * belong to the handle: valid until img_close(), not to be freed.
+ */
+
+/* The file name as img_open() was given it (for img_open_fd(), the path found or "fd N"). */
+IMG_API const char *img_get_filename(img *img);
+#define IMGUTIL_HAVE_IMG_GET_FILENAME 1
+
+/*
+ * The backing file as the image names it (`qemu-img info`'s "backing-filename") in *name, and
+ * its format in *format (NULL when the image does not say: it is then probed). Both NULL when
+ * the image has no backing file. Answers with IMG_OPEN_NO_BACKING as well. Either out pointer
+ * may be NULL. Returns 0 or -EINVAL (bad handle).
+ */
+IMG_API int img_get_backing_filename(img *img, const char **name, const char **format);
+#define IMGUTIL_HAVE_IMG_GET_BACKING_FILENAME 1
+
+/* Bytes the image's files take on disk (info's "actual-size"), or a negative errno. */
+IMG_API int64_t img_get_allocated_size(img *img);
+#define IMGUTIL_HAVE_IMG_GET_ALLOCATED_SIZE 1
+
+/* The cluster (or block, grain) size in bytes; 0 for formats without one (raw). */
+IMG_API int64_t img_get_cluster_size(img *img);
+#define IMGUTIL_HAVE_IMG_GET_CLUSTER_SIZE 1
+
+/* img_get_flags bits */
+#define IMG_FLAG_DIRTY (1u << 0)     /* not closed cleanly (info's "dirty-flag") */
+#define IMG_FLAG_CORRUPT (1u << 1)   /* marked corrupt: check and repair it */
+#define IMG_FLAG_ENCRYPTED (1u << 2) /* the data is encrypted */
+#define IMG_FLAG_DATA_FILE (1u << 3) /* guest data lives in an external data file */
+#define IMG_FLAG_SNAPSHOTS (1u << 4) /* has internal snapshots */
+#define IMG_FLAG_BITMAPS (1u << 5)   /* has persistent dirty bitmaps */
+#define IMG_FLAG_BACKING (1u << 6)   /* names a backing file */
+
+/* A set of IMG_FLAG_* bits (>= 0), or a negative errno. */
+IMG_API int img_get_flags(img *img);
+#define IMGUTIL_HAVE_IMG_GET_FLAGS 1
+
+/* What a file named by an image is to it (img_get_named_file). */
+#define IMG_NAMED_BACKING 1   /* the backing file */
+#define IMG_NAMED_DATA_FILE 2 /* an external data file */
+#define IMG_NAMED_EXTENT 3    /* an extent file (VMDK) */
+
+/*
+ * The files this image names (not those of its backing images): how many, and the i-th
+ * (0 <= i < count) as the path the library opens (resolved from the image's folder), with its
+ * kind (IMG_NAMED_*) in *kind (may be NULL). Listed whether or not the open flags allowed the
+ * library to open them. img_get_named_file() returns NULL for an index out of range.
+ */
+IMG_API int img_get_named_file_count(img *img);
+#define IMGUTIL_HAVE_IMG_GET_NAMED_FILE_COUNT 1
+IMG_API const char *img_get_named_file(img *img, int i, int *kind);
+#define IMGUTIL_HAVE_IMG_GET_NAMED_FILE 1
+
+/*
+ * Progress and cancellation of the long calls on a handle (since 1.1): img_check() (and its
+ * repairs), img_resize() with preallocation, img_snapshot_create/apply/delete(). The callback
+ * set here, `fn(user, done, total)`, gets progress in bytes of virtual size (of the
+ * preallocated range for a resize); it runs on the thread that made the long call, never on a
+ * library thread, and must not call functions on `img` (the call holds it). A snapshot apply
+ * reports each of its two passes from 0. Returning non-zero from it cancels that call, as
+ * img_cancel() does. NULL `fn` stops the reports. img_convert() keeps its own callback.
+ */
+IMG_API int img_set_progress(img *img, img_progress_fn fn, void *user);
+#define IMGUTIL_HAVE_IMG_SET_PROGRESS 1
+
+/*
+ * Cancels the long calls running on `img` now (not later ones): each fails with -ECANCELED at
+ * its next point where stopping leaves the image consistent, nothing half done: a check or a
+ * repair stops before it writes anything (once a repair has begun writing, it finishes; the
+ * call then succeeds); a resize keeps the old size (the clusters it had taken may show as
+ * leaks, which `qemu-img check -r leaks` reclaims); a snapshot operation leaves the snapshots
+ * as they were. Thread-safe: meant to be called from another thread than the long call.
+ * Returns 0, or -EINVAL for a bad handle.
+ */
+IMG_API int img_cancel(img *img);
+#define IMGUTIL_HAVE_IMG_CANCEL 1
 
 /* ---- reading ------------------------------------------------------------------------------ */
 
@@ -219,6 +347,7 @@ typedef int (*img_map_fn)(void *user, uint64_t start, uint64_t length, int depth
  * close the handle.
  */
 IMG_API int img_map(img *img, uint64_t offset, uint64_t length, img_map_fn fn, void *user);
+#define IMGUTIL_HAVE_IMG_MAP 1
 
 /* ---- conversion --------------------------------------------------------------------------- */
 
@@ -247,6 +376,11 @@ IMG_API int img_map(img *img, uint64_t offset, uint64_t length, img_map_fn fn, v
  *   "compress"     "on": write compressed clusters where the target format can,
  *   "sync"         "on": flush the target to stable storage before renaming it into place
  *                  (off by default, as qemu-img convert does not flush either).
+ *   "min_size"     bytes: the target's virtual size is at least this (the space past the
+ *                  source's end reads as zeros, left unallocated), set before the target is
+ *                  renamed into place, so "convert and grow" is one atomic step (since 1.1),
+ *   "size"         bytes: the target's virtual size exactly; less than the source's is
+ *                  refused (since 1.1). Both work the same for every target format.
  * Shared on `src` for the whole copy: exclusive calls on `src` (a resize) wait until it ends.
  */
 IMG_API int img_convert(img *src, const char *dst_path, const char *dst_format,
@@ -263,9 +397,22 @@ IMG_API int img_convert(img *src, const char *dst_path, const char *dst_format,
  * an image built in a temporary beside it, so a create that fails (a full disk during
  * preallocation) leaves the old image as it was, and a new file it made is removed again (where the
  * folder takes no new file from the caller, the file is written in place, under its lock, as
- * qemu-img does). A qcow2 "data_file" is locked the same way before it is emptied.
+ * qemu-img does). Files the new image names (a qcow2 "data_file", extents) are created when
+ * absent; an existing one is refused when it is not a regular file, and, when it holds data,
+ * unless the option "overwrite_named" is "on" (-EEXIST, untouched: qemu-img would empty it).
+ * Taken over, it is locked the same way before it is emptied.
  */
 IMG_API int img_create(const char *path, const char *format, uint64_t size, const img_opts *opts);
+
+/*
+ * img_create() reporting progress (bytes of the preallocation done, of the bytes to
+ * preallocate) to `fn` on the calling thread, which stops it by returning non-zero: the create
+ * then fails with -ECANCELED and leaves nothing behind (no new file, an existing target as it
+ * was). Only preallocation ("preallocation=falloc|full") takes long enough to report. Since 1.1.
+ */
+IMG_API int img_create_progress(const char *path, const char *format, uint64_t size,
+                                const img_opts *opts, img_progress_fn fn, void *user);
+#define IMGUTIL_HAVE_IMG_CREATE_PROGRESS 1
 
 /*
  * Writes `len` bytes at `offset`; returns `len` or a negative errno. Needs READ_WRITE. Shared.
@@ -357,17 +504,22 @@ typedef void (*img_aio_done_fn)(void *user, int64_t result);
 /* Reads `len` bytes at `offset` into `buf`; result `len` or a negative errno. */
 IMG_API int img_aio_pread(img *img, void *buf, size_t len, uint64_t offset, img_aio_done_fn done,
                           void *user);
+#define IMGUTIL_HAVE_IMG_AIO_PREAD 1
 /* Writes `len` bytes from `buf` at `offset`; result `len` or a negative errno. */
 IMG_API int img_aio_pwrite(img *img, const void *buf, size_t len, uint64_t offset,
                            img_aio_done_fn done, void *user);
+#define IMGUTIL_HAVE_IMG_AIO_PWRITE 1
 /* As img_zero() (flags IMG_ZERO_*); result 0 or a negative errno. */
 IMG_API int img_aio_zero(img *img, uint64_t offset, uint64_t len, unsigned flags,
                          img_aio_done_fn done, void *user);
+#define IMGUTIL_HAVE_IMG_AIO_ZERO 1
 /* As img_discard(); result 0 or a negative errno. */
 IMG_API int img_aio_discard(img *img, uint64_t offset, uint64_t len, img_aio_done_fn done,
                             void *user);
+#define IMGUTIL_HAVE_IMG_AIO_DISCARD 1
 /* As img_flush(); result 0 or a negative errno. */
 IMG_API int img_aio_flush(img *img, img_aio_done_fn done, void *user);
+#define IMGUTIL_HAVE_IMG_AIO_FLUSH 1
 
 /*
  * A descriptor (an eventfd, created on the first call of the handle's asynchronous API) that
@@ -377,6 +529,7 @@ IMG_API int img_aio_flush(img *img, img_aio_done_fn done, void *user);
  * the descriptor or a negative errno.
  */
 IMG_API int img_aio_get_fd(img *img);
+#define IMGUTIL_HAVE_IMG_AIO_GET_FD 1
 
 /*
  * Runs the completions that are waiting, on the calling thread, and returns how many callbacks
@@ -386,6 +539,7 @@ IMG_API int img_aio_get_fd(img *img);
  * nothing in flight it returns 0 at once, whatever the timeout.
  */
 IMG_API int img_aio_poll(img *img, int timeout_ms);
+#define IMGUTIL_HAVE_IMG_AIO_POLL 1
 
 /*
  * The number of requests of the handle in flight: submitted, and whose callback has not yet
@@ -393,6 +547,7 @@ IMG_API int img_aio_poll(img *img, int timeout_ms);
  * IMG_AIO_MAX_IN_FLIGHT. A negative errno for an invalid handle.
  */
 IMG_API int64_t img_aio_in_flight(img *img);
+#define IMGUTIL_HAVE_IMG_AIO_IN_FLIGHT 1
 
 /* ---- internal snapshots ------------------------------------------------------------------- */
 
@@ -408,6 +563,21 @@ IMG_API int img_snapshot_apply(img *img, const char *name_or_id);
 IMG_API int img_snapshot_delete(img *img, const char *name_or_id);
 /* The snapshot list as JSON, in the form of the "snapshots" array of img_info_json(). */
 IMG_API int img_snapshot_list(img *img, char **out);
+
+/* The number of internal snapshots (>= 0), or a negative errno. Shared. Since 1.1. */
+IMG_API int img_snapshot_count(img *img);
+#define IMGUTIL_HAVE_IMG_SNAPSHOT_COUNT 1
+
+/*
+ * Snapshot `i` (0 <= i < img_snapshot_count(), in the order of img_snapshot_list()): its id
+ * and name (copies: free them with img_free()), the time it was taken (seconds and
+ * nanoseconds since the epoch), the guest clock then (ns) and the size of the saved VM state
+ * (0 for disk-only snapshots). Any out pointer may be NULL. Returns 0, -ENOENT when `i` is out
+ * of range, or another negative errno. Shared. Since 1.1.
+ */
+IMG_API int img_snapshot_get(img *img, int i, char **id, char **name, int64_t *date_sec,
+                             int32_t *date_nsec, uint64_t *vm_clock_nsec, uint64_t *vm_state_size);
+#define IMGUTIL_HAVE_IMG_SNAPSHOT_GET 1
 
 /* ---- consistency check -------------------------------------------------------------------- */
 
@@ -444,12 +614,14 @@ IMG_API int img_check(img *img, unsigned flags, char **report);
  * order (the order in which probing breaks ties). Thread-safe; never fails.
  */
 IMG_API int img_format_count(void);
+#define IMGUTIL_HAVE_IMG_FORMAT_COUNT 1
 
 /*
  * The name of format `i` ("qcow2", "raw", ...), as img_open() and img_create() take it, or NULL
  * when `i` is out of range. The string is static: do not free it. Thread-safe.
  */
 IMG_API const char *img_format_name(int i);
+#define IMGUTIL_HAVE_IMG_FORMAT_NAME 1
 
 /*
  * Whether `format` can do `what`: "read" (open and read images), "write" (write to them),
@@ -461,6 +633,10 @@ IMG_API const char *img_format_name(int i);
  * or a NULL argument, with img_last_error() set. Thread-safe.
  */
 IMG_API int img_format_supports(const char *format, const char *what);
+#define IMGUTIL_HAVE_IMG_FORMAT_SUPPORTS 1
+/* The same answer under the name libraries of this kind often use for it. */
+IMG_API int img_format_supported(const char *format, const char *what);
+#define IMGUTIL_HAVE_IMG_FORMAT_SUPPORTED 1
 
 /*
  * The options img_create() takes for `format` (the keys of `qemu-img create -o`), as JSON:
@@ -475,6 +651,7 @@ IMG_API int img_format_supports(const char *format, const char *what);
  * unknown format, -EINVAL for NULL arguments, -ENOMEM) with *json set to NULL. Thread-safe.
  */
 IMG_API int img_format_options_json(const char *format, char **json);
+#define IMGUTIL_HAVE_IMG_FORMAT_OPTIONS_JSON 1
 
 #ifdef __cplusplus
 }

@@ -12,6 +12,7 @@
 #include "error.h"
 #include "formats/format.h"
 #include "image.h"
+#include "progress.h"
 #include "util/array.h"
 #include "util/json.h"
 
@@ -149,7 +150,10 @@ IMG_API int img_check(img *img, unsigned flags, char **report)
         img_drain_enter(img);
     else
         img_io_enter(img);
+    struct img_op op;
+    img_op_begin(&op, img, NULL, NULL);
     int ret = img->fmt->check(img, flags, &result);
+    img_op_end(&op);
     img_io_leave(img);
     if (ret < 0) {
         put_findings_in_error(&findings);

@@ -34,9 +34,9 @@ static bool is_power_of_two(uint64_t v)
 
 /* `device`: `temp` is a block device, written in place, whose old content is not zeros. */
 static int convert_through_format(struct convert_job *job, const char *temp, const char *format,
-                                  const img_opts *create_opts, bool device)
+                                  const img_opts *create_opts, bool device, uint64_t size)
 {
-    int ret = img_create(temp, format, job->src->size, create_opts);
+    int ret = img_create(temp, format, size, create_opts);
     if (ret < 0)
         return ret;
     struct img *dst;
@@ -81,6 +81,31 @@ static int convert_through_format(struct convert_job *job, const char *temp, con
     return ret;
 }
 
+/*
+ * The target's virtual size: the source's, or what "size" (exactly, never less than the
+ * source) or "min_size" (at least) ask for. The same for every target format: the space past
+ * the source's end reads as zeros and is left unallocated.
+ */
+static int target_size_from_options(struct img *src, const img_opts *opts, uint64_t *out)
+{
+    uint64_t size = 0, min_size = 0;
+    int ret = opts_get_size(opts, "size", &size);
+    if (ret == 0)
+        ret = opts_get_size(opts, "min_size", &min_size);
+    if (ret < 0)
+        return ret;
+    bool has_size = img_opts_get(opts, "size") != NULL;
+    if (has_size && img_opts_get(opts, "min_size"))
+        return img_error(-EINVAL, "convert: give either size or min_size, not both");
+    if (has_size && size < src->size)
+        return img_error(-EINVAL,
+                         "convert: size %" PRIu64 " is smaller than the source (%" PRIu64
+                         " bytes): the data past it would be lost",
+                         size, src->size);
+    *out = has_size ? size : max_u64(src->size, min_size);
+    return 0;
+}
+
 /* Target creation options: everything but the keys convert itself reads. */
 static int split_options(const img_opts *opts, img_opts **create_opts)
 {
@@ -92,7 +117,7 @@ static int split_options(const img_opts *opts, img_opts **create_opts)
     const char *key, *value;
     while (ret == 0 && opts_iter(opts, &i, &key, &value))
         if (strcmp(key, "sparse_size") != 0 && strcmp(key, "compress") != 0 &&
-            strcmp(key, "sync") != 0)
+            strcmp(key, "sync") != 0 && strcmp(key, "size") != 0 && strcmp(key, "min_size") != 0)
             ret = img_opts_set(*create_opts, key, value);
     return ret;
 }
@@ -124,14 +149,24 @@ IMG_API int img_convert(img *src, const char *dst_path, const char *dst_format,
             SPARSE_SIZE_MAX, job.sparse_size);
     if (job.compress && !format_has(fmt, FORMAT_COMPRESSED_WRITES))
         return img_error(-ENOTSUP, "convert: format %s does not support compression", fmt->name);
+    uint64_t target_size = 0;
+    ret = target_size_from_options(src, opts, &target_size);
+    if (ret < 0)
+        return ret;
 
     /*
      * The source must not change under the copy: a raw source shared with writers stops, and
      * exclusive calls on the handle (a resize) wait until the copy is done.
      */
     img_io_enter(src);
+    /*
+     * Messages name their file themselves here: a convert works on two, so neither is the
+     * context of all of them (reads name the source's files, target steps the target).
+     */
+    img_error_context_push(NULL);
     ret = img_refuse_writers(src, true);
     if (ret < 0) {
+        img_error_context_pop();
         img_io_leave(src);
         return ret;
     }
@@ -147,7 +182,9 @@ IMG_API int img_convert(img *src, const char *dst_path, const char *dst_format,
      * write-locked for the whole convert, before anything is written: see convert_target.h.
      */
     if (ret == 0) {
+        img_error_context_push(dst_path);
         ret = target_open(&target, dst_path, "convert", src->file);
+        img_error_context_pop();
         target_open_ok = ret == 0;
         if (ret == -EBUSY)
             img_error_prefix("%s: error while converting %s", dst_path, fmt->name);
@@ -169,14 +206,23 @@ IMG_API int img_convert(img *src, const char *dst_path, const char *dst_format,
         build_path = target.temp_path;
     }
     /* Every format, raw included, is created and written through its backend. */
-    if (ret == 0)
-        ret = convert_through_format(&job, build_path, dst_format, create_opts, target.is_block);
-    if (ret == 0)
+    if (ret == 0) {
+        ret = convert_through_format(&job, build_path, dst_format, create_opts, target.is_block,
+                                     target_size);
+        /* Messages about the target name it, not the temporary it is built in. */
+        if (ret < 0 && build_path != dst_path)
+            img_error_rename(build_path, dst_path);
+    }
+    if (ret == 0) {
+        img_error_context_push(dst_path);
         ret = target_commit(&target);
+        img_error_context_pop();
+    }
     if (target_open_ok)
         target_close(&target, ret < 0);
     img_opts_free(create_opts);
     img_refuse_writers(src, false);
+    img_error_context_pop();
     img_io_leave(src);
     return ret;
 }

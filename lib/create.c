@@ -17,10 +17,11 @@
 #include "image.h"
 #include "io/io.h"
 #include "opts.h"
+#include "progress.h"
 
 /* Options the core handles itself; the rest go to the format. */
-static const char *const core_create_keys[] = {"overwrite", "backing_file", "backing_fmt",
-                                               "backing_unsafe", NULL};
+static const char *const core_create_keys[] = {"overwrite",   "overwrite_named", "backing_file",
+                                               "backing_fmt", "backing_unsafe",  NULL};
 
 static bool is_core_key(const char *key)
 {
@@ -85,10 +86,29 @@ static int build(const struct img_format *fmt, struct target_file *t, struct img
     return ret;
 }
 
-IMG_API int img_create(const char *path, const char *format, uint64_t size, const img_opts *opts)
+static int create_image(const char *path, const char *format, uint64_t size, const img_opts *opts);
+
+IMG_API int img_create_progress(const char *path, const char *format, uint64_t size,
+                                const img_opts *opts, img_progress_fn fn, void *user)
 {
     if (!path || !*path)
         return img_error(-EINVAL, "img_create: no file name");
+    img_error_context_push(path);
+    struct img_op op;
+    img_op_begin(&op, NULL, fn, user);
+    int ret = create_image(path, format, size, opts);
+    img_op_end(&op);
+    img_error_context_pop();
+    return ret;
+}
+
+IMG_API int img_create(const char *path, const char *format, uint64_t size, const img_opts *opts)
+{
+    return img_create_progress(path, format, size, opts, NULL, NULL);
+}
+
+static int create_image(const char *path, const char *format, uint64_t size, const img_opts *opts)
+{
     if (!format)
         format = "raw";
     const struct img_format *fmt = format_find(format);
@@ -97,10 +117,12 @@ IMG_API int img_create(const char *path, const char *format, uint64_t size, cons
     if (!fmt->create)
         return img_error(-ENOTSUP, "Format driver '%s' does not support image creation", format);
 
-    bool overwrite = false, unsafe = false;
+    bool overwrite = false, unsafe = false, overwrite_named = false;
     int ret = opts_get_bool(opts, "overwrite", &overwrite);
     if (ret == 0)
         ret = opts_get_bool(opts, "backing_unsafe", &unsafe);
+    if (ret == 0)
+        ret = opts_get_bool(opts, "overwrite_named", &overwrite_named);
     if (ret < 0)
         return ret;
     if (!overwrite && access(path, F_OK) == 0)
@@ -111,6 +133,7 @@ IMG_API int img_create(const char *path, const char *format, uint64_t size, cons
         .size = size,
         .backing_file = img_opts_get(opts, "backing_file"),
         .backing_fmt = img_opts_get(opts, "backing_fmt"),
+        .overwrite_named = overwrite_named,
     };
     if (args.backing_fmt && !args.backing_file)
         return img_error(-EINVAL, "create: backing_fmt is set but backing_file is not");

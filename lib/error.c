@@ -12,6 +12,33 @@
 
 /* Per-thread, so a failure in one thread never overwrites another thread's message. */
 static _Thread_local char thread_message[ERROR_MESSAGE_MAX];
+static _Thread_local int thread_errno;
+
+/* Deeper nesting than this (a chain of backing files) keeps naming the deepest it has. */
+#define CONTEXT_DEPTH 16
+static _Thread_local const char *thread_context[CONTEXT_DEPTH];
+static _Thread_local unsigned thread_context_depth;
+
+void img_error_context_push(const char *name)
+{
+    if (thread_context_depth < CONTEXT_DEPTH)
+        thread_context[thread_context_depth] = name;
+    thread_context_depth++;
+}
+
+void img_error_context_pop(void)
+{
+    if (thread_context_depth > 0)
+        thread_context_depth--;
+}
+
+static const char *current_context(void)
+{
+    if (thread_context_depth == 0)
+        return NULL;
+    unsigned top = thread_context_depth < CONTEXT_DEPTH ? thread_context_depth : CONTEXT_DEPTH;
+    return thread_context[top - 1];
+}
 
 int img_error(int code, const char *fmt, ...)
 {
@@ -19,6 +46,10 @@ int img_error(int code, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(thread_message, sizeof(thread_message), fmt, ap);
     va_end(ap);
+    thread_errno = code;
+    const char *context = current_context();
+    if (context && *context && !strstr(thread_message, context))
+        img_error_prefix("%s", context);
     return code;
 }
 
@@ -43,6 +74,33 @@ void img_error_prefix(const char *fmt, ...)
 void img_error_clear(void)
 {
     thread_message[0] = '\0';
+    thread_errno = 0;
+}
+
+void img_error_rename(const char *from, const char *to)
+{
+    size_t from_len = strlen(from), to_len = strlen(to);
+    if (!from_len)
+        return;
+    char renamed[ERROR_MESSAGE_MAX];
+    size_t out = 0;
+    for (const char *p = thread_message; *p && out < sizeof(renamed) - 1;) {
+        if (strncmp(p, from, from_len) == 0) {
+            size_t n = to_len < sizeof(renamed) - 1 - out ? to_len : sizeof(renamed) - 1 - out;
+            memcpy(renamed + out, to, n);
+            out += n;
+            p += from_len;
+        } else {
+            renamed[out++] = *p++;
+        }
+    }
+    renamed[out] = '\0';
+    memcpy(thread_message, renamed, out + 1);
+}
+
+IMG_API int img_last_errno(void)
+{
+    return thread_errno;
 }
 
 IMG_API const char *img_last_error(void)

@@ -80,3 +80,8 @@ IMG_API int img_format_options_json(const char *format, char **json)
         return img_error(-ENOMEM, "out of memory");
     return 0;
 }
+
+IMG_API int img_format_supported(const char *format, const char *what)
+{
+    return img_format_supports(format, what);
+}

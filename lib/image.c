@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "aio.h"
 #include "error.h"
@@ -130,7 +131,13 @@ static void img_destroy(struct img *img)
     if (img->fmt && img->priv)
         img->fmt->close(img);
     unit_cache_forget(img->file);
+    /* The caller's descriptor shares our open file description, and with it the locks. */
+    if (img->file_from_caller && img->file)
+        io_file_unlock(img->file);
     io_file_close(img->file);
+    for (size_t i = 0; i < img->named_count; i++)
+        free(img->named[i].path);
+    free(img->named);
     free(img->filename);
     free(img->backing_name);
     free(img->backing_format);
@@ -139,6 +146,29 @@ static void img_destroy(struct img *img)
     pthread_rwlock_destroy(&img->drain);
     img->magic = 0;
     free(img);
+}
+
+/* Finds the format of `file` from its first bytes and `name`, as img_open() probes. */
+static int probe_file(struct io_file *file, const char *name, const struct img_format **out)
+{
+    uint8_t head[PROBE_BYTES] = {0};
+    int64_t size = io_file_size(file);
+    if (size < 0)
+        return img_error((int)size, "%s: cannot read its size", name);
+    size_t n = size < PROBE_BYTES ? (size_t)size : PROBE_BYTES;
+    int ret = io_pread(file, head, n, 0);
+    if (ret < 0)
+        return img_error(ret, "%s: cannot read: %s", name, img_strerror(ret));
+    const struct img_format *fmt = format_probe(head, n, name);
+    if (fmt && format_has(fmt, FORMAT_PROBE_FALLBACK)) {
+        const char *other = format_probe_unsupported(head, n, name);
+        if (other)
+            return img_error(-ENOTSUP, "%s: format %s is not supported yet", name, other);
+    }
+    if (!fmt)
+        return img_error(-ENOTSUP, "%s: no format recognises the file", name);
+    *out = fmt;
+    return 0;
 }
 
 static int pick_format(struct img *img, const char *format)
@@ -150,21 +180,47 @@ static int pick_format(struct img *img, const char *format)
                              format);
         return 0;
     }
-    uint8_t head[PROBE_BYTES] = {0};
-    int64_t size = io_file_size(img->file);
-    if (size < 0)
-        return img_error((int)size, "%s: cannot read its size", img->filename);
-    size_t n = size < PROBE_BYTES ? (size_t)size : PROBE_BYTES;
-    int ret = io_pread(img->file, head, n, 0);
+    int ret = probe_file(img->file, img->filename, &img->fmt);
     if (ret < 0)
-        return img_error(ret, "%s: cannot read: %s", img->filename, img_strerror(ret));
-    img->fmt = format_probe(head, n, img->filename);
-    if (img->fmt && format_has(img->fmt, FORMAT_PROBE_FALLBACK)) {
-        const char *other = format_probe_unsupported(head, n, img->filename);
-        if (other)
-            return img_error(-ENOTSUP, "%s: format %s is not supported yet", img->filename, other);
-        img->format_probed_raw = true;
+        return ret;
+    img->format_probed_raw = format_has(img->fmt, FORMAT_PROBE_FALLBACK);
+    return 0;
+}
+
+IMG_API int img_probe(const char *path, const char **format)
+{
+    if (!path || !format)
+        return img_error(-EINVAL, "img_probe: path and format are required");
+    *format = NULL;
+    struct io_file *file = NULL;
+    int ret = io_file_open(&file, path, O_RDONLY, 0);
+    if (ret < 0)
+        return img_error(ret, "could not open '%s': %s", path, img_strerror(ret));
+    struct stat st;
+    const struct img_format *fmt = NULL;
+    if (fstat(io_file_fd(file), &st) < 0)
+        ret = img_error(-errno, "could not stat '%s'", path);
+    else if (S_ISDIR(st.st_mode))
+        ret = img_error(-EISDIR, "'%s' is a directory", path);
+    else
+        ret = probe_file(file, path, &fmt);
+    io_file_close(file);
+    if (ret == 0)
+        *format = fmt->name;
+    return ret;
+}
+
+int img_name_file(struct img *img, int kind, const char *name)
+{
+    char *path = img_resolve_path(img->filename, name);
+    struct img_named_file *grown =
+        path ? realloc(img->named, (img->named_count + 1) * sizeof(*grown)) : NULL;
+    if (!grown) {
+        free(path);
+        return img_error(-ENOMEM, "out of memory");
     }
+    img->named = grown;
+    img->named[img->named_count++] = (struct img_named_file){.path = path, .kind = kind};
     return 0;
 }
 
@@ -250,18 +306,36 @@ static char *bundle_descriptor(const char *path)
     return NULL;
 }
 
-static int open_one(struct img **out, const char *path, const char *format, unsigned flags,
-                    const img_opts *opts, int depth, struct chain_seen *seen)
+/* Opens `path` as an image; with `given` (img_open_fd), that file instead, named `path`. */
+static int open_one_named(struct img **out, const char *path, struct io_file *given,
+                          const char *format, unsigned flags, const img_opts *opts, int depth,
+                          struct chain_seen *seen);
+
+/* Opens one layer; every message of its failure names its file. */
+static int open_one(struct img **out, const char *path, struct io_file *given, const char *format,
+                    unsigned flags, const img_opts *opts, int depth, struct chain_seen *seen)
 {
-    char *descriptor = depth == 0 ? bundle_descriptor(path) : NULL;
+    img_error_context_push(path);
+    int ret = open_one_named(out, path, given, format, flags, opts, depth, seen);
+    img_error_context_pop();
+    return ret;
+}
+
+static int open_one_named(struct img **out, const char *path, struct io_file *given,
+                          const char *format, unsigned flags, const img_opts *opts, int depth,
+                          struct chain_seen *seen)
+{
+    char *descriptor = depth == 0 && !given ? bundle_descriptor(path) : NULL;
     if (descriptor) {
-        int ret = open_one(out, descriptor, format, flags, opts, depth, seen);
+        int ret = open_one(out, descriptor, NULL, format, flags, opts, depth, seen);
         free(descriptor);
         return ret;
     }
     struct img *img = calloc(1, sizeof(*img));
-    if (!img)
+    if (!img) {
+        io_file_close(given);
         return img_error(-ENOMEM, "out of memory");
+    }
     pthread_mutex_init(&img->lock, NULL);
     pthread_rwlockattr_t drain_attr;
     pthread_rwlockattr_init(&drain_attr);
@@ -275,12 +349,17 @@ static int open_one(struct img **out, const char *path, const char *format, unsi
     img->filename = strdup(path);
     int ret = -ENOMEM;
     if (!img->filename) {
+        io_file_close(given);
         img_error(ret, "out of memory");
         goto fail;
     }
     int oflags = img->writable ? O_RDWR : O_RDONLY;
     /* The image the caller named is opened as given; files that images name are checked. */
-    if (depth > 0)
+    if (given) {
+        img->file = given;
+        img->file_from_caller = true;
+        ret = 0;
+    } else if (depth > 0)
         ret = img_open_named_host_file(&img->file, path, oflags, NULL, "backing file");
     else
         ret = io_file_open(&img->file, path, oflags, 0);
@@ -345,6 +424,9 @@ static int open_backing(struct img *img, struct chain_seen *seen, const img_opts
     img->backing_full = img_resolve_path(img->filename, img->backing_name);
     if (!img->backing_full)
         return img_error(-ENOMEM, "out of memory");
+    int ret = img_name_file(img, IMG_NAMED_BACKING, img->backing_name);
+    if (ret < 0)
+        return ret;
     if (img->flags & IMG_OPEN_NO_BACKING)
         return 0;
     if (img->depth + 1 > IMG_MAX_CHAIN_DEPTH)
@@ -352,12 +434,22 @@ static int open_backing(struct img *img, struct chain_seen *seen, const img_opts
                          IMG_MAX_CHAIN_DEPTH, img->filename);
     /* Backing files are only read; writes go to the top layer. */
     unsigned flags = (img->flags & ~IMG_OPEN_READ_WRITE) | IMG_OPEN_READ_ONLY;
-    int ret = open_one(&img->backing, img->backing_full, img->backing_format, flags, opts,
-                       img->depth + 1, seen);
+    ret = open_one(&img->backing, img->backing_full, NULL, img->backing_format, flags, opts,
+                   img->depth + 1, seen);
     /* A loop or an over-deep chain explains itself; nesting prefixes would bury it. */
     if (ret < 0 && ret != -ELOOP)
         img_error_prefix("%s: could not open backing file", img->filename);
     return ret;
+}
+
+static int check_open_flags(const char *fn, unsigned flags)
+{
+    if ((flags & IMG_OPEN_READ_ONLY) && (flags & IMG_OPEN_READ_WRITE))
+        return img_error(-EINVAL, "%s: IMG_OPEN_READ_ONLY and IMG_OPEN_READ_WRITE are both set",
+                         fn);
+    if ((flags & IMG_OPEN_FORCE_SHARE) && (flags & IMG_OPEN_READ_WRITE))
+        return img_error(-EINVAL, "%s: IMG_OPEN_FORCE_SHARE is only for read-only opens", fn);
+    return 0;
 }
 
 IMG_API int img_open(img **out, const char *path, const char *format, unsigned flags,
@@ -366,15 +458,62 @@ IMG_API int img_open(img **out, const char *path, const char *format, unsigned f
     if (!out || !path)
         return img_error(-EINVAL, "img_open: out and path are required");
     *out = NULL;
-    if ((flags & IMG_OPEN_READ_ONLY) && (flags & IMG_OPEN_READ_WRITE))
-        return img_error(-EINVAL, "img_open: READ_ONLY and READ_WRITE are both set");
-    if ((flags & IMG_OPEN_FORCE_SHARE) && (flags & IMG_OPEN_READ_WRITE))
-        return img_error(-EINVAL, "img_open: force-share is only for read-only opens");
+    int ret = check_open_flags("img_open", flags);
+    if (ret < 0)
+        return ret;
     if (!*path)
         return img_error(-EINVAL, "img_open: empty file name");
     struct chain_seen seen = {.count = 0};
     img_error_clear();
-    return open_one(out, path, format, flags, opts, 0, &seen);
+    return open_one(out, path, NULL, format, flags, opts, 0, &seen);
+}
+
+/*
+ * The name an image opened from a descriptor goes by: the path it was opened with, where the
+ * system still knows it, so that the names it holds resolve as for img_open(); else "fd N".
+ */
+static void name_of_fd(int fd, char *name, size_t size)
+{
+    char link[64];
+    snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, name, size - 1);
+    if (n > 0 && (size_t)n < size - 1 && name[0] == '/') {
+        name[n] = '\0';
+        if (!strstr(name, " (deleted)"))
+            return;
+    }
+    snprintf(name, size, "fd %d", fd);
+}
+
+IMG_API int img_open_fd(img **out, int fd, const char *format, unsigned flags, const img_opts *opts)
+{
+    if (!out)
+        return img_error(-EINVAL, "img_open_fd: out is required");
+    *out = NULL;
+    int ret = check_open_flags("img_open_fd", flags);
+    if (ret < 0)
+        return ret;
+    int mode = fd >= 0 ? fcntl(fd, F_GETFL) : -1;
+    if (mode < 0)
+        return img_error(-EBADF, "img_open_fd: %d is not an open descriptor", fd);
+    char name[4096];
+    name_of_fd(fd, name, sizeof(name));
+    bool need_write = (flags & IMG_OPEN_READ_WRITE) != 0;
+    if ((mode & O_ACCMODE) == O_WRONLY || (need_write && (mode & O_ACCMODE) != O_RDWR))
+        return img_error(-EBADF, "%s: the descriptor is not open for %s", name,
+                         need_write ? "reading and writing (IMG_OPEN_READ_WRITE)" : "reading");
+    int own = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    if (own < 0)
+        return img_error(-errno, "%s: cannot duplicate the descriptor", name);
+    struct io_file *file = NULL;
+    ret = io_file_from_fd(&file, own);
+    if (ret < 0) {
+        close(own);
+        return ret;
+    }
+    struct chain_seen seen = {.count = 0};
+    img_error_clear();
+    return open_one(out, name, file, format, flags, opts, 0, &seen);
 }
 
 IMG_API void img_close(img *img)

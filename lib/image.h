@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "error.h"
 #include "imgutil.h"
 
 struct img_aio;
@@ -42,6 +43,16 @@ struct img {
     struct img *backing;  /* NULL when none or IMG_OPEN_NO_BACKING */
     int depth;            /* 0 for the image the caller opened, 1 for its backing file, ... */
 
+    /* The files this image names (img_get_named_file), added with img_name_file(). */
+    struct img_named_file *named;
+    size_t named_count;
+    bool file_from_caller; /* opened by img_open_fd(): its locks are dropped at close */
+
+    /* img_set_progress(), under `lock`; img_cancel() counts requests (atomic). */
+    img_progress_fn progress;
+    void *progress_user;
+    uint64_t cancel_requests;
+
     pthread_mutex_t lock; /* serialises metadata updates; backends may use it or their own */
     struct img_aio *aio;  /* asynchronous requests (aio.c); NULL until first used */
 
@@ -62,17 +73,20 @@ struct img {
 static inline void img_io_enter(struct img *img)
 {
     pthread_rwlock_rdlock(&img->drain);
+    img_error_context_push(img->filename);
 }
 
 /* Enter an exclusive call on `img`: waits for the calls in flight, keeps new ones out. */
 static inline void img_drain_enter(struct img *img)
 {
     pthread_rwlock_wrlock(&img->drain);
+    img_error_context_push(img->filename);
 }
 
 /* Leaves either kind of call. */
 static inline void img_io_leave(struct img *img)
 {
+    img_error_context_pop();
     pthread_rwlock_unlock(&img->drain);
 }
 
@@ -115,6 +129,12 @@ struct img_extent {
     bool cacheable;
 };
 
+/* A file an image names, as img_get_named_file() lists it. */
+struct img_named_file {
+    char *path; /* resolved from the image's folder */
+    int kind;   /* IMG_NAMED_* */
+};
+
 /* An internal snapshot as info lists it. */
 struct img_snapshot {
     char *id;
@@ -149,6 +169,17 @@ char *img_resolve_path(const char *base_path, const char *name);
  */
 int img_open_named_host_file(struct io_file **out, const char *path, int oflags, const char *owner,
                              const char *what);
+
+/*
+ * Records that the image names the file `name` (resolved from the image's folder) as `kind`
+ * (IMG_NAMED_DATA_FILE, IMG_NAMED_EXTENT; the core adds the backing file itself). A backend
+ * calls it from open() for every such file, whether or not it opens it, so that
+ * img_get_named_file() lists them. 0 or -ENOMEM.
+ */
+int img_name_file(struct img *img, int kind, const char *name);
+
+/* Bytes the image's files take on disk (info's actual-size), or a negative errno. */
+int64_t img_allocated_size(struct img *img);
 
 /*
  * Opens a file named by the image (external data file, VMDK extent) subject to the open-flag

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /* img_info_json: qemu-img info --output=json, field for field and in qemu-img's order. */
 #include <errno.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "error.h"
 #include "formats/format.h"
@@ -54,7 +56,7 @@ static int write_one_image(struct img *img, struct json_writer *w)
     if (img->cluster_size)
         json_u64(w, "cluster-size", img->cluster_size);
     json_string(w, "format", img->fmt->name);
-    int64_t actual = io_file_allocated(img->file);
+    int64_t actual = img_allocated_size(img);
     if (actual >= 0)
         json_i64(w, "actual-size", actual);
     if (img->fmt->info_specific) {
@@ -103,6 +105,75 @@ IMG_API int img_info_json(img *img, unsigned flags, char **out)
         return img_error(-ENOMEM, "out of memory");
     *out = text;
     return 0;
+}
+
+static int list_snapshots(img *img, struct img_snapshot **list, size_t *count)
+{
+    *list = NULL;
+    *count = 0;
+    if (!img->fmt->snapshot_list)
+        return 0;
+    img_io_enter(img);
+    int ret = img->fmt->snapshot_list(img, list, count);
+    img_io_leave(img);
+    return ret;
+}
+
+IMG_API int img_snapshot_count(img *img)
+{
+    if (!img || img->magic != IMG_HANDLE_MAGIC)
+        return img_error(-EINVAL, "invalid image handle");
+    struct img_snapshot *list;
+    size_t count;
+    int ret = list_snapshots(img, &list, &count);
+    img_snapshots_free(list, count);
+    return ret < 0 ? ret : (int)count;
+}
+
+static int copy_string(const char *from, char **to)
+{
+    if (!to)
+        return 0;
+    *to = strdup(from ? from : "");
+    return *to ? 0 : -ENOMEM;
+}
+
+IMG_API int img_snapshot_get(img *img, int i, char **id, char **name, int64_t *date_sec,
+                             int32_t *date_nsec, uint64_t *vm_clock_nsec, uint64_t *vm_state_size)
+{
+    if (id)
+        *id = NULL;
+    if (name)
+        *name = NULL;
+    if (!img || img->magic != IMG_HANDLE_MAGIC)
+        return img_error(-EINVAL, "invalid image handle");
+    struct img_snapshot *list;
+    size_t count;
+    int ret = list_snapshots(img, &list, &count);
+    if (ret == 0 && (i < 0 || (size_t)i >= count))
+        ret = img_error(-ENOENT, "%s: has %zu snapshots, none with index %d", img->filename, count,
+                        i);
+    if (ret == 0) {
+        const struct img_snapshot *s = &list[i];
+        if (copy_string(s->id, id) < 0 || copy_string(s->name, name) < 0) {
+            ret = img_error(-ENOMEM, "out of memory");
+            if (id) {
+                free(*id);
+                *id = NULL;
+            }
+        } else {
+            if (date_sec)
+                *date_sec = s->date_sec;
+            if (date_nsec)
+                *date_nsec = (int32_t)s->date_nsec;
+            if (vm_clock_nsec)
+                *vm_clock_nsec = s->vm_clock_nsec;
+            if (vm_state_size)
+                *vm_state_size = s->vm_state_size;
+        }
+    }
+    img_snapshots_free(list, count);
+    return ret;
 }
 
 IMG_API int img_snapshot_list(img *img, char **out)

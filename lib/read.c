@@ -27,7 +27,10 @@ static int check_handle(struct img *img)
 static int map_one_layer(struct img *img, uint64_t offset, uint64_t length, struct img_extent *ext)
 {
     memset(ext, 0, sizeof(*ext));
+    /* A backing image's failure names the backing image, not the overlay read through it. */
+    img_error_context_push(img->filename);
     int ret = img->fmt->map(img, offset, length, ext);
+    img_error_context_pop();
     if (ret < 0)
         return ret;
     if (ext->length == 0 || ext->length > length)

@@ -9,6 +9,7 @@
 #include "error.h"
 #include "formats/format.h"
 #include "image.h"
+#include "progress.h"
 #include "io/io.h"
 #include "opts.h"
 #include "util/checked.h"
@@ -184,7 +185,7 @@ static int resize_locked(struct img *img, uint64_t new_size, unsigned flags, con
     if (new_size < img->size && !(flags & IMG_RESIZE_SHRINK))
         return img_error(-EINVAL,
                          "%s: shrinking from %" PRIu64 " to %" PRIu64
-                         " bytes loses data; it needs the shrink flag (--shrink)",
+                         " bytes loses data; it needs the flag IMG_RESIZE_SHRINK",
                          img->filename, img->size, new_size);
     if (new_size > (uint64_t)INT64_MAX)
         return img_error(-EFBIG, "%s: size %" PRIu64 " is too large", img->filename, new_size);
@@ -198,7 +199,10 @@ IMG_API int img_resize(img *img, uint64_t new_size, unsigned flags, const img_op
         return ret;
     /* Reads and writes check their range against the size: none may run while it changes. */
     img_drain_enter(img);
+    struct img_op op;
+    img_op_begin(&op, img, NULL, NULL);
     ret = resize_locked(img, new_size, flags, opts);
+    img_op_end(&op);
     img_io_leave(img);
     return ret;
 }
@@ -216,7 +220,10 @@ static int snapshot_call(img *img, const char *name, int (*fn)(struct img *img, 
                          img->filename, img->fmt->name);
     /* Apply swaps the active tables and the size under the data path: drain it (all three). */
     img_drain_enter(img);
+    struct img_op op;
+    img_op_begin(&op, img, NULL, NULL);
     ret = fn(img, name);
+    img_op_end(&op);
     img_io_leave(img);
     return ret;
 }

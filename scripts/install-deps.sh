@@ -9,4 +9,5 @@ $SUDO apt-get install -y --no-install-recommends \
     build-essential g++ meson ninja-build pkg-config \
     libbz2-dev \
     zlib1g-dev libzstd-dev liburing-dev libdeflate-dev libcmocka-dev \
-    qemu-utils abigail-tools clang libclang-rt-14-dev python3 bzip2 valgrind strace attr acl
+    qemu-utils abigail-tools clang libclang-rt-14-dev python3 bzip2 valgrind strace attr acl \
+    man-db groff-base

@@ -26,12 +26,25 @@ void cli_lib_error(const char *fmt, ...)
 {
     /* Read the message first: nothing below may call into the library and replace it. */
     const char *reason = img_last_error();
+    char context[4096];
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, CLI_NAME ": ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, ": %s\n", reason);
+    vsnprintf(context, sizeof(context), fmt, ap);
     va_end(ap);
+    /*
+     * The library's messages name their file ("disk.qcow2: ..."); where this line is that
+     * name alone ("imgutil: disk.qcow2: ..."), as qemu-img words it, it is not said twice.
+     */
+    const char *colon = strstr(reason, ": ");
+    char named[4096];
+    size_t n = colon ? (size_t)(colon - reason) : 0;
+    if (n > 0 && n < sizeof(named)) {
+        memcpy(named, reason, n);
+        named[n] = '\0';
+        if (strcmp(context, named) == 0)
+            reason = colon + 2;
+    }
+    fprintf(stderr, CLI_NAME ": %s: %s\n", context, reason);
 }
 
 int cli_usage_error(const char *fmt, ...)

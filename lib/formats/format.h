@@ -48,7 +48,23 @@ struct img_create_args {
      * lock with io_file_unlock(): img_open() takes it again, and would refuse a second holder.
      */
     struct io_file *file;
+    /*
+     * The caller set "overwrite_named": files the new image names (a data file, extents) may
+     * be emptied even if they hold data. Without it img_create_named_file() refuses them.
+     */
+    bool overwrite_named;
 };
+
+/*
+ * Opens a file the new image will name (`name` as the image will record it, resolved from
+ * the image's folder; `what` words messages: "data file", "extent"), creating it when absent,
+ * write-locked, and empty. An existing file that holds data is refused (-EEXIST) unless
+ * args->overwrite_named, so that nothing of the user's is lost to a mistyped name; one that is
+ * not a regular file (a device, a FIFO) is refused (-EINVAL). *created says whether this call
+ * created the file: on a later failure the caller removes it again.
+ */
+int img_create_named_file(const struct img_create_args *args, const char *name, const char *what,
+                          struct io_file **out, char **out_path, bool *created);
 
 struct img_check_result {
     uint64_t corruptions, leaks, check_errors;
@@ -237,6 +253,17 @@ struct img_format {
      * can refuse before it creates or empties anything. NULL: always.
      */
     int (*compress_allowed)(const img_opts *opts);
+
+    /*
+     * Optional: the IMG_FLAG_* bits only the backend knows (IMG_FLAG_CORRUPT, _ENCRYPTED,
+     * _DATA_FILE, _BITMAPS); the core adds DIRTY, SNAPSHOTS and BACKING. Any thread.
+     */
+    unsigned (*status_flags)(struct img *img);
+    /*
+     * Optional: bytes all the image's files take on disk (info's actual-size), for formats
+     * whose data lives in more than img->file (extents). NULL: img->file's allocation.
+     */
+    int64_t (*allocated_size)(struct img *img);
 };
 
 /* The registry (formats/registry.c): every backend, in probe-tie-break order. */

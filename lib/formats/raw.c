@@ -11,6 +11,7 @@
 #include "formats/format.h"
 #include "io/io.h"
 #include "opts.h"
+#include "progress.h"
 #include "util/checked.h"
 
 static int raw_probe(const uint8_t *buf, size_t len, const char *filename)
@@ -104,7 +105,12 @@ static int raw_fill_zeroes(struct io_file *f, uint64_t offset, uint64_t length)
     int ret = zeros && reqs ? io_queue_new(&q, FILL_IN_FLIGHT) : -ENOMEM;
     struct fill_state st = {0};
     unsigned next = 0;
+    uint64_t done = 0, total = length;
     while (ret == 0 && length && st.first_error == 0) {
+        /* Between two writes, a cancellation stops it; the caller gives the space back. */
+        ret = img_progress(done, total);
+        if (ret < 0)
+            break;
         /* Requests are reused in turn; the queue reaps one before the depth is exceeded. */
         struct io_req *req = &reqs[next];
         next = (next + 1) % FILL_IN_FLIGHT;
@@ -125,6 +131,7 @@ static int raw_fill_zeroes(struct io_file *f, uint64_t offset, uint64_t length)
         ret = io_queue_submit(q, req);
         offset += n;
         length -= n;
+        done += n;
     }
     if (q) {
         int drained = io_queue_drain(q);
@@ -134,6 +141,8 @@ static int raw_fill_zeroes(struct io_file *f, uint64_t offset, uint64_t length)
     }
     if (ret == 0)
         ret = st.first_error; /* raw_create names the file */
+    if (ret == 0)
+        img_progress_final(total);
     free(reqs);
     free(zeros);
     return ret;

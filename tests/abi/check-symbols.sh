@@ -75,6 +75,17 @@ while IFS= read -r sym; do
     fi
 done <"$tmp/exported-versioned"
 
+# Every function added after 1.0 has its IMGUTIL_HAVE_<NAME> macro, so programs can test for it.
+grep '@@*IMGUTIL_1\.0$' "$tmp/exported-versioned" | sed 's/@.*//' | sort >"$tmp/first"
+comm -23 "$tmp/exported" "$tmp/first" | while IFS= read -r name; do
+    macro="IMGUTIL_HAVE_$(echo "$name" | tr 'a-z' 'A-Z')"
+    grep -q "^#define $macro 1\$" "$header" || echo "$name: no $macro in $(basename "$header")"
+done >"$tmp/no-have"
+if [ -s "$tmp/no-have" ]; then
+    cat "$tmp/no-have"
+    status=1
+fi
+
 if [ $status -eq 0 ]; then
     echo "ok: $(wc -l <"$tmp/exported") symbols, header, version script and library agree"
 fi

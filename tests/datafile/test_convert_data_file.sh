@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # convert -O qcow2 -o data_file=F: the result matches qemu-img's (the same data file bytes, the
 # same map, a clean check), and a convert that cannot succeed leaves F as it was: not emptied,
-# not created, and never the source it is reading.
+# not created, and never the source it is reading. Unlike qemu-img, an existing F that holds
+# data is emptied only when asked for (overwrite_named=on), by convert and create alike.
 #
 # usage: test_convert_data_file.sh IMGUTIL   (exit 77 without qemu-img)
 
@@ -22,7 +23,17 @@ for name in existing new; do
         printf 'old contents\n' >existing.ref.data
     fi
     qemu-img convert -O qcow2 -o "data_file=$name.ref.data" src.raw "$name.ref.qcow2" || exit 1
-    expect_status 0 convert -O qcow2 -o "data_file=$name.data" src.raw "$name.qcow2" || continue
+    if [ "$name" = existing ]; then
+        expect_status 1 convert -O qcow2 -o "data_file=$name.data" src.raw "$name.qcow2"
+        expect_err "exists and holds data"
+        [ "$(cat existing.data)" = "old contents" ] || fail "convert emptied an existing data file"
+        [ -e existing.qcow2 ] && fail "a refused convert left existing.qcow2"
+        expect_status 0 convert -O qcow2 -o "data_file=$name.data,overwrite_named=on" src.raw \
+            "$name.qcow2" || continue
+    else
+        expect_status 0 convert -O qcow2 -o "data_file=$name.data" src.raw "$name.qcow2" ||
+            continue
+    fi
     cmp -s "$name.data" "$name.ref.data" || fail "$name: the data file differs from qemu-img's"
     qemu-img check "$name.qcow2" >check.out 2>&1 || fail "$name: qemu-img check: $(cat check.out)"
     qemu-img compare src.raw "$name.qcow2" >/dev/null 2>&1 || fail "$name: content differs"
@@ -33,8 +44,12 @@ for name in existing new; do
         fail "$name: the image does not name its data file"
 done
 
-# The source as its own data file: refused (it is locked for reading), and left intact.
-expect_status 1 convert -O qcow2 -o data_file=src.raw src.raw self.qcow2 && expect_err "lock"
+# The source as its own data file: refused (it holds data; even when emptying is allowed, it
+# is locked for reading), and left intact.
+expect_status 1 convert -O qcow2 -o data_file=src.raw src.raw self.qcow2 &&
+    expect_err "exists and holds data"
+expect_status 1 convert -O qcow2 -o data_file=src.raw,overwrite_named=on src.raw self.qcow2 &&
+    expect_err "lock"
 cmp -s src.raw src.copy || fail "convert emptied its own source, named as the data file"
 [ -e self.qcow2 ] && fail "a failed convert left self.qcow2"
 
@@ -51,6 +66,22 @@ expect_status 1 convert -c -O qcow2 -o data_file=kept.data src.raw comp.qcow2
 expect_err "external data file"
 [ "$(cat kept.data)" = "keep me" ] || fail "a refused compressed convert changed the data file"
 [ -e comp.qcow2 ] && fail "a refused compressed convert left comp.qcow2"
+
+# create alike: an existing data file with data is refused unless asked for; an empty one is
+# taken as it is.
+printf 'keep me too\n' >created.data
+expect_status 1 create -f qcow2 -o data_file=created.data created.qcow2 1M
+expect_err "exists and holds data"
+[ "$(cat created.data)" = "keep me too" ] || fail "create emptied an existing data file"
+[ -e created.qcow2 ] && fail "a refused create left created.qcow2"
+expect_status 0 create -f qcow2 -o data_file=created.data,overwrite_named=on created.qcow2 1M
+grep -q "keep me" created.data && fail "create with overwrite_named=on did not empty the data file"
+printf 'keep me too\n' >created.ref.data
+qemu-img create -q -f qcow2 -o data_file=created.ref.data created.ref.qcow2 1M || exit 1
+cmp -s created.data created.ref.data || fail "create's data file differs from qemu-img's"
+: >empty.data
+expect_status 0 create -f qcow2 -o data_file=empty.data empty.qcow2 1M
+qemu-img check empty.qcow2 >check.out 2>&1 || fail "create on an empty data file: $(cat check.out)"
 
 # A FIFO as the data file is refused, not waited on.
 mkfifo fifo.data || exit 1

@@ -75,3 +75,38 @@ fi
 
 # A sanitized build of the library needs its runtime loaded first.
 LD_PRELOAD="${IMGUTIL_ASAN_PRELOAD:-}" ASAN_OPTIONS=detect_leaks=0 LD_LIBRARY_PATH="$libdir" "$stage/consumer" "$stage/disk.raw"
+
+# The man pages are installed where man finds them, one per public function (aliases
+# included), and the CLI finds the installed library through its run path.
+prefix=$(pkg-config --variable=prefix imgutil | sed "s:^$stage/root::")
+mandir=$(find "$stage/root" -type d -name man3 -path '*/man/*' | head -n 1)
+if [ -z "$mandir" ]; then
+    echo "no man3 folder was installed" >&2
+    exit 1
+fi
+for page in libimgutil.3 img_open.3 img_open_fd.3 img_snapshot_get.3; do
+    if [ ! -f "$mandir/$page" ]; then
+        echo "man page $page was not installed in $mandir" >&2
+        exit 1
+    fi
+done
+if [ ! -f "$(dirname "$mandir")/man1/imgutil.1" ]; then
+    echo "imgutil.1 was not installed" >&2
+    exit 1
+fi
+if command -v man >/dev/null 2>&1; then
+    for name in img_open_fd img_get_flags libimgutil; do
+        if ! MANWIDTH=80 man -M "$(dirname "$mandir")" 3 "$name" 2>/dev/null | grep -q "$name"; then
+            echo "man -M ... 3 $name does not show its page" >&2
+            exit 1
+        fi
+    done
+fi
+cli=$(find "$stage/root" -type f -name imgutil -perm -u+x | head -n 1)
+runpath=$(readelf -d "$cli" | sed -n 's/.*(RUNPATH).*\[\(.*\)\]/\1/p')
+want=$(pkg-config --variable=libdir imgutil | sed "s:^$stage/root::")
+if [ "$runpath" != "$want" ]; then
+    echo "installed imgutil has run path '$runpath', expected $want (prefix $prefix)" >&2
+    exit 1
+fi
+echo "ok: man pages installed, imgutil runs from $want without LD_LIBRARY_PATH"

@@ -573,6 +573,9 @@ int qcow2_compress_unit(struct img *img, const void *buf, size_t len, void *out,
                         size_t *out_len);
 /* Whether images made with these creation options take compressed writes (no data file). */
 int qcow2_compress_allowed(const img_opts *opts);
+
+/* The IMG_FLAG_* bits the header and extensions give (corrupt, encrypted, data file, bitmaps). */
+unsigned qcow2_status_flags(struct img *img);
 int qcow2_write_compressed_data(struct img *img, uint64_t offset, const void *data, size_t len,
                                 bool stored_uncompressed);
 

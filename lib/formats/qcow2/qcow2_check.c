@@ -524,7 +524,7 @@ static int check_pass(struct qcow2_check_ctx *c)
 }
 
 static int run_pass(struct img *img, unsigned fix, struct img_check_result *result,
-                    qcow2_check_log_fn log, void *user)
+                    qcow2_check_log_fn log, void *user, bool first)
 {
     struct qcow2_state *s = img->priv;
     struct qcow2_check_ctx c = {
@@ -535,6 +535,7 @@ static int run_pass(struct img *img, unsigned fix, struct img_check_result *resu
         .log = log,
         .log_user = user,
         .has_data_file = (s->hdr.incompatible_features & QCOW2_INCOMPAT_DATA_FILE) != 0,
+        .reports_progress = first,
     };
     memset(result, 0, sizeof(*result));
     int ret = check_pass(&c);
@@ -574,11 +575,11 @@ int qcow2_check_logged(struct img *img, unsigned flags, struct img_check_result 
         ret = qcow2_flush_caches(s, true);
     }
     if (ret == 0)
-        ret = run_pass(img, fix, result, log, user);
+        ret = run_pass(img, fix, result, log, user, true);
     if (ret == 0 && result->corruptions_fixed + result->leaks_fixed > 0) {
         /* Report the repaired image as it now is, keeping the counts of what was repaired. */
         struct img_check_result after;
-        ret = run_pass(img, 0, &after, log, user);
+        ret = run_pass(img, 0, &after, log, user, false);
         if (ret == 0) {
             after.corruptions_fixed = result->corruptions_fixed;
             after.leaks_fixed = result->leaks_fixed;

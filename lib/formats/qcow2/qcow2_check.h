@@ -61,6 +61,12 @@ struct qcow2_check_ctx {
     uint64_t nb_clusters; /* entries in use (grows for references just past the end) */
     uint64_t refs_cap;    /* entries allocated */
 
+    /*
+     * The walk reports progress and may be cancelled: only in the first pass, before
+     * anything is repaired (the look after repairs runs to its end).
+     */
+    bool reports_progress;
+
     bool rebuild; /* the refcount structure itself is broken */
     bool wrote;   /* a repair was written and is not yet synced */
 

@@ -17,6 +17,7 @@
 #include "formats/qcow2/qcow2_check.h"
 #include "formats/qcow2/qcow2_offset_map.h"
 #include "io/io.h"
+#include "progress.h"
 #include "util/array.h"
 #include "util/checked.h"
 #include "util/endian.h"
@@ -476,8 +477,16 @@ static int check_tables(struct qcow2_check_ctx *c)
         ret = check_l1(c, &w, s->hdr.l1_table_offset, s->l1_size, true);
     if (ret == 0)
         ret = check_snapshots(c, &w);
-    for (size_t i = 0; ret == 0 && i < w.nb_uses; i++)
-        ret = check_l2(c, &w.uses[i], w.table);
+    /* Reading the L2 tables is the long part: progress in shares of the virtual size. */
+    uint64_t size = c->img->size;
+    for (size_t i = 0; ret == 0 && i < w.nb_uses; i++) {
+        if (c->reports_progress)
+            ret = img_progress((uint64_t)((double)size * (double)i / (double)w.nb_uses), size);
+        if (ret == 0)
+            ret = check_l2(c, &w.uses[i], w.table);
+    }
+    if (ret == 0 && c->reports_progress)
+        ret = img_progress(size, size);
     if (ret == 0)
         ret = qcow2_check_count_range(c, s->hdr.snapshots_offset, s->snapshot_table_bytes);
     qcow2_offset_map_free(&w.map);

@@ -277,64 +277,6 @@ static int write_skeleton(struct io_file *f, const struct img_create_args *args,
     return ret;
 }
 
-/*
- * Opens the external data file for a new image, creating it if it does not exist, and locks it
- * as a writer. Nothing in it is changed yet: a file held by anyone else (a running VM, or the
- * source of this very convert) is refused with -EBUSY before it is emptied. *created says
- * whether this call created it, so that a failure can remove it again.
- */
-static int open_data_file(const struct img_create_args *args, const struct create_opts *o,
-                          struct io_file **out, char **out_path, bool *created)
-{
-    *created = false;
-    char *path = img_resolve_path(args->path, o->data_file);
-    if (!path)
-        return img_error(-ENOMEM, "out of memory");
-    const char *owner = args->path;
-    int ret;
-    if (access(path, F_OK) < 0 && errno == ENOENT) {
-        /* O_EXCL: a file that appears meanwhile is someone else's, not ours to remove. */
-        ret = io_file_open(out, path, O_RDWR | O_CREAT | O_EXCL, 0644);
-        if (ret < 0)
-            img_error(ret, "qcow2: %s: cannot create the data file '%s': %s", owner, path,
-                      img_strerror(ret));
-        *created = ret == 0;
-    } else {
-        /* Checked to be a regular file or a block device before anything else. */
-        ret = img_open_named_host_file(out, path, O_RDWR, owner, "data file");
-        if (ret < 0)
-            img_error_prefix("qcow2");
-    }
-    if (ret == 0) {
-        ret = io_file_lock(*out, IO_LOCK_WRITE, path);
-        if (ret < 0) {
-            img_error_prefix("qcow2: %s: cannot take the data file", owner);
-            io_file_close(*out);
-            *out = NULL;
-            if (*created)
-                unlink(path);
-            *created = false;
-        }
-    }
-    if (ret < 0) {
-        free(path);
-        return ret;
-    }
-    *out_path = path;
-    return 0;
-}
-
-/* Empties a data file that open_data_file() holds: the new image describes all of it. */
-static int empty_data_file(struct io_file *f, const char *path)
-{
-    if (is_block_device(f))
-        return 0; /* a device keeps its size; unallocated clusters are not read from it */
-    int ret = io_truncate(f, 0);
-    if (ret < 0)
-        img_error(ret, "qcow2: cannot empty the data file '%s': %s", path, img_strerror(ret));
-    return ret;
-}
-
 int qcow2_create(const struct img_create_args *args)
 {
     struct create_opts o;
@@ -361,9 +303,8 @@ int qcow2_create(const struct img_create_args *args)
     bool data_created = false;
     ret = write_skeleton(f, args, &o);
     if (ret == 0 && o.data_file)
-        ret = open_data_file(args, &o, &data, &data_path, &data_created);
-    if (ret == 0 && data)
-        ret = empty_data_file(data, data_path);
+        ret =
+            img_create_named_file(args, o.data_file, "data file", &data, &data_path, &data_created);
     if (ret < 0 && data_created)
         unlink(data_path);
     io_file_close(data);

@@ -212,6 +212,9 @@ static int qcow2_open(struct img *img, const img_opts *opts)
         goto fail;
 
     if (h->incompatible_features & QCOW2_INCOMPAT_DATA_FILE) {
+        if (s->ext.data_file &&
+            (ret = img_name_file(img, IMG_NAMED_DATA_FILE, s->ext.data_file)) < 0)
+            goto fail;
         s->data_file_raw = (h->autoclear_features & QCOW2_AUTOCLEAR_DATA_FILE_RAW) != 0;
         /*
          * Without permission the image is opened for its metadata only (info never opens a
@@ -284,4 +287,5 @@ const struct img_format format_qcow2 = {
     .compress_unit = qcow2_compress_unit,
     .write_compressed_data = qcow2_write_compressed_data,
     .compress_allowed = qcow2_compress_allowed,
+    .status_flags = qcow2_status_flags,
 };

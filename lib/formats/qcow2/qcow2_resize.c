@@ -19,6 +19,7 @@
 #include "image.h"
 #include "io/io.h"
 #include "opts.h"
+#include "progress.h"
 #include "util/checked.h"
 #include "util/endian.h"
 
@@ -125,7 +126,12 @@ static int write_size_field(struct qcow2_state *s, uint64_t size)
     return 0;
 }
 
-static int fill_zeros(struct io_file *f, uint64_t offset, uint64_t len)
+/*
+ * Writes zeros; progress says `done` + the bytes written so far of `total` (the caller's whole
+ * preallocation), and a cancellation stops it between two writes.
+ */
+static int fill_zeros(struct io_file *f, uint64_t offset, uint64_t len, uint64_t done,
+                      uint64_t total)
 {
     uint8_t *zeros = calloc(1, FULL_CHUNK);
     if (!zeros)
@@ -133,9 +139,12 @@ static int fill_zeros(struct io_file *f, uint64_t offset, uint64_t len)
     int ret = 0;
     while (len && ret == 0) {
         uint64_t n = min_u64(len, FULL_CHUNK);
-        ret = io_pwrite(f, zeros, n, offset);
+        ret = img_progress(done, total);
+        if (ret == 0)
+            ret = io_pwrite(f, zeros, n, offset);
         offset += n;
         len -= n;
+        done += n;
     }
     free(zeros);
     return ret;
@@ -200,6 +209,10 @@ static int preallocate_locked(struct qcow2_state *s, uint64_t first, uint64_t en
             c++;
             continue;
         }
+        uint64_t done = (c - first) << s->cluster_bits, total = (end - first) << s->cluster_bits;
+        ret = img_progress(done, total);
+        if (ret < 0)
+            break;
         uint64_t host = c << s->cluster_bits;
         if (!qcow2_has_data_file(s))
             ret = qcow2_alloc_clusters(s, run, &host);
@@ -233,7 +246,7 @@ static int preallocate_locked(struct qcow2_state *s, uint64_t first, uint64_t en
             if (ret == -ENOTSUP)
                 ret = 0;
         } else if (ret == 0 && mode == QCOW2_PREALLOC_FULL) {
-            ret = fill_zeros(data, host, bytes);
+            ret = fill_zeros(data, host, bytes, done, total);
         }
         if (ret == 0 && run_end > *file_end)
             *file_end = run_end;
@@ -295,7 +308,7 @@ static int preallocate_area(struct qcow2_state *s, uint64_t first, uint64_t end,
     if (file_size < 0)
         return (int)file_size;
     if (mode == QCOW2_PREALLOC_FULL) {
-        ret = fill_zeros(s->file, start, bytes);
+        ret = fill_zeros(s->file, start, bytes, 0, bytes);
     } else {
         if (start < (uint64_t)file_size)
             ret =
@@ -347,6 +360,8 @@ int qcow2_preallocate(struct img *img, uint64_t start, uint64_t end, enum qcow2_
     pthread_mutex_lock(&s->lock);
     int ret = area ? preallocate_area(s, first, last_end, mode)
                    : preallocate_locked(s, first, last_end, end, mode, &file_end);
+    if (ret == 0)
+        img_progress_final((last_end - first) << s->cluster_bits);
     if (ret == 0)
         ret = qcow2_flush_caches(s, true);
     pthread_mutex_unlock(&s->lock);

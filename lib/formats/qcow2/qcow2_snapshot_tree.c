@@ -17,6 +17,7 @@
 #include "io/io.h"
 #include "util/checked.h"
 #include "util/endian.h"
+#include "progress.h"
 
 /* A run of host clusters that are next to each other: one refcount update for all of them. */
 struct run {
@@ -141,11 +142,15 @@ int qcow2_snapshot_tree_count(struct qcow2_snapshot_txn *t, const uint64_t *l1, 
         return img_error(-ENOMEM, "out of memory");
     struct qcow2_offset_map seen;
     qcow2_offset_map_init(&seen, l1_size);
+    /* Counting happens in the transaction: a cancellation leaves the image as it was. */
+    uint64_t coverage = (uint64_t)s->l2_entries << s->cluster_bits;
     for (uint32_t i = 0; i < l1_size && ret == 0; i++) {
         uint64_t l2_offset = l1[i] & QCOW2_L1E_OFFSET_MASK;
         if (!l2_offset)
             continue;
-        ret = check_l2_offset(s, &seen, l2_offset, i, fsize);
+        ret = img_progress(i * coverage, l1_size * coverage);
+        if (ret == 0)
+            ret = check_l2_offset(s, &seen, l2_offset, i, fsize);
         if (ret == 0)
             ret = io_pread(s->file, table, s->cluster_size, l2_offset);
         if (ret == 0)

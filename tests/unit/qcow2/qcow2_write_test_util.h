@@ -40,6 +40,8 @@ static inline void qw_create(const char *path, uint64_t size, const char *option
 {
     img_opts *o = qw_opts(options);
     img_opts_set(o, "overwrite", "on");
+    /* Tests re-create images over the data files of earlier cases. */
+    img_opts_set(o, "overwrite_named", "on");
     int ret = img_create(path, "qcow2", size, o);
     if (ret < 0)
         fprintf(stderr, "img_create %s: %s\n", path, img_last_error());

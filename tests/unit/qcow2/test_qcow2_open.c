@@ -484,7 +484,9 @@ static void test_data_file(void **state)
     assert_int_equal(img_open(&pub, path, NULL, IMG_OPEN_READ_ONLY, NULL), 0);
     uint8_t sector[512];
     assert_int_equal(img_pread(pub, sector, sizeof(sector), 100), -EPERM);
-    assert_string_equal(img_last_error(), refused);
+    /* Through the public call, the message also names the image. */
+    assert_message_contains(refused);
+    assert_message_contains(path);
     memset(sector, 0xee, sizeof(sector));
     assert_int_equal(img_pread(pub, sector, sizeof(sector), 2 << 16), (int64_t)sizeof(sector));
     assert_true(buffer_is_zero(sector, sizeof(sector)));
