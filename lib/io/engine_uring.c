@@ -43,6 +43,7 @@ struct uring_queue {
     unsigned in_kernel;
     struct io_req *backlog_head;
     struct io_req *backlog_tail;
+    bool waited; /* the queue's io_queue_set_waited(), copied when a request starts */
 };
 
 /* Synchronous calls: one small ring per thread. */
@@ -155,6 +156,8 @@ static void prep_sqe(struct io_uring_sqe *sqe, struct io_req *req, bool queued)
 /* Puts the (rest of the) request in the ring, or in the backlog when the ring is full. */
 static void start(struct uring_queue *uq, struct io_req *req)
 {
+    /* A queue whose owner waits at once has nothing to overlap with either (see prep_sqe). */
+    bool queued = !uq->waited;
     struct io_uring_sqe *sqe = NULL;
     if (uq->in_kernel < uq->entries)
         sqe = io_uring_get_sqe(&uq->ring);
@@ -167,7 +170,7 @@ static void start(struct uring_queue *uq, struct io_req *req)
         uq->backlog_tail = req;
         return;
     }
-    prep_sqe(sqe, req, true);
+    prep_sqe(sqe, req, queued);
     uq->in_kernel++;
 }
 
@@ -182,6 +185,8 @@ static void start_backlog(struct uring_queue *uq)
     }
 }
 
+static bool sync_uses_ring(const struct io_req *req);
+
 /* Whether the ring can carry this request (liburing 2.3 has no ftruncate opcode). */
 static bool ring_can(const struct io_req *req)
 {
@@ -191,17 +196,26 @@ static bool ring_can(const struct io_req *req)
 static int uring_submit(struct io_queue *q, struct io_req *req)
 {
     struct uring_queue *uq = q->engine_state;
-    if (!ring_can(req)) {
-        /* Done inline; the callback still runs only at the next reap. */
+    uq->waited = q->waited;
+    if (!ring_can(req) || (q->waited && !sync_uses_ring(req))) {
+        /*
+         * Done inline; the callback still runs only at the next reap. A waited queue's owner
+         * waits at once as a synchronous caller does, so the same requests as for those run
+         * inline: measured on a 1 GiB qcow2 -> raw convert, its writes through the ring cost
+         * 2.4 times the context switches for no less CPU time.
+         */
         io_queue_complete(q, req, io_req_execute(req));
         return 0;
     }
     start(uq, req);
     /*
      * Sent now so the I/O overlaps whatever the caller does next. Should the kernel refuse for
-     * the moment (EAGAIN, EBUSY, EINTR), the SQE stays queued and collect() sends it.
+     * the moment (EAGAIN, EBUSY, EINTR), the SQE stays queued and collect() sends it. A queue
+     * whose owner waits at once is sent by collect(): the whole batch in the system call that
+     * waits for it.
      */
-    io_uring_submit(&uq->ring);
+    if (!uq->waited)
+        io_uring_submit(&uq->ring);
     return 0;
 }
 
