@@ -7,6 +7,10 @@
  * again for the remainder, and a read that reaches the end of the file is zero-filled, as
  * io_pread() does.
  *
+ * A waited queue (io_queue_set_waited: its owner waits for each batch at once, as convert's
+ * chunks do) sends its batch in the io_uring_enter that waits for it, without IOSQE_ASYNC, and
+ * runs inline the requests a synchronous call runs inline (see sync_uses_ring).
+ *
  * Synchronous reads use a second, small ring per thread (made on the thread's first call,
  * released by a thread-specific-data destructor when the thread exits): one io_uring_enter
  * both submits the request and waits for it. The other synchronous calls run inline with the
@@ -201,8 +205,9 @@ static int uring_submit(struct io_queue *q, struct io_req *req)
         /*
          * Done inline; the callback still runs only at the next reap. A waited queue's owner
          * waits at once as a synchronous caller does, so the same requests as for those run
-         * inline: measured on a 1 GiB qcow2 -> raw convert, its writes through the ring cost
-         * 2.4 times the context switches for no less CPU time.
+         * inline: measured on a 1 GiB qcow2 -> raw convert, its writes through the ring (handed
+         * by the kernel to its io-wq workers) made 2.4 times the voluntary context switches
+         * (446 against 186 per convert) for no less CPU time.
          */
         io_queue_complete(q, req, io_req_execute(req));
         return 0;
