@@ -4,9 +4,9 @@
 
 /*
  * Between the parts of img_convert: convert.c sets up the job and the target; convert_pool.c
- * runs the copy as an event loop on the calling thread, keeping the reads and writes of
- * several chunks in flight through an io_queue and handing their CPU work to the process-wide
- * workpool; convert_chunk.c says what one chunk needs (its reads, its zeros, its writes).
+ * hands the chunks out, one process-wide workpool item per chunk, and reports progress on the
+ * calling thread; convert_chunk.c does what one chunk needs (its reads, its zeros, its
+ * writes), keeping each step's requests in flight together through the chunk's io_queue.
  */
 
 #include <stdbool.h>
@@ -46,8 +46,16 @@ struct convert_job {
     bool zeros_explicit;
 };
 
+/* A host request of a chunk, and the allocation its write completes (NULL: none). */
+struct convert_req {
+    struct io_req io;
+    struct img_alloc *token;
+};
+
 /* One chunk's buffers and the requests it needs; one per chunk in flight. */
 struct convert_chunk_ctx {
+    /* The chunk's requests go through this queue, from one thread at a time. */
+    struct io_queue *queue;
     uint8_t *buf; /* CONVERT_CHUNK_SIZE bytes */
     /* Ranges of the current chunk known to read as zeros, relative to its start, sorted. */
     struct convert_zero_run {
@@ -69,12 +77,23 @@ struct convert_chunk_ctx {
     size_t packed_in_used;
     size_t packed_in_req; /* index + 1 in reqs of the last stream read, 0: none */
     /*
-     * Host requests for the event loop to submit: first the reads of the source's DATA
+     * Host requests listed and not yet submitted: first the reads of the source's DATA
      * extents (convert_chunk_plan), then the writes of the target (convert_chunk_compute).
-     * The caller fills in `done` and `user`.
+     * The list only grows while none of it is in flight.
      */
-    struct io_req *reqs;
+    struct convert_req *reqs;
     size_t nreqs, reqs_cap;
+    /*
+     * Writes whose allocation is not linked yet (a token) hold their first and last target
+     * cluster: a later allocation of the same chunk touching that cluster would wait for it,
+     * so the listed requests are written and linked first.
+     */
+    bool tokens_listed;
+    uint64_t token_last_cluster;
+    /* For the completions: the job, the first failure of a request and its message. */
+    const struct convert_job *job;
+    int io_result;
+    char io_message[256];
     /*
      * Compressing in guest order: convert_chunk_compute() compresses the chunk's units into
      * `packed` (CONVERT_CHUNK_SIZE bytes, allocated on first use; each stream is shorter than
@@ -95,20 +114,19 @@ int convert_chunk_ctx_init(struct convert_chunk_ctx *ctx);
 void convert_chunk_ctx_fini(struct convert_chunk_ctx *ctx);
 
 /*
- * The event loop's half of reading guest bytes [offset, offset + length): maps the source,
- * notes the ranges that read as zeros and the compressed extents, and lists in ctx->reqs a
- * read for each DATA extent. Touches the source's metadata only (any one thread).
+ * Reads guest bytes [offset, offset + length) of the source: maps it, notes the ranges that
+ * read as zeros and the compressed extents, and reads every DATA extent (and the compressed
+ * streams that fit) with all the reads in flight at once. Touches the source's metadata only.
  */
-int convert_chunk_plan(const struct convert_job *job, struct convert_chunk_ctx *ctx,
+int convert_chunk_read(const struct convert_job *job, struct convert_chunk_ctx *ctx,
                        uint64_t offset, uint64_t length);
 
 /*
- * The worker's half, once the reads are in: clears and decompresses what was not read, finds
- * the zero blocks, and then either compresses the units (when compressing; written later by
- * convert_chunk_commit()) or allocates the target's ranges and lists in ctx->reqs the writes
- * whose place in the file is known. Ranges whose allocation must be completed after the data
- * is written (a backend's alloc token), and zeros written over a backing file, are written
- * here, on the worker.
+ * Then: clears and decompresses what was not read, finds the zero blocks, and either
+ * compresses the units (when compressing; written later by convert_chunk_commit()) or
+ * allocates the target's ranges and writes them, the writes in flight together. A write that
+ * allocates (a backend's alloc token) is linked by alloc_commit() once it has completed, as
+ * the synchronous path orders it: data, then the metadata that points at it.
  */
 int convert_chunk_compute(const struct convert_job *job, struct convert_chunk_ctx *ctx,
                           uint64_t offset, uint64_t length);

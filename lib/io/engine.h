@@ -39,6 +39,7 @@ struct io_queue {
     const struct io_engine *engine;
     void *engine_state;
     unsigned depth;
+    bool waited; /* see io_queue_set_waited; read by the engines */
     /* Submitted and callback not yet run; in_flight - ready_count are in the engine. */
     unsigned in_flight;
     unsigned ready_count;

@@ -7,6 +7,10 @@
  * again for the remainder, and a read that reaches the end of the file is zero-filled, as
  * io_pread() does.
  *
+ * A waited queue (io_queue_set_waited: its owner waits for each batch at once, as convert's
+ * chunks do) sends its batch in the io_uring_enter that waits for it, without IOSQE_ASYNC, and
+ * runs inline the requests a synchronous call runs inline (see sync_uses_ring).
+ *
  * Synchronous reads use a second, small ring per thread (made on the thread's first call,
  * released by a thread-specific-data destructor when the thread exits): one io_uring_enter
  * both submits the request and waits for it. The other synchronous calls run inline with the
@@ -43,6 +47,7 @@ struct uring_queue {
     unsigned in_kernel;
     struct io_req *backlog_head;
     struct io_req *backlog_tail;
+    bool waited; /* the queue's io_queue_set_waited(), copied when a request starts */
 };
 
 /* Synchronous calls: one small ring per thread. */
@@ -155,6 +160,8 @@ static void prep_sqe(struct io_uring_sqe *sqe, struct io_req *req, bool queued)
 /* Puts the (rest of the) request in the ring, or in the backlog when the ring is full. */
 static void start(struct uring_queue *uq, struct io_req *req)
 {
+    /* A queue whose owner waits at once has nothing to overlap with either (see prep_sqe). */
+    bool queued = !uq->waited;
     struct io_uring_sqe *sqe = NULL;
     if (uq->in_kernel < uq->entries)
         sqe = io_uring_get_sqe(&uq->ring);
@@ -167,7 +174,7 @@ static void start(struct uring_queue *uq, struct io_req *req)
         uq->backlog_tail = req;
         return;
     }
-    prep_sqe(sqe, req, true);
+    prep_sqe(sqe, req, queued);
     uq->in_kernel++;
 }
 
@@ -182,6 +189,8 @@ static void start_backlog(struct uring_queue *uq)
     }
 }
 
+static bool sync_uses_ring(const struct io_req *req);
+
 /* Whether the ring can carry this request (liburing 2.3 has no ftruncate opcode). */
 static bool ring_can(const struct io_req *req)
 {
@@ -191,17 +200,27 @@ static bool ring_can(const struct io_req *req)
 static int uring_submit(struct io_queue *q, struct io_req *req)
 {
     struct uring_queue *uq = q->engine_state;
-    if (!ring_can(req)) {
-        /* Done inline; the callback still runs only at the next reap. */
+    uq->waited = q->waited;
+    if (!ring_can(req) || (q->waited && !sync_uses_ring(req))) {
+        /*
+         * Done inline; the callback still runs only at the next reap. A waited queue's owner
+         * waits at once as a synchronous caller does, so the same requests as for those run
+         * inline: measured on a 1 GiB qcow2 -> raw convert, its writes through the ring (handed
+         * by the kernel to its io-wq workers) made 2.4 times the voluntary context switches
+         * (446 against 186 per convert) for no less CPU time.
+         */
         io_queue_complete(q, req, io_req_execute(req));
         return 0;
     }
     start(uq, req);
     /*
      * Sent now so the I/O overlaps whatever the caller does next. Should the kernel refuse for
-     * the moment (EAGAIN, EBUSY, EINTR), the SQE stays queued and collect() sends it.
+     * the moment (EAGAIN, EBUSY, EINTR), the SQE stays queued and collect() sends it. A queue
+     * whose owner waits at once is sent by collect(): the whole batch in the system call that
+     * waits for it.
      */
-    io_uring_submit(&uq->ring);
+    if (!uq->waited)
+        io_uring_submit(&uq->ring);
     return 0;
 }
 

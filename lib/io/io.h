@@ -127,6 +127,17 @@ int io_queue_reap(struct io_queue *q, unsigned min);
 /* Waits for every submitted request and runs their callbacks. */
 int io_queue_drain(struct io_queue *q);
 unsigned io_queue_in_flight(const struct io_queue *q);
+/*
+ * Declares that the owner of this queue waits for its requests right after submitting them
+ * (a batch, then io_queue_drain) and gets its parallelism from other queues on other threads
+ * rather than from this one. The engine then performs what it can on the owner's thread,
+ * sparing a hand-off to another thread and back per request: io_uring copies a request the
+ * page cache can serve inside io_uring_enter (no IOSQE_ASYNC), and sends a batch in the call
+ * that waits for it; the thread-pool engine runs the requests on the waiting thread. Call
+ * it while nothing is in flight. Requests of such a queue may not start before the owner
+ * waits for them (io_queue_reap with min > 0, io_queue_drain).
+ */
+void io_queue_set_waited(struct io_queue *q, bool waited);
 
 /* "uring" or "threads": the engine this process uses. */
 const char *io_engine_name(void);

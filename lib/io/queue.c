@@ -219,6 +219,12 @@ int io_queue_drain(struct io_queue *q)
     return 0;
 }
 
+void io_queue_set_waited(struct io_queue *q, bool waited)
+{
+    if (q && q->in_flight == 0)
+        q->waited = waited;
+}
+
 unsigned io_queue_in_flight(const struct io_queue *q)
 {
     return q ? q->in_flight : 0;
