@@ -58,8 +58,16 @@ int img_progress(uint64_t done, uint64_t total)
     if (!op->cancelled && op->img &&
         __atomic_load_n(&op->img->cancel_requests, __ATOMIC_ACQUIRE) != op->cancel_mark)
         op->cancelled = true;
-    if (!op->cancelled && op->fn && op->fn(op->user, done > total ? total : done, total))
-        op->cancelled = true;
+    done = done > total ? total : done;
+    /* At most about 1024 reports per pass: loops call this per 64 KiB. A new pass reports. */
+    bool due = !op->reported || done < op->last_done || done == total ||
+               done - op->last_done >= (total >> 10);
+    if (!op->cancelled && op->fn && due) {
+        op->reported = true;
+        op->last_done = done;
+        if (op->fn(op->user, done, total))
+            op->cancelled = true;
+    }
     if (op->cancelled)
         return img_error(-ECANCELED, "operation cancelled");
     return 0;

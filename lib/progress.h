@@ -22,6 +22,8 @@ struct img_op {
     void *user;
     uint64_t cancel_mark; /* img->cancel_requests when the operation began */
     bool cancelled;
+    bool reported; /* a report has been made; `last_done` is its `done` */
+    uint64_t last_done;
     struct img_op *outer; /* the operation this one runs inside, if any */
     /* An internal call inside another operation (create's resize) reports to that one. */
     struct img_op *delegate;
