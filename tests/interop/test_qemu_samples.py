@@ -74,7 +74,8 @@ def readme_sha256(folder, name):
     with open(os.path.join(folder, 'README.md'), encoding='utf-8') as f:
         for line in f:
             cells = [c.strip() for c in line.strip().strip('|').split('|')]
-            if cells and cells[0] == name:
+            # A row may name several samples: "parallels-v1, parallels-v2".
+            if cells and name in [n.strip() for n in cells[0].split(',')]:
                 for c in cells[1:]:
                     if re.fullmatch(r'[0-9a-f]{64}', c):
                         return c
