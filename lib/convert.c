@@ -49,6 +49,7 @@ static int convert_through_format(struct convert_job *job, const char *temp, con
     bool whole_clusters = is_power_of_two(cluster) && CONVERT_CHUNK_SIZE % cluster == 0;
     /* Unallocated ranges of the target would show its backing file, not the source's zeros. */
     job->zeros_explicit = dst->backing_name != NULL || device;
+    job->compress = job->compress || dst->needs_compressed_writes;
     if (job->compress) {
         if (!dst->fmt->compress_unit || !dst->fmt->write_compressed_data || !whole_clusters) {
             img_close(dst);

@@ -55,6 +55,8 @@ static int write_one_image(struct img *img, struct json_writer *w)
         json_u64(w, "cluster-size", img->cluster_size);
     json_string(w, "format", img->fmt->name);
     int64_t actual = io_file_allocated(img->file);
+    if (actual >= 0 && img->fmt->allocated_size)
+        actual = img->fmt->allocated_size(img, actual);
     if (actual >= 0)
         json_i64(w, "actual-size", actual);
     if (img->fmt->info_specific) {

@@ -226,6 +226,12 @@ struct img_format {
      * can refuse before it creates or empties anything. NULL: always.
      */
     int (*compress_allowed)(const img_opts *opts);
+
+    /*
+     * Optional, for images stored in several files: info's "actual-size", given `file_bytes`,
+     * the bytes allocated to img->file. NULL: file_bytes. Any thread.
+     */
+    int64_t (*allocated_size)(struct img *img, int64_t file_bytes);
 };
 
 /* The registry (formats/registry.c): every backend, in probe-tie-break order. */
@@ -254,5 +260,6 @@ const char *format_probe_unsupported(const uint8_t *buf, size_t len, const char 
 
 extern const struct img_format format_raw;
 extern const struct img_format format_qcow2;
+extern const struct img_format format_vmdk;
 
 #endif

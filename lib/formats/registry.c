@@ -7,6 +7,7 @@
 /* Probe order breaks ties: earlier wins. Raw is last, bidding lowest, as the fallback. */
 static const struct img_format *const formats[] = {
     &format_qcow2,
+    &format_vmdk,
     &format_raw,
 };
 
@@ -81,9 +82,6 @@ static bool has_suffix(const char *name, const char *suffix)
 
 const char *format_probe_unsupported(const uint8_t *buf, size_t len, const char *filename)
 {
-    if (has_magic(buf, len, 0, "KDMV") || has_magic(buf, len, 0, "COWD") ||
-        has_magic(buf, len, 0, "# Disk DescriptorFile"))
-        return "vmdk";
     if (has_magic(buf, len, 0, "conectix"))
         return "vpc";
     if (has_magic(buf, len, 0, "vhdxfile"))
