@@ -134,12 +134,12 @@ static int open_vmdk4(struct img *img, struct vmdk_extent *e, const char *filena
         return img_error(gtes && granularity ? -EFBIG : -EINVAL, "vmdk: '%s': %s", filename,
                          gtes && granularity ? "invalid granularity, image may be corrupt"
                                              : "L1 entry size is invalid");
-    if (capacity > UINT64_MAX / 512 - l1_entry_sectors)
-        return img_error(-EFBIG, "vmdk: '%s': capacity %" PRIu64 " sectors is too large", filename,
-                         capacity);
-    uint64_t l1_size = (capacity + l1_entry_sectors - 1) / l1_entry_sectors;
+    uint64_t l1_size = capacity / l1_entry_sectors + (capacity % l1_entry_sectors != 0);
     if (l1_size > VMDK_MAX_L1_ENTRIES)
         return img_error(-EFBIG, "vmdk: '%s': L1 size too big", filename);
+    if (capacity > (uint64_t)INT64_MAX / 512)
+        return img_error(-EFBIG, "vmdk: '%s': capacity %" PRIu64 " sectors is too large", filename,
+                         capacity);
     if (grain_offset > UINT64_MAX / 512 || (uint64_t)file_size < grain_offset * 512)
         return img_error(
             -EINVAL, "vmdk: '%s': file truncated, expecting at least %" PRIu64 " bytes", filename,

@@ -393,8 +393,11 @@ int vmdk_write_compressed_data(struct img *img, uint64_t offset, const void *dat
     }
     uint64_t grain_bytes = e->grain_sectors * VMDK_SECTOR;
     uint64_t extent_end = e->start + e->sectors * VMDK_SECTOR;
-    if ((offset - e->start) % grain_bytes || len > grain_bytes ||
-        (len < grain_bytes && offset + len != extent_end) || !e->has_marker)
+    /* `len` is the unit's length when stored plain, else the stream's. */
+    if ((offset - e->start) % grain_bytes || !e->has_marker ||
+        (stored_uncompressed &&
+         (len > grain_bytes || (len < grain_bytes && offset + len != extent_end))) ||
+        (!stored_uncompressed && len > 2 * grain_bytes))
         return img_error(-EINVAL,
                          "vmdk: '%s': a compressed write must cover one whole grain at a "
                          "grain boundary",
