@@ -375,13 +375,14 @@ static int build(const struct img_create_args *args, const struct create_plan *p
     if (ret == 0 && embedded && desc_len > VMDK_DESC_SIZE)
         ret = img_error(-EINVAL, "vmdk: the descriptor (%zu bytes) does not fit in its %u bytes",
                         desc_len, VMDK_DESC_SIZE);
-    if (ret == 0 && !embedded)
-        ret = io_truncate(args->file, 0);
-    if (ret == 0)
-        ret = io_pwrite(args->file, desc, desc_len, embedded ? 0x200 : 0);
-    if (ret < 0 && ret != -ENOMEM && ret != -EINVAL && ret != -EFBIG)
-        img_error(ret, "vmdk: could not write description to '%s': %s", args->path,
-                  img_strerror(ret));
+    if (ret == 0) {
+        ret = embedded ? 0 : io_truncate(args->file, 0);
+        if (ret == 0)
+            ret = io_pwrite(args->file, desc, desc_len, embedded ? 0x200 : 0);
+        if (ret < 0)
+            img_error(ret, "vmdk: could not write description to '%s': %s", args->path,
+                      img_strerror(ret));
+    }
     free(desc);
     free(parent_line);
     free(lines);

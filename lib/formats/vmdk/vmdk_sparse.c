@@ -247,6 +247,9 @@ int vmdk_open_sparse(struct img *img, struct vmdk_extent *e, const char *filenam
         return img_error(ret, "vmdk: could not read header from file '%s': %s", filename,
                          img_strerror(ret));
     uint32_t magic = load_le32(h);
+    if (size < 512)
+        return img_error(-EINVAL, "vmdk: '%s': file truncated, its header needs 512 bytes",
+                         filename);
     if (sesparse)
         return open_sesparse(img, e, filename, h);
     if (magic == VMDK4_MAGIC)

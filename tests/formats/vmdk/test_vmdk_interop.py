@@ -1,0 +1,289 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+"""VMDK against qemu-img and qemu-io, both ways, for every subformat and creation option:
+
+  - qemu -> here: images made by qemu-img convert/create and written by qemu-io read here byte
+    for byte as qemu-img reads them, and `info`, `map` and `check` print what qemu-img prints;
+  - here -> qemu: images made by imgutil create/convert pass qemu-img check and compare equal
+    to their source, and qemu-img's info and map agree with ours;
+  - random writes, zeros and reopens through the public API against a shadow (write_driver),
+    on sparse, split, zeroed-grain, flat and backed images, then qemu-img check and compare;
+  - kill points in the sparse writer: killed before any of its writes, the image passes
+    qemu-img check and every range written reads either as before or as written;
+  - the real VMware sample (version 3) reads with the README's sha256, and the fuzzed one is
+    refused as QEMU refuses it.
+
+usage: test_vmdk_interop.py WRITE_DRIVER KILLPOINT_SO
+"""
+
+import hashlib
+import bz2
+import os
+import random
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, '..', '..', 'write'))
+import writetest as wt  # noqa: E402
+
+MIB = 1 << 20
+GRAIN = 65536
+SAMPLES = os.path.join(os.environ.get('IMGUTIL_SOURCE_ROOT', os.path.join(HERE, '..', '..', '..')),
+                       '..', 'shared', 'testdata', 'qemu-samples')
+V3_SHA256 = '0859bb3397bc1d30fa979c80a289ce98bfd6c1141a64594d6f3cc8cd68218faf'
+
+CONFIGS = [
+    ('monolithicSparse', ''),
+    ('monolithicSparse', 'zeroed_grain=on'),
+    ('monolithicSparse', 'adapter_type=lsilogic,hwversion=7,toolsversion=9'),
+    ('monolithicSparse', 'compat6=on,adapter_type=buslogic'),
+    ('monolithicFlat', 'adapter_type=legacyESX'),
+    ('twoGbMaxExtentSparse', ''),
+    ('twoGbMaxExtentFlat', ''),
+    ('streamOptimized', ''),
+]
+
+
+def opts(sub, extra):
+    return 'subformat=%s%s' % (sub, ',' + extra if extra else '')
+
+
+def read_bytes(path):
+    with open(path, 'rb') as f:
+        return f.read()
+
+
+def same_json(suite, args, cwd):
+    """imgutil and qemu-img print the same JSON (and exit the same) for `args`."""
+    ours = suite.imgutil(*args, ok_codes=None)
+    theirs = wt.qemu_img(*args, cwd=cwd, ok_codes=None)
+    if ours.returncode != theirs.returncode:
+        raise wt.CheckFailed('%s: imgutil exits %d, qemu-img %d\n%s\n%s' % (
+            ' '.join(args), ours.returncode, theirs.returncode, wt.clip(ours.stderr),
+            wt.clip(theirs.stderr)))
+    a = wt.parse_json(ours.stdout, 'imgutil ' + args[0])
+    b = wt.parse_json(theirs.stdout, 'qemu-img ' + args[0])
+    if a != b:
+        raise wt.CheckFailed('%s differs:\nimgutil  %s\nqemu-img %s' % (
+            ' '.join(args), wt.clip(ours.stdout), wt.clip(theirs.stdout)))
+
+
+def same_check(suite, image, cwd):
+    ours = suite.imgutil('check', image, ok_codes=None)
+    theirs = wt.qemu_img('check', image, cwd=cwd, ok_codes=None)
+    if (ours.returncode, ours.stdout) != (theirs.returncode, theirs.stdout):
+        raise wt.CheckFailed('check %s: imgutil %d %r, qemu-img %d %r' % (
+            image, ours.returncode, ours.stdout, theirs.returncode, theirs.stdout))
+
+
+def reads_as_qemu(suite, image):
+    """Every byte, info, map and check as qemu-img has them."""
+    suite.imgutil('convert', '-O', 'raw', image, 'ours.raw')
+    wt.qemu_img('convert', '-O', 'raw', image, 'theirs.raw', cwd=suite.tmp)
+    if read_bytes(suite.path('ours.raw')) != read_bytes(suite.path('theirs.raw')):
+        raise wt.CheckFailed('%s: imgutil convert -O raw differs from qemu-img\'s' % image)
+    same_json(suite, ['info', '--output=json', image], suite.tmp)
+    same_json(suite, ['map', '--output=json', image], suite.tmp)
+    same_check(suite, image, suite.tmp)
+
+
+def qemu_to_here(suite, rng, src):
+    for sub, extra in CONFIGS:
+        with suite.check('qemu -> here: %s %s' % (sub, extra)):
+            image = 'q-%s.vmdk' % sub
+            wt.qemu_img('convert', '-f', 'raw', '-O', 'vmdk', '-o', opts(sub, extra), src, image,
+                        cwd=suite.tmp)
+            if sub != 'streamOptimized':
+                cmds = ['write -P 0x5a 70000 200000', 'write -z 1048576 131072',
+                        'write -P 0x33 %d 512' % (5 * MIB + 100)]
+                wt.qemu_io(image, cmds, fmt='vmdk', cwd=suite.tmp)
+            reads_as_qemu(suite, image)
+    with suite.check('qemu -> here: twoGbMaxExtentSparse across the 2 GiB split'):
+        image = 'q-split.vmdk'
+        wt.qemu_img('create', '-f', 'vmdk', '-o', 'subformat=twoGbMaxExtentSparse', image,
+                    str((2 << 30) + 3 * MIB), cwd=suite.tmp)
+        wt.qemu_io(image, ['write -P 0x71 %d %d' % ((2 << 30) - 100000, 300000)], fmt='vmdk',
+                   cwd=suite.tmp)
+        same_json(suite, ['info', '--output=json', image], suite.tmp)
+        same_json(suite, ['map', '--output=json', image], suite.tmp)
+        proc = suite.imgutil('compare', '-f', 'vmdk', '-F', 'vmdk', image, image, ok_codes=None)
+        if proc.returncode != 0:
+            raise wt.CheckFailed('compare of the split image with itself: %s' % proc.stdout)
+        suite.imgutil('convert', '-O', 'qcow2', image, 'split.qcow2')
+        proc = wt.qemu_img('compare', image, 'split.qcow2', cwd=suite.tmp, ok_codes=None)
+        if proc.returncode != 0:
+            raise wt.CheckFailed('split image read here differs: %s' % proc.stdout)
+    with suite.check('qemu -> here: backing chain (parentFileNameHint)'):
+        wt.qemu_img('convert', '-f', 'raw', '-O', 'vmdk', src, 'qbase.vmdk', cwd=suite.tmp)
+        wt.qemu_img('create', '-f', 'vmdk', '-b', 'qbase.vmdk', '-F', 'vmdk', 'qchild.vmdk',
+                    cwd=suite.tmp)
+        wt.qemu_io('qchild.vmdk', ['write -P 0x44 100000 70000'], fmt='vmdk', cwd=suite.tmp)
+        reads_as_qemu(suite, 'qchild.vmdk')
+
+
+def here_to_qemu(suite, src, size):
+    for sub, extra in CONFIGS:
+        with suite.check('here -> qemu: convert %s %s' % (sub, extra)):
+            image = 'h-%s.vmdk' % sub
+            suite.imgutil('convert', '-f', 'raw', '-O', 'vmdk', '-o', opts(sub, extra), src,
+                          image)
+            wt.assert_qemu_check(image, 'vmdk', cwd=suite.tmp)
+            wt.assert_same_content(src, image, 'vmdk', cwd=suite.tmp)
+            same_json(suite, ['info', '--output=json', image], suite.tmp)
+            same_json(suite, ['map', '--output=json', image], suite.tmp)
+        with suite.check('here -> qemu: create %s %s' % (sub, extra)):
+            image = 'c-%s.vmdk' % sub
+            suite.imgutil('create', '-f', 'vmdk', '-o', opts(sub, extra), image, str(size))
+            wt.qemu_img('create', '-f', 'vmdk', '-o', opts(sub, extra), 'qc.vmdk', str(size),
+                        cwd=suite.tmp)
+            wt.assert_qemu_check(image, 'vmdk', cwd=suite.tmp)
+            ours = wt.qemu_info(image, cwd=suite.tmp)
+            theirs = wt.qemu_info('qc.vmdk', cwd=suite.tmp)
+            for info in (ours, theirs):
+                info.pop('filename')
+                info.pop('actual-size')
+                data = info['format-specific']['data']
+                data.pop('cid')
+                for e in data['extents']:
+                    e['filename'] = os.path.basename(e['filename']).replace('qc', 'X').replace(
+                        'c-%s' % sub, 'X')
+            if ours != theirs:
+                raise wt.CheckFailed('qemu-img info of ours %r\n and of qemu-img\'s %r' %
+                                     (ours, theirs))
+            desc_ours = read_bytes(suite.path(image))
+            desc_theirs = read_bytes(suite.path('qc.vmdk'))
+            if sub in ('monolithicSparse', 'streamOptimized'):
+                # Same header and tables; the descriptor differs only in the CID.
+                if desc_ours[:512] != desc_theirs[:512] or len(desc_ours) != len(desc_theirs):
+                    raise wt.CheckFailed('%s: header or length differs from qemu-img\'s' % sub)
+    with suite.check('here -> qemu: backing chain'):
+        suite.imgutil('create', '-f', 'vmdk', '-b', 'h-monolithicSparse.vmdk', '-F', 'vmdk',
+                      'hchild.vmdk')
+        suite.api('run', 'hchild.vmdk', '-f', 'vmdk', '--script', '-', '--shadow-in', 'src.raw',
+                  input='write 100000 70000 5\nwrite 0 512 6\n')
+        info = wt.qemu_info('hchild.vmdk', cwd=suite.tmp)
+        parent = wt.qemu_info('h-monolithicSparse.vmdk', cwd=suite.tmp)
+        if info['format-specific']['data']['parent-cid'] != \
+                parent['format-specific']['data']['cid']:
+            raise wt.CheckFailed('parent-cid %r is not the parent\'s cid' % info)
+        wt.assert_qemu_check('hchild.vmdk', 'vmdk', cwd=suite.tmp)
+        reads_as_qemu(suite, 'hchild.vmdk')
+
+
+def property_runs(suite, rng):
+    kinds = [('monolithicSparse', ''), ('monolithicSparse', 'zeroed_grain=on'),
+             ('twoGbMaxExtentSparse', 'zeroed_grain=on'), ('monolithicFlat', ''), ('backed', '')]
+    for i in range(len(kinds)):
+        sub, extra = kinds[i]
+        seed = rng.randrange(1 << 31)
+        with suite.check('random writes %s %s seed %d' % (sub, extra, seed)):
+            image = 'p%d.vmdk' % i
+            args = ['run', image, '-f', 'vmdk', '--random', str(seed), '--ops', '40',
+                    '--no-resize', '--discard', 'hint', '--shadow-out', 'p.raw']
+            if sub == 'backed':
+                wt.qemu_img('convert', '-f', 'raw', '-O', 'vmdk', 'src.raw', 'pbase.vmdk',
+                            cwd=suite.tmp)
+                suite.imgutil('create', '-f', 'vmdk', '-b', 'pbase.vmdk', '-F', 'vmdk', image)
+                args += ['--shadow-in', 'src.raw', '--backing-raw', 'src.raw']
+            else:
+                suite.api('create', image, 'vmdk', str(8 * MIB), opts(sub, extra))
+            suite.api(*args)
+            wt.assert_qemu_check(image, 'vmdk', cwd=suite.tmp)
+            wt.assert_same_content('p.raw', image, 'vmdk', cwd=suite.tmp)
+
+
+def kill_runs(suite, killpoint, rng):
+    # Writes into distinct grains, partly (copy-on-write) and whole, some sharing a table.
+    ops = []
+    regions = []
+    for k in range(6):
+        off = (k * 3 + 1) * GRAIN + rng.choice((0, 512, 4096))
+        length = rng.choice((512, 4096, GRAIN - 4096))
+        ops.append('write %d %d %d' % (off, length, 100 + k))
+        regions.append((off, length))
+    script = '\n'.join(ops) + '\n'
+    with suite.check('kill: expected content'):
+        suite.api('create', 'full.vmdk', 'vmdk', str(2 * MIB))
+        suite.api('run', 'full.vmdk', '-f', 'vmdk', '--script', '-', '--shadow-out', 'full.raw',
+                  input=script)
+        count_file = suite.path('count.txt')
+        suite.api('create', 'count.vmdk', 'vmdk', str(2 * MIB))
+        env = dict(os.environ, LD_PRELOAD=killpoint, KILLPOINT_COUNT=count_file)
+        subprocess.run([suite.driver, 'run', 'count.vmdk', '-f', 'vmdk', '--script', '-'],
+                       cwd=suite.tmp, input=script.encode(), env=env, check=True,
+                       stdout=subprocess.DEVNULL)
+        writes = len(read_bytes(count_file).splitlines())
+    if not suite.last_ok:
+        return
+    full = read_bytes(suite.path('full.raw'))
+    # Every write of the first two operations (a copy-on-write allocation and the descriptor's
+    # CID), then a sample of the others, so the test stays quick.
+    points = sorted(set(list(range(1, min(writes, 10) + 1)) + list(range(10, writes + 1, 4)) +
+                        [writes]))
+    for n in points:
+        with suite.check('kill before write %d of %d' % (n, writes)):
+            if os.path.exists(suite.path('k.vmdk')):
+                os.unlink(suite.path('k.vmdk'))
+            suite.api('create', 'k.vmdk', 'vmdk', str(2 * MIB))
+            env = dict(os.environ, LD_PRELOAD=killpoint, KILLPOINT_AT=str(n))
+            proc = subprocess.run([suite.driver, 'run', 'k.vmdk', '-f', 'vmdk', '--script', '-'],
+                                  cwd=suite.tmp, input=script.encode(), env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if proc.returncode != -9:
+                raise wt.CheckFailed('the writer was not killed (exit %d)' % proc.returncode)
+            wt.assert_qemu_check('k.vmdk', 'vmdk', cwd=suite.tmp)
+            wt.qemu_img('convert', '-O', 'raw', 'k.vmdk', 'k.raw', cwd=suite.tmp)
+            got = read_bytes(suite.path('k.raw'))
+            covered = bytearray(len(full))
+            for off, length in regions:
+                part = got[off:off + length]
+                if part != full[off:off + length] and part != bytes(length):
+                    raise wt.CheckFailed('range %d+%d is neither old nor new' % (off, length))
+                covered[off:off + length] = b'\1' * length
+            for i in range(0, len(full), 512):
+                if not covered[i] and got[i:i + 512] != bytes(512):
+                    raise wt.CheckFailed('bytes at %d outside every write are not zero' % i)
+
+
+def samples(suite):
+    v3 = os.path.join(SAMPLES, 'iotest-version3.vmdk.bz2')
+    afl9 = os.path.join(SAMPLES, 'afl9.vmdk.bz2')
+    if not os.path.exists(v3) or not os.path.exists(afl9):
+        print('(samples folder absent: samples not checked)')
+        return
+    with suite.check('sample iotest-version3.vmdk reads with the README\'s sha256'):
+        wt.write_file(suite.path('v3.vmdk'), bz2.decompress(read_bytes(v3)))
+        suite.imgutil('convert', '-O', 'raw', 'v3.vmdk', 'v3.raw')
+        h = hashlib.sha256()
+        with open(suite.path('v3.raw'), 'rb') as f:
+            for block in iter(lambda: f.read(1 << 22), b''):
+                h.update(block)
+        if h.hexdigest() != V3_SHA256:
+            raise wt.CheckFailed('sha256 %s' % h.hexdigest())
+        os.unlink(suite.path('v3.raw'))
+        same_json(suite, ['info', '--output=json', 'v3.vmdk'], suite.tmp)
+        same_json(suite, ['map', '--output=json', 'v3.vmdk'], suite.tmp)
+    with suite.check('sample afl9.vmdk is refused: L1 size too big'):
+        wt.write_file(suite.path('afl9.vmdk'), bz2.decompress(read_bytes(afl9)))
+        proc = suite.imgutil('info', 'afl9.vmdk', ok_codes=(1,))
+        if 'L1 size too big' not in proc.stderr:
+            raise wt.CheckFailed('message: %r' % proc.stderr)
+
+
+def main():
+    suite = wt.Suite('vmdk-interop', sys.argv, helpers=('killpoint',))
+    rng = random.Random(suite.seed(0x766d646b))
+    size = 6 * MIB + 4096
+    src = wt.write_file(suite.path('src.raw'), wt.random_content(rng, size))
+    qemu_to_here(suite, rng, 'src.raw')
+    here_to_qemu(suite, 'src.raw', size)
+    property_runs(suite, rng)
+    kill_runs(suite, suite.helpers['killpoint'], rng)
+    samples(suite)
+    del src
+    suite.finish()
+
+
+if __name__ == '__main__':
+    main()
