@@ -178,7 +178,10 @@ static int open_embedded(struct img *img, struct vmdk_state *s)
         return ret;
     }
     s->embedded = true;
-    s->create_type = strdup(e->compressed ? "streamOptimized" : "monolithicSparse");
+    /* QEMU names only hosted sparse files; a COWD file has no create type. */
+    s->create_type = strdup(e->kind == VMDK_EXTENT_COWD ? ""
+                            : e->compressed             ? "streamOptimized"
+                                                        : "monolithicSparse");
     return s->create_type ? 0 : img_error(-ENOMEM, "out of memory");
 }
 
