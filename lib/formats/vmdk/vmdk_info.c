@@ -52,7 +52,8 @@ int64_t vmdk_allocated_size(struct img *img, int64_t file_bytes)
 
 /*
  * As QEMU: every grain of every extent is looked up; the first whose table cannot be read or
- * whose data lies past the end of its file stops the check as one corruption.
+ * whose data lies past the end of its file stops the check, which fails (qemu-img prints
+ * "Check failed" and exits 1).
  */
 int vmdk_check(struct img *img, unsigned flags, struct img_check_result *r)
 {
@@ -92,7 +93,12 @@ int vmdk_check(struct img *img, unsigned flags, struct img_check_result *r)
                 if (r->log)
                     r->log(r->log_user, line);
                 r->corruptions++;
-                return 0;
+                /*
+                 * QEMU's check then fails: with -EINVAL for a grain past the end, and with
+                 * its internal -1 (read as -EPERM) for a table it cannot read.
+                 */
+                return ret < 0 ? img_error(-EPERM, "Operation not permitted")
+                               : img_error(-EINVAL, "Invalid argument");
             }
         }
     }

@@ -98,6 +98,20 @@ def main():
                               preexec_fn=limit_memory, capture_output=True, text=True)
         if proc.returncode != 1 or 'beyond the end of the file' not in proc.stderr:
             raise wt.CheckFailed('exit %d: %r' % (proc.returncode, proc.stderr))
+    with suite.check('check of a grain past the end: as qemu-img check'):
+        data = bytearray(sparse())
+        struct.pack_into('<I', data, 31 * 512 + 8, 0x7ffffff0)
+        wt.write_file(suite.path('past.vmdk'), bytes(data))
+        ours = wt.run([suite.cli, 'check', 'past.vmdk'], cwd=suite.tmp, ok_codes=None)
+        theirs = wt.qemu_img('check', 'past.vmdk', cwd=suite.tmp, ok_codes=None)
+        strip = lambda t: t.replace('imgutil: ', '').replace('qemu-img: ', '')  # noqa: E731
+        if (ours.returncode, ours.stdout, strip(ours.stderr)) != \
+                (theirs.returncode, theirs.stdout, strip(theirs.stderr)):
+            raise wt.CheckFailed('imgutil %d %r %r\nqemu-img %d %r %r' % (
+                ours.returncode, ours.stdout, ours.stderr, theirs.returncode, theirs.stdout,
+                theirs.stderr))
+        if 'points after EOF' not in ours.stderr:
+            raise wt.CheckFailed('no finding: %r' % ours.stderr)
     suite.finish()
 
 

@@ -114,6 +114,13 @@ def qemu_to_here(suite, rng, src):
         proc = wt.qemu_img('compare', image, 'split.qcow2', cwd=suite.tmp, ok_codes=None)
         if proc.returncode != 0:
             raise wt.CheckFailed('split image read here differs: %s' % proc.stdout)
+    with suite.check('qemu -> here: vmfs descriptor (VMFS extent; RDONLY lines skipped)'):
+        wt.write_file(suite.path('vmfs-flat.raw'), rng.randbytes(MIB))
+        wt.write_file(suite.path('vmfs.vmdk'), (
+            b'# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n'
+            b'createType="vmfs"\n\n# Extent description\nRW 2048 VMFS "vmfs-flat.raw"\n'
+            b'RDONLY 100 FLAT "missing" 0\n'))
+        reads_as_qemu(suite, 'vmfs.vmdk')
     with suite.check('qemu -> here: backing chain (parentFileNameHint)'):
         wt.qemu_img('convert', '-f', 'raw', '-O', 'vmdk', src, 'qbase.vmdk', cwd=suite.tmp)
         wt.qemu_img('create', '-f', 'vmdk', '-b', 'qbase.vmdk', '-F', 'vmdk', 'qchild.vmdk',
