@@ -6,7 +6,7 @@ granularity, truncated files, grain directories past the end, bad footers, exten
 are malformed or point outside the image's folder), and none makes it crash or allocate
 without bound (the CLI runs under a 256 MiB address-space limit).
 
-usage: test_vmdk_hostile.py WRITE_DRIVER KILLPOINT_SO
+usage: test_vmdk_hostile.py WRITE_DRIVER KILLPOINT_SO THREAD_WRITER
 """
 
 import os
@@ -80,7 +80,7 @@ def limit_memory():
 
 
 def main():
-    suite = wt.Suite('vmdk-hostile', sys.argv, helpers=('killpoint',))
+    suite = wt.Suite('vmdk-hostile', sys.argv, helpers=('killpoint', 'thread_writer'))
     os.mkfifo(suite.path('fifo'))
     wt.write_file(suite.path('plain.raw'), bytes(4096))
     for label, data, message in CASES:

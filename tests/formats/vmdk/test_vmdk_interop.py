@@ -8,12 +8,13 @@
     to their source, and qemu-img's info and map agree with ours;
   - random writes, zeros and reopens through the public API against a shadow (write_driver),
     on sparse, split, zeroed-grain, flat and backed images, then qemu-img check and compare;
+  - threads writing, zeroing and reading one handle at once (thread_writer);
   - kill points in the sparse writer: killed before any of its writes, the image passes
     qemu-img check and every range written reads either as before or as written;
   - the real VMware sample (version 3) reads with the README's sha256, and the fuzzed one is
     refused as QEMU refuses it.
 
-usage: test_vmdk_interop.py WRITE_DRIVER KILLPOINT_SO
+usage: test_vmdk_interop.py WRITE_DRIVER KILLPOINT_SO THREAD_WRITER
 """
 
 import hashlib
@@ -200,6 +201,18 @@ def property_runs(suite, rng):
             wt.assert_same_content('p.raw', image, 'vmdk', cwd=suite.tmp)
 
 
+def thread_runs(suite):
+    for sub, extra in (('monolithicSparse', 'zeroed_grain=on'), ('twoGbMaxExtentSparse', ''),
+                       ('monolithicFlat', '')):
+        with suite.check('threads racing on one handle: %s %s' % (sub, extra)):
+            image = 't-%s.vmdk' % sub
+            suite.api('create', image, 'vmdk', str(8 * MIB), opts(sub, extra))
+            wt.run([suite.helpers['thread_writer'], image, str(GRAIN), '5', 't.raw', '-f', 'vmdk',
+                    '--threads', '4'], cwd=suite.tmp)
+            wt.assert_qemu_check(image, 'vmdk', cwd=suite.tmp)
+            wt.assert_same_content('t.raw', image, 'vmdk', cwd=suite.tmp)
+
+
 def kill_runs(suite, killpoint, rng):
     # Writes into distinct grains, partly (copy-on-write) and whole, some sharing a table.
     ops = []
@@ -279,13 +292,14 @@ def samples(suite):
 
 
 def main():
-    suite = wt.Suite('vmdk-interop', sys.argv, helpers=('killpoint',))
+    suite = wt.Suite('vmdk-interop', sys.argv, helpers=('killpoint', 'thread_writer'))
     rng = random.Random(suite.seed(0x766d646b))
     size = 6 * MIB + 4096
     src = wt.write_file(suite.path('src.raw'), wt.random_content(rng, size))
     qemu_to_here(suite, rng, 'src.raw')
     here_to_qemu(suite, 'src.raw', size)
     property_runs(suite, rng)
+    thread_runs(suite)
     kill_runs(suite, suite.helpers['killpoint'], rng)
     samples(suite)
     del src
