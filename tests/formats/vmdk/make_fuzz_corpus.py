@@ -81,6 +81,27 @@ def cowd():
     return bytes(img)
 
 
+def sesparse():
+    """An seSparse extent of 1 MiB: 4 KiB grains, one 4096-entry table, grains 0 and 5."""
+    const = struct.pack('<26Q', 0xcafebabe, 0x0000000200000001, 2048, 8, 64, 0, 0, 0, 0, 0,
+                        1, 1, 0, 0, 0, 0, 2, 1, 3, 64, 0, 0, 0, 0, 67, 16)
+    img = bytearray(const + bytes(512 - len(const)))
+    img += struct.pack('<4Q', 0xcafecafe, 1, 1, 0) + bytes(480)
+    img += struct.pack('<Q', 0x1000000000000000) + bytes(504)
+    table = bytearray(64 * 512)
+    for n, guest in enumerate((0, 5)):
+        struct.pack_into('<Q', table, 8 * guest, 0x3000000000000000 | (n << 48))
+    struct.pack_into('<Q', table, 8 * 9, 0x2000000000000000)  # a zeroed grain
+    img += table
+    img += b'\x81' * 4096 + b'\x82' * 4096
+    return bytes(img)
+
+
+SESPARSE_DESC = (b'# Disk DescriptorFile\nversion=1\nCID=abcd\nparentCID=ffffffff\n'
+                 b'createType="seSparse"\n\n# Extent description\n'
+                 b'RW 2048 SESPARSE "vmdk-sesparse-extent.vmdk"\n')
+
+
 def save(name, data):
     with open(os.path.join(OUT, name), 'wb') as f:
         f.write(data)
@@ -94,6 +115,8 @@ def main():
     save('vmdk-stream.vmdk', stream())
     save('vmdk-stream-footer.vmdk', stream(footer=True))
     save('vmdk-cowd.vmdk', cowd())
+    save('vmdk-sesparse-extent.vmdk', sesparse())
+    save('vmdk-sesparse.vmdk', SESPARSE_DESC)
     save('vmdk-descriptor.vmdk', DESC.replace(b'monolithicSparse', b'monolithicFlat').replace(
         b'SPARSE "x.vmdk"', b'FLAT "x-flat.vmdk" 0'))
     for cut in (4, 100, 600, 4200):

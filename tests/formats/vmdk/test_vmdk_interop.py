@@ -28,6 +28,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', '..', 'write'))
 import writetest as wt  # noqa: E402
 
+sys.path.insert(0, HERE)
+import make_fuzz_corpus as handmade  # noqa: E402
+
 MIB = 1 << 20
 GRAIN = 65536
 SAMPLES = os.path.join(os.environ.get('IMGUTIL_SOURCE_ROOT', os.path.join(HERE, '..', '..', '..')),
@@ -122,6 +125,19 @@ def qemu_to_here(suite, rng, src):
             b'createType="vmfs"\n\n# Extent description\nRW 2048 VMFS "vmfs-flat.raw"\n'
             b'RDONLY 100 FLAT "missing" 0\n'))
         reads_as_qemu(suite, 'vmfs.vmdk')
+    handmade_images = {
+        'seSparse extent': [('se.vmdk', handmade.SESPARSE_DESC),
+                            ('vmdk-sesparse-extent.vmdk', handmade.sesparse())],
+        'COWD (VMFS sparse) file': [('cowd.vmdk', handmade.cowd())],
+        'streamOptimized with its header in the footer': [('foot.vmdk',
+                                                           handmade.stream(footer=True))],
+        'zeroed grains': [('zg.vmdk', handmade.sparse(zero_grain=True))],
+    }
+    for label, files in handmade_images.items():
+        with suite.check('qemu -> here: %s' % label):
+            for name, data in files:
+                wt.write_file(suite.path(name), data)
+            reads_as_qemu(suite, files[0][0])
     with suite.check('qemu -> here: backing chain (parentFileNameHint)'):
         wt.qemu_img('convert', '-f', 'raw', '-O', 'vmdk', src, 'qbase.vmdk', cwd=suite.tmp)
         wt.qemu_img('create', '-f', 'vmdk', '-b', 'qbase.vmdk', '-F', 'vmdk', 'qchild.vmdk',
