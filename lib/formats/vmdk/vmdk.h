@@ -149,6 +149,7 @@ int vmdk_update_cid(struct img *img);
 /* vmdk_create.c */
 extern const struct opt_desc vmdk_create_options[];
 int vmdk_create(const struct img_create_args *args);
+int vmdk_compress_allowed(const img_opts *opts);
 
 /* vmdk_info.c */
 int vmdk_info_specific(struct img *img, struct json_writer *w);

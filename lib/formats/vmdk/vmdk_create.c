@@ -389,6 +389,14 @@ static int build(const struct img_create_args *args, const struct create_plan *p
     return ret;
 }
 
+int vmdk_compress_allowed(const img_opts *opts)
+{
+    const char *sub = img_opts_get(opts, "subformat");
+    if (sub && (strcmp(sub, "monolithicFlat") == 0 || strcmp(sub, "twoGbMaxExtentFlat") == 0))
+        return img_error(-ENOTSUP, "vmdk: a %s image cannot write compressed data", sub);
+    return 0;
+}
+
 int vmdk_create(const struct img_create_args *args)
 {
     struct create_plan p = {0};

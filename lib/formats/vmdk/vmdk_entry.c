@@ -20,5 +20,6 @@ const struct img_format format_vmdk = {
     .check = vmdk_check,
     .compress_unit = vmdk_compress_unit,
     .write_compressed_data = vmdk_write_compressed_data,
+    .compress_allowed = vmdk_compress_allowed,
     .allocated_size = vmdk_allocated_size,
 };

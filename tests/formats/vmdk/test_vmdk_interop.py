@@ -181,6 +181,17 @@ def here_to_qemu(suite, src, size):
                 # Same header and tables; the descriptor differs only in the CID.
                 if desc_ours[:512] != desc_theirs[:512] or len(desc_ours) != len(desc_theirs):
                     raise wt.CheckFailed('%s: header or length differs from qemu-img\'s' % sub)
+    with suite.check('here -> qemu: convert -c into a flat image is refused cleanly'):
+        proc = suite.imgutil('convert', '-c', '-f', 'raw', '-O', 'vmdk', '-o',
+                             'subformat=monolithicFlat', src, 'cflat.vmdk', ok_codes=None)
+        if proc.returncode != 1 or 'cannot write compressed data' not in proc.stderr:
+            raise wt.CheckFailed('exit %d: %r' % (proc.returncode, proc.stderr))
+        if os.path.exists(suite.path('cflat-flat.vmdk')):
+            raise wt.CheckFailed('the refused convert left an extent file behind')
+    with suite.check('here -> qemu: convert -c into monolithicSparse writes plain grains'):
+        suite.imgutil('convert', '-c', '-f', 'raw', '-O', 'vmdk', src, 'csparse.vmdk')
+        wt.assert_qemu_check('csparse.vmdk', 'vmdk', cwd=suite.tmp)
+        wt.assert_same_content(src, 'csparse.vmdk', 'vmdk', cwd=suite.tmp)
     with suite.check('here -> qemu: backing chain'):
         suite.imgutil('create', '-f', 'vmdk', '-b', 'h-monolithicSparse.vmdk', '-F', 'vmdk',
                       'hchild.vmdk')
