@@ -192,6 +192,26 @@ def here_to_qemu(suite, src, size):
         suite.imgutil('convert', '-c', '-f', 'raw', '-O', 'vmdk', src, 'csparse.vmdk')
         wt.assert_qemu_check('csparse.vmdk', 'vmdk', cwd=suite.tmp)
         wt.assert_same_content(src, 'csparse.vmdk', 'vmdk', cwd=suite.tmp)
+    with suite.check('here -> qemu: streamOptimized written through the API'):
+        suite.api('create', 'sapi.vmdk', 'vmdk', str(MIB), 'subformat=streamOptimized')
+        suite.api('run', 'sapi.vmdk', '-f', 'vmdk', '--script', '-', '--shadow-out', 'sapi.raw',
+                  input='write 0 65536 3\nwrite 131072 131072 4\nwrite 983040 65536 5\n'
+                        'reopen\nverify\n')
+        wt.assert_qemu_check('sapi.vmdk', 'vmdk', cwd=suite.tmp)
+        wt.assert_same_content('sapi.raw', 'sapi.vmdk', 'vmdk', cwd=suite.tmp)
+        # As qemu-io: a grain is written once, and only whole.
+        for op, message in (('write 0 65536 3', 'allocated cluster for streamOptimized'),
+                            ('write 65536 512 3', 'only whole clusters')):
+            proc = suite.api('run', 'sapi.vmdk', '-f', 'vmdk', '--script', '-', '--shadow-in',
+                             'sapi.raw', input=op + '\n', ok_codes=(1,))
+            if message not in proc.stderr:
+                raise wt.CheckFailed('%s: %r' % (op, proc.stderr))
+    with suite.check('qemu -> here: streamOptimized written by qemu-io'):
+        wt.qemu_img('create', '-f', 'vmdk', '-o', 'subformat=streamOptimized', 'sio.vmdk',
+                    str(MIB), cwd=suite.tmp)
+        wt.qemu_io('sio.vmdk', ['write -P 0x21 0 64k', 'write -P 0x22 512k 128k'], fmt='vmdk',
+                   cwd=suite.tmp)
+        reads_as_qemu(suite, 'sio.vmdk')
     with suite.check('here -> qemu: backing chain'):
         suite.imgutil('create', '-f', 'vmdk', '-b', 'h-monolithicSparse.vmdk', '-F', 'vmdk',
                       'hchild.vmdk')
