@@ -260,6 +260,16 @@ def thread_runs(suite):
             wt.assert_same_content('t.raw', image, 'vmdk', cwd=suite.tmp)
 
 
+def preload_env(so, **values):
+    env = dict(os.environ, LD_PRELOAD=so)
+    # The kill points are pwrite calls: the thread-pool engine makes them, io_uring would not.
+    env['IMGUTIL_IO'] = 'threads'
+    # Under ASan the sanitizer's runtime must come first; the preload only wraps pwrite.
+    env['ASAN_OPTIONS'] = env.get('ASAN_OPTIONS', '') + ':verify_asan_link_order=0'
+    env.update({k: str(v) for k, v in values.items()})
+    return env
+
+
 def kill_runs(suite, killpoint, rng):
     # Writes into distinct grains, partly (copy-on-write) and whole, some sharing a table.
     ops = []
@@ -276,7 +286,7 @@ def kill_runs(suite, killpoint, rng):
                   input=script)
         count_file = suite.path('count.txt')
         suite.api('create', 'count.vmdk', 'vmdk', str(2 * MIB))
-        env = dict(os.environ, LD_PRELOAD=killpoint, KILLPOINT_COUNT=count_file)
+        env = preload_env(killpoint, KILLPOINT_COUNT=count_file)
         subprocess.run([suite.driver, 'run', 'count.vmdk', '-f', 'vmdk', '--script', '-'],
                        cwd=suite.tmp, input=script.encode(), env=env, check=True,
                        stdout=subprocess.DEVNULL)
@@ -293,7 +303,7 @@ def kill_runs(suite, killpoint, rng):
             if os.path.exists(suite.path('k.vmdk')):
                 os.unlink(suite.path('k.vmdk'))
             suite.api('create', 'k.vmdk', 'vmdk', str(2 * MIB))
-            env = dict(os.environ, LD_PRELOAD=killpoint, KILLPOINT_AT=str(n))
+            env = preload_env(killpoint, KILLPOINT_AT=n)
             proc = subprocess.run([suite.driver, 'run', 'k.vmdk', '-f', 'vmdk', '--script', '-'],
                                   cwd=suite.tmp, input=script.encode(), env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
