@@ -81,6 +81,7 @@ struct vmdk_extent {
     bool compressed, has_marker, zero_grain;
     uint64_t se_tables_offset, se_grains_offset; /* sectors */
     uint64_t next_sector;                        /* where the next grain goes */
+    uint64_t grain_offset; /* sectors: KDMV grains start here; below it is metadata */
     struct vmdk_l2_slot cache[VMDK_L2_CACHE];
 };
 

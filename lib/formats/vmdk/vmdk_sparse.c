@@ -155,6 +155,7 @@ static int open_vmdk4(struct img *img, struct vmdk_extent *e, const char *filena
     e->l1_size = (uint32_t)l1_size;
     e->l1_offset = gd * 512;
     e->l1_backup_offset = (flags & VMDK4_FLAG_RGD) ? rgd * 512 : 0;
+    e->grain_offset = grain_offset;
     e->compressed = compressed;
     e->has_marker = (flags & VMDK4_FLAG_MARKER) != 0;
     e->zero_grain = (flags & VMDK4_FLAG_ZERO_GRAIN) != 0;

@@ -202,6 +202,12 @@ int vmdk_alloc(struct img *img, uint64_t offset, uint64_t length, struct img_ext
             break;
         pthread_cond_wait(&s->alloc_done, &img->lock);
     }
+    /* A crafted table could aim a write at the header or the tables: never write there. */
+    if (ret == 0 && g.kind == VMDK_GRAIN_DATA && g.host_sector < e->grain_offset)
+        ret = img_error(-EIO,
+                        "vmdk: '%s': the grain table entry for offset %" PRIu64
+                        " points into the metadata (sector %" PRIu64 ")",
+                        e->filename, offset, g.host_sector);
     if (ret == 0 && g.kind == VMDK_GRAIN_DATA) {
         pthread_mutex_unlock(&img->lock);
         ext->host_offset = g.host_sector * VMDK_SECTOR + in_grain;

@@ -115,6 +115,18 @@ def main():
                 theirs.stderr))
         if 'points after EOF' not in ours.stderr:
             raise wt.CheckFailed('no finding: %r' % ours.stderr)
+    with suite.check('a write through a table entry aimed at the metadata is refused'):
+        data = bytearray(sparse())
+        struct.pack_into('<I', data, 31 * 512, 21)  # guest grain 0 -> the redundant directory
+        wt.write_file(suite.path('aim.vmdk'), bytes(data))
+        wt.run([suite.cli, 'convert', '-O', 'raw', 'aim.vmdk', 'aim.raw'], cwd=suite.tmp)
+        proc = suite.api('run', 'aim.vmdk', '-f', 'vmdk', '--script', '-', '--shadow-in',
+                         'aim.raw', input='write 0 512 3\n', ok_codes=(1,))
+        if 'points into the metadata' not in proc.stderr:
+            raise wt.CheckFailed('%r' % proc.stderr)
+        with open(suite.path('aim.vmdk'), 'rb') as f:
+            if f.read()[:32 * 512] != bytes(data[:32 * 512]):
+                raise wt.CheckFailed('the metadata changed')
     suite.finish()
 
 
