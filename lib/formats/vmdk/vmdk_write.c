@@ -194,7 +194,6 @@ int vmdk_alloc(struct img *img, uint64_t offset, uint64_t length, struct img_ext
     length = min_u64(length, grain_bytes - in_grain);
     struct vmdk_grain g;
     pthread_mutex_lock(&img->lock);
-    ret = vmdk_update_cid(img);
     for (;;) {
         if (ret == 0)
             ret = vmdk_lookup(img, e, offset, &g);
@@ -208,6 +207,9 @@ int vmdk_alloc(struct img *img, uint64_t offset, uint64_t length, struct img_ext
                         "vmdk: '%s': the grain table entry for offset %" PRIu64
                         " points into the metadata (sector %" PRIu64 ")",
                         e->filename, offset, g.host_sector);
+    /* The write goes ahead: the image gets its new CID first, once per open. */
+    if (ret == 0)
+        ret = vmdk_update_cid(img);
     if (ret == 0 && g.kind == VMDK_GRAIN_DATA) {
         pthread_mutex_unlock(&img->lock);
         ext->host_offset = g.host_sector * VMDK_SECTOR + in_grain;
@@ -430,9 +432,7 @@ int vmdk_write_compressed_data(struct img *img, uint64_t offset, const void *dat
 
     struct vmdk_grain g;
     pthread_mutex_lock(&img->lock);
-    ret = vmdk_update_cid(img);
-    if (ret == 0)
-        ret = vmdk_lookup(img, e, offset, &g);
+    ret = vmdk_lookup(img, e, offset, &g);
     if (ret == 0 && g.kind == VMDK_GRAIN_DATA)
         ret = img_error(-EIO,
                         "vmdk: '%s': could not write to allocated cluster for "
@@ -445,6 +445,8 @@ int vmdk_write_compressed_data(struct img *img, uint64_t offset, const void *dat
     uint64_t sector = e->next_sector;
     if (ret == 0 && sector + total / VMDK_SECTOR > UINT32_MAX)
         ret = img_error(-ENOSPC, "vmdk: '%s': the extent file is full", e->filename);
+    if (ret == 0)
+        ret = vmdk_update_cid(img);
     if (ret == 0) {
         ret = io_pwrite(e->file, buf, total, sector * VMDK_SECTOR);
         if (ret < 0)
