@@ -109,7 +109,7 @@ static int init_sparse(struct io_file *f, uint64_t size, bool compress, bool zer
     store_le64(h + 48, rgd);
     store_le64(h + 56, gd);
     store_le64(h + 64, grain_offset);
-    h[73] = 0x0a, h[74] = 0x20, h[75] = 0x0d, h[76] = 0x0a;
+    memcpy(h + 73, "\n \r\n", 4); /* detects newline conversion in transfers */
     store_le16(h + 77, compress ? VMDK4_COMPRESSION_DEFLATE : 0);
     int ret = io_truncate(f, 0);
     if (ret == 0)

@@ -331,7 +331,9 @@ int vmdk_zero(struct img *img, uint64_t offset, uint64_t length, unsigned flags)
 int vmdk_discard(struct img *img, uint64_t offset, uint64_t length)
 {
     /* QEMU's VMDK driver discards nothing: the data stays. */
-    (void)img, (void)offset, (void)length;
+    (void)img;
+    (void)offset;
+    (void)length;
     return 0;
 }
 
