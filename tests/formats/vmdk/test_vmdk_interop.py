@@ -11,13 +11,13 @@
   - threads writing, zeroing and reading one handle at once (thread_writer);
   - kill points in the sparse writer: killed before any of its writes, the image passes
     qemu-img check and every range written reads either as before or as written;
-  - the real VMware sample (version 3) reads with the README's sha256, and the fuzzed one is
-    refused as QEMU refuses it.
+  - the real VMware sample (version 3) reads as qemu-img reads it (the README's sha256 over its
+    16 GiB is checked by the qemu-samples test), and the fuzzed one is refused as QEMU refuses
+    it.
 
 usage: test_vmdk_interop.py WRITE_DRIVER KILLPOINT_SO THREAD_WRITER
 """
 
-import hashlib
 import bz2
 import os
 import random
@@ -35,7 +35,6 @@ MIB = 1 << 20
 GRAIN = 65536
 SAMPLES = os.path.join(os.environ.get('IMGUTIL_SOURCE_ROOT', os.path.join(HERE, '..', '..', '..')),
                        '..', 'shared', 'testdata', 'qemu-samples')
-V3_SHA256 = '0859bb3397bc1d30fa979c80a289ce98bfd6c1141a64594d6f3cc8cd68218faf'
 
 CONFIGS = [
     ('monolithicSparse', ''),
@@ -294,9 +293,9 @@ def kill_runs(suite, killpoint, rng):
     if not suite.last_ok:
         return
     full = read_bytes(suite.path('full.raw'))
-    # Every write of the first two operations (a copy-on-write allocation and the descriptor's
-    # CID), then a sample of the others, so the test stays quick.
-    points = sorted(set(list(range(1, min(writes, 10) + 1)) + list(range(10, writes + 1, 4)) +
+    # Every write of the first operation (the descriptor's CID, a copy-on-write allocation and
+    # its table entries), then a sample of the others, so the test stays quick.
+    points = sorted(set(list(range(1, min(writes, 6) + 1)) + list(range(6, writes + 1, 6)) +
                         [writes]))
     for n in points:
         with suite.check('kill before write %d of %d' % (n, writes)):
@@ -329,18 +328,19 @@ def samples(suite):
     if not os.path.exists(v3) or not os.path.exists(afl9):
         print('(samples folder absent: samples not checked)')
         return
-    with suite.check('sample iotest-version3.vmdk reads with the README\'s sha256'):
+    with suite.check('sample iotest-version3.vmdk reads as qemu-img reads it'):
+        # The README's sha256 over all 16 GiB is the qemu-samples test's (slow) business; here
+        # the raw copy made here must compare equal to the sample as qemu-img reads it.
         wt.write_file(suite.path('v3.vmdk'), bz2.decompress(read_bytes(v3)))
         suite.imgutil('convert', '-O', 'raw', 'v3.vmdk', 'v3.raw')
-        h = hashlib.sha256()
-        with open(suite.path('v3.raw'), 'rb') as f:
-            for block in iter(lambda: f.read(1 << 22), b''):
-                h.update(block)
-        if h.hexdigest() != V3_SHA256:
-            raise wt.CheckFailed('sha256 %s' % h.hexdigest())
+        proc = wt.qemu_img('compare', '-f', 'vmdk', '-F', 'raw', 'v3.vmdk', 'v3.raw',
+                           cwd=suite.tmp, ok_codes=None)
+        if proc.returncode != 0:
+            raise wt.CheckFailed('qemu-img compare: %s %s' % (proc.stdout, proc.stderr))
         os.unlink(suite.path('v3.raw'))
         same_json(suite, ['info', '--output=json', 'v3.vmdk'], suite.tmp)
         same_json(suite, ['map', '--output=json', 'v3.vmdk'], suite.tmp)
+        same_check(suite, 'v3.vmdk', suite.tmp)
     with suite.check('sample afl9.vmdk is refused: L1 size too big'):
         wt.write_file(suite.path('afl9.vmdk'), bz2.decompress(read_bytes(afl9)))
         proc = suite.imgutil('info', 'afl9.vmdk', ok_codes=(1,))
