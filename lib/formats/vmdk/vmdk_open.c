@@ -128,8 +128,12 @@ static int parse_extent_line(struct img *img, struct vmdk_state *s, const char *
     return ret;
 }
 
+/*
+ * The descriptor types QEMU opens, plus ESXi's "vmfsThin" (thin-provisioned VMFS: the same
+ * VMFS extent lines), which QEMU 7.2 refuses but reads like "vmfs" once allowed.
+ */
 static const char *const descriptor_types[] = {
-    "monolithicFlat",     "vmfs", "vmfsSparse", "seSparse", "twoGbMaxExtentSparse",
+    "monolithicFlat",     "vmfs", "vmfsThin", "vmfsSparse", "seSparse", "twoGbMaxExtentSparse",
     "twoGbMaxExtentFlat", NULL,
 };
 
