@@ -49,11 +49,12 @@ static int convert_through_format(struct convert_job *job, const char *temp, con
     bool whole_clusters = is_power_of_two(cluster) && CONVERT_CHUNK_SIZE % cluster == 0;
     /* Unallocated ranges of the target would show its backing file, not the source's zeros. */
     job->zeros_explicit = dst->backing_name != NULL || device;
+    job->compress = job->compress || dst->needs_compressed_writes;
     if (job->compress) {
         if (!dst->fmt->compress_unit || !dst->fmt->write_compressed_data || !whole_clusters) {
+            const char *name = dst->fmt->name; /* the registry's: outlives the handle */
             img_close(dst);
-            return img_error(-ENOTSUP, "convert: format %s cannot write compressed data",
-                             dst->fmt->name);
+            return img_error(-ENOTSUP, "convert: format %s cannot write compressed data", name);
         }
         job->compress_unit = cluster;
     } else if (job->sparse_size) {

@@ -34,9 +34,10 @@ IMG_API int img_get_backing_filename(img *img, const char **name, const char **f
 
 int64_t img_allocated_size(struct img *img)
 {
-    if (img->fmt->allocated_size)
-        return img->fmt->allocated_size(img);
-    return io_file_allocated(img->file);
+    int64_t actual = io_file_allocated(img->file);
+    if (actual >= 0 && img->fmt->allocated_size)
+        actual = img->fmt->allocated_size(img, actual);
+    return actual;
 }
 
 IMG_API int64_t img_get_allocated_size(img *img)

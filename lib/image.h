@@ -35,6 +35,7 @@ struct img {
     uint32_t cluster_size; /* 0 when the format has none ("cluster-size" omitted) */
     uint32_t alloc_unit;   /* smallest unit a write allocates (a subcluster); 0: cluster_size */
     bool dirty;            /* "dirty-flag" */
+    bool needs_compressed_writes; /* takes only compressed writes: convert compresses into it */
 
     /* Backing file as the image names it (backend fills; the core opens it). */
     char *backing_name;   /* "backing-filename", or NULL */

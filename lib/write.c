@@ -69,6 +69,37 @@ static int guard_probed_head(struct img *img, const void *buf, size_t len, uint6
     return 0;
 }
 
+/*
+ * An image that takes only compressed writes (img->needs_compressed_writes) is written whole
+ * cluster by whole cluster, each compressed by the backend, as QEMU writes such images.
+ */
+static int64_t pwrite_compressed(struct img *img, const uint8_t *p, size_t len, uint64_t offset)
+{
+    uint64_t unit = img->cluster_size;
+    if (!unit || !img->fmt->compress_unit || !img->fmt->write_compressed_data)
+        return img_error(-ENOTSUP, "%s: format %s cannot write compressed data", img->filename,
+                         img->fmt->name);
+    if (offset % unit || (len % unit && offset + len != img->size))
+        return img_error(-EINVAL,
+                         "%s: this image takes only whole clusters of %" PRIu64
+                         " bytes at cluster boundaries, written compressed",
+                         img->filename, unit);
+    uint8_t *out = malloc(unit);
+    if (!out)
+        return img_error(-ENOMEM, "out of memory");
+    int ret = 0;
+    for (size_t done = 0; ret == 0 && done < len; done += unit) {
+        size_t n = len - done < unit ? len - done : (size_t)unit;
+        size_t out_len = 0;
+        ret = img->fmt->compress_unit(img, p + done, n, out, unit, &out_len);
+        if (ret == 0)
+            ret = img->fmt->write_compressed_data(img, offset + done, out_len ? out : p + done,
+                                                  out_len ? out_len : n, out_len == 0);
+    }
+    free(out);
+    return ret < 0 ? ret : (int64_t)len;
+}
+
 static int64_t pwrite_locked(struct img *img, const void *buf, size_t len, uint64_t offset)
 {
     int ret = check_range(img, offset, len, "img_pwrite");
@@ -81,6 +112,8 @@ static int64_t pwrite_locked(struct img *img, const void *buf, size_t len, uint6
         ret = guard_probed_head(img, buf, len, offset);
     if (ret < 0)
         return ret;
+    if (img->needs_compressed_writes)
+        return pwrite_compressed(img, buf, len, offset);
     const uint8_t *p = buf;
     uint64_t left = len;
     while (left) {

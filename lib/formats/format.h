@@ -260,10 +260,10 @@ struct img_format {
      */
     unsigned (*status_flags)(struct img *img);
     /*
-     * Optional: bytes all the image's files take on disk (info's actual-size), for formats
-     * whose data lives in more than img->file (extents). NULL: img->file's allocation.
+     * Optional, for images stored in several files: info's "actual-size", given `file_bytes`,
+     * the bytes allocated to img->file. NULL: file_bytes. Any thread.
      */
-    int64_t (*allocated_size)(struct img *img);
+    int64_t (*allocated_size)(struct img *img, int64_t file_bytes);
 };
 
 /* The registry (formats/registry.c): every backend, in probe-tie-break order. */
@@ -300,5 +300,6 @@ extern const struct img_format format_dmg;
 extern const struct img_format format_parallels;
 extern const struct img_format format_vdi;
 extern const struct img_format format_qed;
+extern const struct img_format format_vmdk;
 
 #endif

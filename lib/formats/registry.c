@@ -15,6 +15,7 @@ static const struct img_format *const formats[] = {
     &format_parallels,
     &format_vdi,
     &format_qed,
+    &format_vmdk,
     &format_raw,
 };
 
@@ -86,6 +87,8 @@ const char *format_probe_unsupported(const uint8_t *buf, size_t len, const char 
     if (has_magic(buf, len, 0, "KDMV") || has_magic(buf, len, 0, "COWD") ||
         has_magic(buf, len, 0, "# Disk DescriptorFile"))
         return "vmdk";
+    if (has_magic(buf, len, 0, "conectix"))
+        return "vpc";
     if (has_magic(buf, len, 0, "vhdxfile"))
         return "vhdx";
     if (has_magic(buf, len, 0, "LUKS\xba\xbe"))
