@@ -217,6 +217,16 @@ static int block_status_locked(struct img *img, uint64_t offset, uint64_t length
                          "img_block_status: offset %" PRIu64 " is not inside the image "
                          "(size %" PRIu64 ")",
                          offset, img->size);
+    if (format_has(img->fmt, FORMAT_NO_BLOCK_STATUS)) {
+        *pnum = min_u64(length, img->size - offset);
+        if (status)
+            *status = IMG_BLOCK_DATA | IMG_BLOCK_ALLOCATED;
+        if (depth)
+            *depth = 0;
+        if (host_offset)
+            *host_offset = 0;
+        return 0;
+    }
     struct img_extent ext;
     int d;
     ret = img_map_chain(img, offset, length, &ext, &d);

@@ -82,6 +82,9 @@ enum format_cap {
     FORMAT_HAS_METADATA = 1u << 2,
     /* Images of this format may name a backing file. */
     FORMAT_BACKING = 1u << 3,
+    /* Block status knows nothing of the layout (QEMU's driver has none): every range is
+     * reported as allocated data without a host offset. Reads still follow map(). */
+    FORMAT_NO_BLOCK_STATUS = 1u << 4,
 
     /* Derived from the entries (never set in `caps` by hand). */
     FORMAT_CAN_READ = 1u << 7,
@@ -254,5 +257,6 @@ const char *format_probe_unsupported(const uint8_t *buf, size_t len, const char 
 
 extern const struct img_format format_raw;
 extern const struct img_format format_qcow2;
+extern const struct img_format format_vhdx;
 
 #endif

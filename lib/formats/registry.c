@@ -7,6 +7,7 @@
 /* Probe order breaks ties: earlier wins. Raw is last, bidding lowest, as the fallback. */
 static const struct img_format *const formats[] = {
     &format_qcow2,
+    &format_vhdx,
     &format_raw,
 };
 
@@ -86,8 +87,6 @@ const char *format_probe_unsupported(const uint8_t *buf, size_t len, const char 
         return "vmdk";
     if (has_magic(buf, len, 0, "conectix"))
         return "vpc";
-    if (has_magic(buf, len, 0, "vhdxfile"))
-        return "vhdx";
     if (len >= 0x44 && load_le32(buf + 0x40) == 0xbeda107f)
         return "vdi";
     if (has_magic(buf, len, 0, "WithoutFreeSpace") || has_magic(buf, len, 0, "WithouFreSpacExt"))
