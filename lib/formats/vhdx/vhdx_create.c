@@ -40,9 +40,13 @@ const struct opt_desc vhdx_create_options[] = {
      .type = OPT_BOOL,
      .help = "Force use of payload blocks of type 'ZERO'. Non-standard, but default.  Do not set "
              "to 'off' when using 'qemu-img convert' with subformat=dynamic."},
-    {.name = "nocow", .type = OPT_BOOL, .help = "Turn off copy-on-write (accepted, no effect)"},
+    {.name = "nocow",
+     .type = OPT_BOOL,
+     .flags = OPT_HIDDEN,
+     .help = "Turn off copy-on-write (accepted, no effect)"},
     {.name = "extent_size_hint",
      .type = OPT_SIZE,
+     .flags = OPT_HIDDEN,
      .help = "Extent size hint for the image file (accepted, no effect)"},
     OPT_TABLE_END,
 };
