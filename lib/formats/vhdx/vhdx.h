@@ -127,6 +127,8 @@ int vhdx_read_metadata(struct img *img, struct vhdx_state *s);
 int vhdx_read_bat(struct img *img, struct vhdx_state *s);
 /* Overlap of [start, start+len) with a registered region. */
 bool vhdx_region_overlaps(const struct vhdx_state *s, uint64_t start, uint64_t len);
+const struct vhdx_region *vhdx_region_find(const struct vhdx_state *s, uint64_t start,
+                                           uint64_t len);
 int vhdx_region_add(struct vhdx_state *s, uint64_t start, uint64_t len);
 /* Encodes `h` into its raw 4 KiB with a fresh checksum. */
 void vhdx_header_encode(struct vhdx_header *h);

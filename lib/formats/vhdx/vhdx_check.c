@@ -57,11 +57,18 @@ int vhdx_check_bat(struct img *img, struct vhdx_state *s, struct img_check_resul
             bad = true;
         }
         bool payload = (i + 1) % (s->chunk_ratio + 1) != 0;
-        if (!bad && payload &&
-            (offset < VHDX_HEADER_SECTION_END || vhdx_region_overlaps(s, offset, s->block_size))) {
+        const struct vhdx_region *r = NULL;
+        if (!bad && payload)
+            r = vhdx_region_find(s, offset, s->block_size);
+        if (r) {
             snprintf(line, sizeof(line),
-                     "VHDX BAT entry %" PRIu64 " at offset %" PRIu64
-                     " overlaps the image's metadata",
+                     "VHDX region %" PRIu64 "-%" PRIu64 " overlaps with region %" PRIu64
+                     "-%" PRIu64,
+                     offset, offset + s->block_size, r->start, r->end);
+            bad = true;
+        } else if (!bad && payload && offset < VHDX_HEADER_SECTION_END) {
+            snprintf(line, sizeof(line),
+                     "VHDX BAT entry %" PRIu64 " at offset %" PRIu64 " lies in the header section",
                      i, offset);
             bad = true;
         }

@@ -71,13 +71,18 @@ int vhdx_region_add(struct vhdx_state *s, uint64_t start, uint64_t len)
     return 0;
 }
 
-bool vhdx_region_overlaps(const struct vhdx_state *s, uint64_t start, uint64_t len)
+const struct vhdx_region *vhdx_region_find(const struct vhdx_state *s, uint64_t start, uint64_t len)
 {
     uint64_t end = start + len;
     for (size_t i = 0; i < s->nb_regions; i++)
         if (start < s->regions[i].end && end > s->regions[i].start)
-            return true;
-    return false;
+            return &s->regions[i];
+    return NULL;
+}
+
+bool vhdx_region_overlaps(const struct vhdx_state *s, uint64_t start, uint64_t len)
+{
+    return vhdx_region_find(s, start, len) != NULL;
 }
 
 int vhdx_read_headers(struct img *img, struct vhdx_state *s)

@@ -160,7 +160,7 @@ def main():
 
     def bat_on_metadata(img):
         img.set_bat(0, img.metadata_offset | 6)
-    refused('BAT entry on the metadata region', bat_on_metadata, 'overlaps the image')
+    refused('BAT entry on the metadata region', bat_on_metadata, 'overlaps with region')
 
     def bat_bad_state(img):
         img.set_bat(0, img.bat(0) & ~7 | 4)
