@@ -139,6 +139,16 @@ void vhdx_header_encode(struct vhdx_header *h);
 int vhdx_update_headers(struct img *img, struct vhdx_state *s, bool new_data_guid,
                         const uint8_t log_guid[16]);
 
+/* vhdx_parent.c: differencing images. */
+int vhdx_read_parent_locator(struct img *img, struct vhdx_state *s, uint32_t item_offset,
+                             uint32_t item_length);
+/*
+ * For a partially present block: whether the sectors from `in_block` on are in this image,
+ * and for how many bytes (at most `length`) that stays so.
+ */
+int vhdx_bitmap_run(struct img *img, const struct vhdx_state *s, uint64_t block, uint64_t in_block,
+                    uint64_t length, bool *present, uint64_t *run);
+
 /* vhdx_log.c */
 /* Replays a log left by an interrupted writer; refuses a read-only open of such an image. */
 int vhdx_log_replay_if_needed(struct img *img, struct vhdx_state *s);

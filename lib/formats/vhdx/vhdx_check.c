@@ -32,8 +32,9 @@ int vhdx_check_bat(struct img *img, struct vhdx_state *s, struct img_check_resul
         uint64_t offset = entry & VHDX_BAT_OFFSET_MASK;
         /* The last block may be short: QEMU once wrote such files. QEMU counts i over all
          * entries here, bitmap entries included; so do we, to report the same. */
-        uint64_t block_length = s->block_size;
-        if ((uint64_t)i * s->block_size < s->virtual_size &&
+        bool payload = (i + 1) % (s->chunk_ratio + 1) != 0;
+        uint64_t block_length = payload ? s->block_size : VHDX_MiB; /* a sector bitmap */
+        if (payload && (uint64_t)i * s->block_size < s->virtual_size &&
             s->virtual_size - (uint64_t)i * s->block_size < block_length)
             block_length = s->virtual_size - (uint64_t)i * s->block_size;
         bool bad = false;
@@ -56,7 +57,6 @@ int vhdx_check_bat(struct img *img, struct vhdx_state *s, struct img_check_resul
                      i, offset + block_length - 1, file_size);
             bad = true;
         }
-        bool payload = (i + 1) % (s->chunk_ratio + 1) != 0;
         const struct vhdx_region *r = NULL;
         if (!bad && payload)
             r = vhdx_region_find(s, offset, s->block_size);

@@ -306,6 +306,11 @@ int vhdx_read_metadata(struct img *img, struct vhdx_state *s)
         img_error(ret, "vhdx: '%s': a differencing image without a parent locator", img->filename);
         goto out;
     }
+    if ((s->params_flags & VHDX_PARAMS_HAS_PARENT) &&
+        (ret = vhdx_read_parent_locator(img, s, load_le32(entry[5] + 16),
+                                        load_le32(entry[5] + 20))) < 0)
+        goto out;
+    ret = -EINVAL;
     if (s->block_size < VHDX_BLOCK_SIZE_MIN || s->block_size > VHDX_BLOCK_SIZE_MAX ||
         !is_pow2(s->block_size)) {
         img_error(ret, "vhdx: '%s': invalid block size %" PRIu32, img->filename, s->block_size);

@@ -12,23 +12,37 @@
 #include "formats/vhdx/vhdx.h"
 #include "util/checked.h"
 
+/*
+ * What a whole block is: in a differencing image, blocks not present (or undefined or
+ * unmapped) are the parent's; partially present ones are resolved sector by sector.
+ */
 static int block_kind(struct img *img, const struct vhdx_state *s, uint64_t block,
                       enum extent_kind *kind, uint64_t *host)
 {
     uint64_t entry = s->bat[vhdx_bat_index(s, block)];
+    bool differencing = (s->params_flags & VHDX_PARAMS_HAS_PARENT) != 0;
+    *host = 0;
     switch (entry & VHDX_BAT_STATE_MASK) {
     case VHDX_BLOCK_NOT_PRESENT:
     case VHDX_BLOCK_UNDEFINED:
-    case VHDX_BLOCK_ZERO:
     case VHDX_BLOCK_UNMAPPED:
     case VHDX_BLOCK_UNMAPPED_V095:
+        *kind = differencing ? EXTENT_UNALLOCATED : EXTENT_ZERO;
+        return 0;
+    case VHDX_BLOCK_ZERO:
         *kind = EXTENT_ZERO;
-        *host = 0;
         return 0;
     case VHDX_BLOCK_FULLY_PRESENT:
         *kind = EXTENT_DATA;
         *host = entry & VHDX_BAT_OFFSET_MASK;
         return 0;
+    case VHDX_BLOCK_PARTIALLY_PRESENT:
+        if (differencing) {
+            *kind = EXTENT_COMPRESSED; /* "mixed": resolved by the caller */
+            *host = entry & VHDX_BAT_OFFSET_MASK;
+            return 0;
+        }
+        /* fall through */
     default:
         return img_error(-EIO, "vhdx: '%s': block %" PRIu64 " has the invalid state %u",
                          img->filename, block, (unsigned)(entry & VHDX_BAT_STATE_MASK));
@@ -47,6 +61,19 @@ int vhdx_map(struct img *img, uint64_t offset, uint64_t length, struct img_exten
     if (ret < 0)
         goto out;
     uint64_t len = min_u64(length, s->block_size - in_block);
+    if (kind == EXTENT_COMPRESSED) {
+        bool present;
+        ret = vhdx_bitmap_run(img, s, block, in_block, len, &present, &len);
+        if (ret < 0)
+            goto out;
+        *ext = (struct img_extent){
+            .kind = present ? EXTENT_DATA : EXTENT_UNALLOCATED, .length = len, .file = img->file};
+        if (present) {
+            ext->host_offset = host + in_block;
+            ext->host_offset_valid = true;
+        }
+        goto out;
+    }
     /* Join the following blocks while they continue the run. */
     while (len < length) {
         enum extent_kind k;

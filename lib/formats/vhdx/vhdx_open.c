@@ -53,11 +53,6 @@ int vhdx_open(struct img *img, const img_opts *opts)
      * unless the image is opened to be checked, when check reports it. */
     if (!(img->flags & IMG_OPEN_CHECK) && (ret = vhdx_check_bat(img, s, NULL)) < 0)
         goto fail;
-    if (s->params_flags & VHDX_PARAMS_HAS_PARENT) {
-        ret =
-            img_error(-ENOTSUP, "vhdx: '%s': differencing images are not supported", img->filename);
-        goto fail;
-    }
     img->size = s->virtual_size;
     img->cluster_size = s->block_size;
     /* Each session names itself in the headers before it writes anything else. */
@@ -65,6 +60,8 @@ int vhdx_open(struct img *img, const img_opts *opts)
         goto fail;
     return 0;
 fail:
+    free(img->backing_name);
+    img->backing_name = NULL;
     img->priv = NULL;
     state_free(s);
     return ret;

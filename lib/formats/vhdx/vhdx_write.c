@@ -53,6 +53,9 @@ int vhdx_alloc(struct img *img, uint64_t offset, uint64_t length, struct img_ext
     uint64_t in_block = offset & (s->block_size - 1);
     uint64_t index = vhdx_bat_index(s, block);
     int ret = 0;
+    if (s->params_flags & VHDX_PARAMS_HAS_PARENT)
+        return img_error(-ENOTSUP, "vhdx: '%s': writing differencing images is not supported",
+                         img->filename);
     pthread_mutex_lock(&img->lock);
     uint64_t entry = s->bat[index];
     uint32_t state = entry_state(entry);
@@ -111,6 +114,9 @@ int vhdx_alloc_commit(struct img *img, struct img_alloc *a, int write_result)
 int vhdx_zero(struct img *img, uint64_t offset, uint64_t length, unsigned flags)
 {
     struct vhdx_state *s = img->priv;
+    if (s->params_flags & VHDX_PARAMS_HAS_PARENT)
+        return img_error(-ENOTSUP, "vhdx: '%s': writing differencing images is not supported",
+                         img->filename);
     while (length) {
         uint64_t block = offset >> s->block_bits;
         uint64_t in_block = offset & (s->block_size - 1);

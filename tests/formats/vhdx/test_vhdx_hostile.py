@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 """Hostile VHDX images, crafted here from one the library creates: each is refused with a
 clear message naming the problem (and without a crash: the suite also runs under ASan), or,
-where QEMU accepts the image, read as QEMU reads it. Needs no qemu-img; where it is
+where QEMU accepts the image, read as QEMU reads it. Also a crafted differencing image (no
+tool here makes one), read through its parent. Needs no qemu-img; where it is
 installed, the BAT past the end of the file is also checked against qemu-img check.
 
 usage: test_vhdx_hostile.py  (IMGUTIL_CLI names the imgutil binary)
@@ -36,6 +37,67 @@ def expect(label, proc, rc, needle):
             label, proc.returncode, rc, out[-800:], needle))
     else:
         print('ok   %s' % label)
+
+
+def differencing(tmp):
+    """A differencing image crafted here (qemu-img cannot make one): its blocks fully
+    present, partially present (a sector bitmap), not present (the parent's) and zero read
+    as the specification says, the parent named by its locator's relative path."""
+    mib = vx.MIB
+    parent_raw = os.path.join(tmp, 'parent.raw')
+    parent_content = bytes([0x11]) * mib + bytes([0x22]) * mib + bytes([0x33]) * mib + \
+        bytes([0x44]) * mib
+    with open(parent_raw, 'wb') as f:
+        f.write(parent_content)
+    parent = os.path.join(tmp, 'parent.vhdx')
+    child = os.path.join(tmp, 'child.vhdx')
+    for args in (['convert', '-O', 'vhdx', '-o', 'block_size=1M', parent_raw, parent],
+                 ['create', '-q', '-f', 'vhdx', '-o', 'block_size=1M,block_state_zero=off',
+                  child, str(4 * mib)]):
+        p = run(CLI, *args)
+        if p.returncode != 0:
+            failures.append('differencing: setup')
+            print('FAIL differencing setup: %s' % p.stderr)
+            return
+    img = vx.Image(child)
+    vx.make_differencing(img, '.\\parent.vhdx')
+    b0 = vx.append_block(img, bytes([0xc1]) * mib)
+    b1 = vx.append_block(img, bytes([0xc2]) * mib)
+    bitmap = bytearray(mib)
+    present = list(range(2048, 2148)) + list(range(3000, 4000))
+    for sector in present:
+        bitmap[sector // 8] |= 1 << (sector % 8)
+    bm = vx.append_block(img, bytes(bitmap))
+    chunk_ratio = (1 << 23) * 512 // mib
+    img.set_bat(0, b0 | 6)
+    img.set_bat(1, b1 | 7)
+    img.set_bat(3, 2)
+    img.set_bat(chunk_ratio, bm | 6)
+    img.save()
+    expected = bytearray(bytes([0xc1]) * mib + parent_content[mib:3 * mib] + bytes(mib))
+    for sector in present:
+        at = sector * 512  # block 1 starts at sector 2048 of the chunk, at byte 1 MiB
+        expected[at:at + 512] = bytes([0xc2]) * 512
+    out = child + '.raw'
+    p = run(CLI, 'convert', '-O', 'raw', child, out)
+    got = open(out, 'rb').read() if p.returncode == 0 else b''
+    if got != bytes(expected):
+        failures.append('differencing: content')
+        first = next((i for i in range(min(len(got), len(expected))) if got[i] != expected[i]),
+                     None)
+        print('FAIL differencing image content (exit %d, %s; first difference at %s)' % (
+            p.returncode, p.stderr.strip(), first))
+    else:
+        print('ok   differencing image reads through its parent')
+    expect('differencing image: info names the parent', run(CLI, 'info', child), 0,
+           'backing file: parent.vhdx')
+    nopath = os.path.join(tmp, 'nopath.vhdx')
+    run(CLI, 'create', '-q', '-f', 'vhdx', nopath, str(4 * mib))
+    img = vx.Image(nopath)
+    vx.make_differencing(img, 'x', locator=vx.parent_locator([('parent_linkage', 'x')]))
+    img.save()
+    expect('differencing image without a parent path', run(CLI, 'info', nopath), 1,
+           'names no parent path')
 
 
 def main():
@@ -252,6 +314,8 @@ def main():
               proc.stderr)
     else:
         print('ok   valid log: the replayed image reads as the log said')
+
+    differencing(tmp)
 
     if shutil.which('qemu-img'):
         path = variant(bat_past_end)

@@ -142,3 +142,49 @@ def new_guid():
 
 def file_size(path):
     return os.path.getsize(path)
+
+
+PARENT_LOCATOR_GUID = bytes.fromhex('2d5fd3a80bb34d45abf7d3d84834ab0c')
+PARENT_VHDX_TYPE = bytes.fromhex('b7ef4ab09ed1814ab78925b8e9445913')
+
+
+def parent_locator(entries):
+    """A VHDX parent locator item holding the (key, value) string pairs."""
+    head = bytearray(PARENT_VHDX_TYPE + struct.pack('<HH', 0, len(entries)))
+    table = bytearray()
+    strings = bytearray()
+    base = 20 + 12 * len(entries)
+    for key, value in entries:
+        k, v = key.encode('utf-16-le'), value.encode('utf-16-le')
+        koff = base + len(strings)
+        strings += k
+        voff = base + len(strings)
+        strings += v
+        table += struct.pack('<IIHH', koff, voff, len(k), len(v))
+    return bytes(head + table + strings)
+
+
+def make_differencing(img, parent_path, locator=None):
+    """Turns a dynamic image (made with block_state_zero=off) into a differencing one naming
+    `parent_path`: the has-parent flag, a parent locator item after the other items."""
+    params = img.item_offset(FILE_PARAMS_GUID)
+    flags = struct.unpack_from('<I', img.data, params + 4)[0]
+    struct.pack_into('<I', img.data, params + 4, flags | 2)
+    count = struct.unpack_from('<H', img.data, img.metadata_offset + 10)[0]
+    last = max(struct.unpack_from('<II', img.data, e + 16) for e in img.items.values())
+    at = last[0] + last[1]
+    item = locator or parent_locator([('parent_linkage', '{%s}' % uuid.uuid4()),
+                                      ('relative_path', parent_path)])
+    e = img.metadata_offset + 32 + 32 * count
+    struct.pack_into('<16sIII', img.data, e, PARENT_LOCATOR_GUID, at, len(item), 4)
+    struct.pack_into('<H', img.data, img.metadata_offset + 10, count + 1)
+    img.data[img.metadata_offset + at:img.metadata_offset + at + len(item)] = item
+    img.items[PARENT_LOCATOR_GUID] = e
+
+
+def append_block(img, content):
+    """Appends `content` at the next 1 MiB boundary; returns its offset."""
+    off = (len(img.data) + MIB - 1) // MIB * MIB
+    img.data += bytes(off - len(img.data))
+    img.data += content
+    return off
