@@ -69,7 +69,9 @@ def main():
                     cwd=s.tmp)
         # A run without a kill counts the writes.
         shutil.copyfile(s.path('fresh.vhdx'), s.path('count.vhdx'))
-        env = dict(os.environ, LD_PRELOAD=s.helpers['killpoint'],
+        # Under ASan the sanitizer's runtime must come first; the preload only wraps pwrite.
+        asan = os.environ.get('ASAN_OPTIONS', '') + ':verify_asan_link_order=0'
+        env = dict(os.environ, LD_PRELOAD=s.helpers['killpoint'], ASAN_OPTIONS=asan,
                    KILLPOINT_COUNT=s.path('count.txt'))
         proc, _, _ = writer_run(s, 'count.vhdx', seed, env)
         with open(s.path('count.txt')) as f:
@@ -92,7 +94,7 @@ def main():
             with s.check(label):
                 image, copy = 'k.vhdx', 'k-qemu.vhdx'
                 shutil.copyfile(s.path('fresh.vhdx'), s.path(image))
-                env = dict(os.environ, LD_PRELOAD=s.helpers['killpoint'],
+                env = dict(os.environ, LD_PRELOAD=s.helpers['killpoint'], ASAN_OPTIONS=asan,
                            KILLPOINT_AT=str(n), KILLPOINT_TORN='1' if torn else '0')
                 proc, acked, started = writer_run(s, image, seed, env)
                 if proc.returncode not in (-9, 0):
