@@ -21,11 +21,13 @@ BAT_AT = 320 * KIB
 META_AT = 384 * KIB
 
 
-def build(virtual_size, block_size=vx.MIB, blocks=(), log_length=0, log_entry=None):
+def build(virtual_size, block_size=vx.MIB, blocks=(), log_length=0, log_entry=None,
+          locator=None):
     """blocks: [(index, state, file offset, fill byte)]; data is written for present ones."""
-    size = META_AT + 64 * KIB + 40
+    meta_length = 64 * KIB + 40 + (len(locator) if locator else 0)
+    size = META_AT + meta_length
     for _, state, off, _ in blocks:
-        if state == 6:
+        if state in (6, 7):
             size = max(size, off + min(block_size, virtual_size))
     if log_length:
         size = max(size, vx.MIB + log_length)
@@ -36,12 +38,13 @@ def build(virtual_size, block_size=vx.MIB, blocks=(), log_length=0, log_entry=No
                      bytes(range(16, 32)), bytes(16), 0, 1, log_length, vx.MIB)
     t = bytearray(64 * KIB)
     struct.pack_into('<4sIII', t, 0, b'regi', 0, 2, 0)
-    struct.pack_into('<16sQII16sQII', t, 16, vx.BAT_GUID, BAT_AT, 4096, 1, vx.METADATA_GUID,
-                     META_AT, 64 * KIB + 40, 1)
+    bat_length = 40 * KIB if locator else 4096  # a differencing BAT ends with a bitmap entry
+    struct.pack_into('<16sQII16sQII', t, 16, vx.BAT_GUID, BAT_AT, bat_length, 1, vx.METADATA_GUID,
+                     META_AT, meta_length, 1)
     vx.with_checksum(t)
     d[vx.REGION_OFFSETS[0]:vx.REGION_OFFSETS[0] + len(t)] = t
-    m = bytearray(64 * KIB + 40)
-    struct.pack_into('<8sHH', m, 0, b'metadata', 0, 5)
+    m = bytearray(meta_length)
+    struct.pack_into('<8sHH', m, 0, b'metadata', 0, 6 if locator else 5)
     ids = [vx.FILE_PARAMS_GUID, vx.VIRTUAL_SIZE_GUID,
            bytes.fromhex('ab12cabee6b2234593efc309e000c746'),
            bytes.fromhex('1dbf41816fa90947ba47f233a8faab5f'),
@@ -51,12 +54,15 @@ def build(virtual_size, block_size=vx.MIB, blocks=(), log_length=0, log_entry=No
     for i, (g, n) in enumerate(zip(ids, lens)):
         struct.pack_into('<16sIII', m, 32 + 32 * i, g, at, n, 4 if i == 0 else 6)
         at += n
-    struct.pack_into('<IIQ16sII', m, 64 * KIB, block_size, 0, virtual_size, bytes(range(16)),
-                     512, 512)
+    struct.pack_into('<IIQ16sII', m, 64 * KIB, block_size, 2 if locator else 0, virtual_size,
+                     bytes(range(16)), 512, 512)
+    if locator:
+        struct.pack_into('<16sIII', m, 32 + 32 * 5, vx.PARENT_LOCATOR_GUID, at, len(locator), 4)
+        m[at:at + len(locator)] = locator
     d[META_AT:META_AT + len(m)] = m
     for index, state, off, fill in blocks:
         struct.pack_into('<Q', d, BAT_AT + 8 * index, off | state)
-        if state == 6:
+        if state in (6, 7):
             n = min(block_size, virtual_size)
             d[off:off + n] = bytes([fill]) * n
     img = vx.Image.__new__(vx.Image)
@@ -88,6 +94,12 @@ def main():
         return vx.log_entry(guid, 5, [(BAT_AT, bytes(sector))], file_size)
     images['dirty-log.vhdx'] = build(8 * KIB, log_length=vx.MIB, log_entry=bat_update)
 
+    # Differencing: a block partially present (sector bitmap), the parent a missing file.
+    chunk_ratio = (1 << 23) * 512 // vx.MIB
+    images['differencing.vhdx'] = build(
+        2 * vx.MIB, blocks=[(0, 7, vx.MIB, 0x6b), (chunk_ratio, 6, 2 * vx.MIB, 0x0f)],
+        locator=vx.parent_locator([('parent_linkage', '{0}'), ('relative_path',
+                                                                '.\\parent.vhdx')]))
     base = images['data-8k.vhdx']
 
     def damaged(name, patch):
