@@ -397,6 +397,11 @@ int vhdx_log_write_sectors(struct img *img, struct vhdx_state *s, const uint64_t
     int64_t file_size = io_file_size(img->file);
     if (file_size < 0)
         return img_error((int)file_size, "vhdx: cannot read the size of '%s'", img->filename);
+    /* A log the header places past the end of the file would have writes land there. */
+    if (h->log_offset + length > (uint64_t)file_size)
+        return img_error(-EINVAL,
+                         "vhdx: '%s': the log at 0x%" PRIx64 " is past the end of the file",
+                         img->filename, h->log_offset);
     uint8_t *buf = malloc(length);
     if (!buf)
         return img_error(-ENOMEM, "vhdx: out of memory");

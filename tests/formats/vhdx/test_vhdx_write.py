@@ -15,11 +15,15 @@ usage: test_vhdx_write.py WRITE_DRIVER
 
 import os
 import random
+import struct
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, '..', '..', 'write'))
 import writetest as wt  # noqa: E402
+
+sys.path.insert(0, HERE)
+import vhdxlib as vx  # noqa: E402
 
 MIB = 1 << 20
 
@@ -149,12 +153,33 @@ def property_runs(s, rng):
             os.unlink(s.path(shadow))
 
 
+def hostile_log_place(s):
+    """A header that puts the log past the end of the file: reading works, but the first
+    metadata update is refused rather than written a terabyte away."""
+    with s.check('a log placed past the end of the file: the first allocation is refused'):
+        image = 'far-log.vhdx'
+        s.api('create', image, 'vhdx', 4 * MIB, 'block_size=1M')
+        img = vx.Image(s.path(image))
+        header = img.active_header()
+        struct.pack_into('<Q', header, 72, 1 << 40)
+        img.put_headers(header)
+        img.save()
+        wt.write_file(s.path('far.ops'), b'write 0 4096 7\n')
+        proc = s.api('run', image, '-f', 'vhdx', '--script', 'far.ops', '--no-resize',
+                     ok_codes=None)
+        if proc.returncode == 0 or 'past the end of the file' not in proc.stderr:
+            raise wt.CheckFailed('exit %d: %s' % (proc.returncode, wt.clip(proc.stderr)))
+        if os.path.getsize(s.path(image)) > 64 * MIB:
+            raise wt.CheckFailed('the file grew to %d bytes' % os.path.getsize(s.path(image)))
+
+
 def main():
     s = wt.Suite('vhdx-write', sys.argv)
     rng = random.Random(s.seed(20261206))
     create_matrix(s)
     convert_checks(s, rng)
     property_runs(s, rng)
+    hostile_log_place(s)
     s.finish()
 
 
