@@ -10,7 +10,10 @@
 
 Environment: WRITE_TEST_SEED, VHDX_PROPERTY_RUNS (default 6).
 
-usage: test_vhdx_write.py WRITE_DRIVER
+  - several threads writing one handle at once, racing to allocate the same blocks
+    (thread_writer): the content as expected, qemu-img check clean.
+
+usage: test_vhdx_write.py WRITE_DRIVER THREAD_WRITER
 """
 
 import os
@@ -173,13 +176,24 @@ def hostile_log_place(s):
             raise wt.CheckFailed('the file grew to %d bytes' % os.path.getsize(s.path(image)))
 
 
+def threads(s):
+    with s.check('four threads on one handle, racing for the same blocks'):
+        image = 'threads.vhdx'
+        s.api('create', image, 'vhdx', 24 * MIB, 'block_size=1M')
+        wt.run([s.helpers['thread_writer'], image, str(MIB), '11', 'threads.raw', '-f', 'vhdx',
+                '--threads', '4'], cwd=s.tmp)
+        wt.assert_qemu_check(image, fmt='vhdx', cwd=s.tmp)
+        wt.assert_same_content('threads.raw', image, fmt='vhdx', cwd=s.tmp)
+
+
 def main():
-    s = wt.Suite('vhdx-write', sys.argv)
+    s = wt.Suite('vhdx-write', sys.argv, helpers=('thread_writer',))
     rng = random.Random(s.seed(20261206))
     create_matrix(s)
     convert_checks(s, rng)
     property_runs(s, rng)
     hostile_log_place(s)
+    threads(s)
     s.finish()
 
 
