@@ -82,8 +82,13 @@ def main():
                     proc.returncode, len(lengths), wt.clip(proc.stderr.decode())))
             continue
         total = len(lengths)
-        points = sorted(set([1, 2, total] + rng.sample(range(1, total + 1),
-                                                        min(per_config, total))))
+        # Always the window replay exists for: each log entry written (a write of two or
+        # more 4 KiB sectors, the only such writes but data) and the BAT not yet in place.
+        # Log entries are told from data writes by their position: right after a header.
+        after_log = [i + 2 for i in range(1, total) if lengths[i] >= 8192 and
+                     lengths[i] % 4096 == 0 and lengths[i - 1] == 4096 and i + 2 <= total]
+        points = sorted(set([1, 2, total] + after_log + rng.sample(
+            range(1, total + 1), min(per_config, total))))
         print('     config %d (%s): %d writes, killing at %d of them' % (c, opts, total,
                                                                          len(points)),
               flush=True)
