@@ -176,6 +176,28 @@ def hostile_log_place(s):
             raise wt.CheckFailed('the file grew to %d bytes' % os.path.getsize(s.path(image)))
 
 
+def differencing_refused(s):
+    """Writing a differencing image is refused (QEMU 7.2 does not open them at all): the
+    write fails with a reason and the file is left as it was."""
+    with s.check('a write to a differencing image is refused, the file unchanged'):
+        s.api('create', 'parent.vhdx', 'vhdx', 4 * MIB, 'block_size=1M')
+        s.api('create', 'diff.vhdx', 'vhdx', 4 * MIB, 'block_size=1M,block_state_zero=off')
+        img = vx.Image(s.path('diff.vhdx'))
+        vx.make_differencing(img, 'parent.vhdx')
+        img.save()
+        before = open(s.path('diff.vhdx'), 'rb').read()
+        wt.write_file(s.path('one.ops'), b'write 4096 4096 3\n')
+        proc = s.api('run', 'diff.vhdx', '-f', 'vhdx', '--script', 'one.ops', '--no-resize',
+                     ok_codes=None)
+        if proc.returncode == 0 or 'writing differencing images is not supported' not in \
+                proc.stderr:
+            raise wt.CheckFailed('exit %d: %s' % (proc.returncode, wt.clip(proc.stderr)))
+        after = open(s.path('diff.vhdx'), 'rb').read()
+        # The headers take this session's GUID on a read-write open; nothing else changes.
+        if before[192 * 1024:] != after[192 * 1024:]:
+            raise wt.CheckFailed('the file changed past its headers')
+
+
 def threads(s):
     with s.check('four threads on one handle, racing for the same blocks'):
         image = 'threads.vhdx'
@@ -193,6 +215,7 @@ def main():
     convert_checks(s, rng)
     property_runs(s, rng)
     hostile_log_place(s)
+    differencing_refused(s)
     threads(s)
     s.finish()
 
