@@ -301,5 +301,6 @@ extern const struct img_format format_parallels;
 extern const struct img_format format_vdi;
 extern const struct img_format format_qed;
 extern const struct img_format format_vmdk;
+extern const struct img_format format_vhdx;
 
 #endif

@@ -16,6 +16,7 @@ static const struct img_format *const formats[] = {
     &format_vdi,
     &format_qed,
     &format_vmdk,
+    &format_vhdx,
     &format_raw,
 };
 
@@ -89,8 +90,16 @@ const char *format_probe_unsupported(const uint8_t *buf, size_t len, const char 
         return "vmdk";
     if (has_magic(buf, len, 0, "conectix"))
         return "vpc";
-    if (has_magic(buf, len, 0, "vhdxfile"))
-        return "vhdx";
+    if (len >= 0x44 && load_le32(buf + 0x40) == 0xbeda107f)
+        return "vdi";
+    if (has_magic(buf, len, 0, "WithoutFreeSpace") || has_magic(buf, len, 0, "WithouFreSpacExt"))
+        return "parallels";
+    if (has_magic(buf, len, 0, "Bochs Virtual HD Image"))
+        return "bochs";
+    if (has_magic(buf, len, 0, "#!/bin/sh\n#V2.0 Format"))
+        return "cloop";
+    if (has_magic(buf, len, 0, "QED"))
+        return "qed";
     if (has_magic(buf, len, 0, "LUKS\xba\xbe"))
         return "luks";
     if (has_magic(buf, len, 0, "QFI\xfb"))

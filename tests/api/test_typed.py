@@ -19,7 +19,7 @@ SKIP = 77
 READ_ONLY, READ_WRITE, NO_BACKING = 1 << 0, 1 << 1, 1 << 3
 FLAG = {'dirty': 1 << 0, 'corrupt': 1 << 1, 'encrypted': 1 << 2, 'data-file': 1 << 3,
         'snapshots': 1 << 4, 'bitmaps': 1 << 5, 'backing': 1 << 6}
-NAMED_BACKING, NAMED_DATA_FILE = 1, 2
+NAMED_BACKING, NAMED_DATA_FILE, NAMED_EXTENT = 1, 2, 3
 
 P, I, I64, U64, S = (ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_uint64,
                      ctypes.c_char_p)
@@ -221,6 +221,15 @@ def test_getters(lib, tmp):
         getters_match_info(lib, im, qemu_info(dfile), 'qcow2 with a data file')
         check(named_files(lib, im) == [(os.path.join(tmp, 'df.data'), NAMED_DATA_FILE)],
               'named files of a data-file image: %r' % named_files(lib, im))
+
+    if lib.img_format_supports(b'vmdk', b'read') == 1:
+        flat = os.path.join(tmp, 'flat.vmdk')
+        qemu_img('create', '-q', '-f', 'vmdk', '-o', 'subformat=twoGbMaxExtentFlat', flat, '3G')
+        with Image(lib, flat) as im:
+            want = [(os.path.join(tmp, 'flat-f%03d.vmdk' % i), NAMED_EXTENT) for i in (1, 2)]
+            check(named_files(lib, im) == want,
+                  'named files of a split flat VMDK: its extents %r' % named_files(lib, im))
+            getters_match_info(lib, im, qemu_info(flat), 'vmdk with extents')
 
     # The header's incompatible feature bits (offset 72): dirty (bit 0) and corrupt (bit 1).
     for bit, what in ((0, 'dirty'), (1, 'corrupt')):

@@ -83,6 +83,14 @@ cmp -s created.data created.ref.data || fail "create's data file differs from qe
 expect_status 0 create -f qcow2 -o data_file=empty.data empty.qcow2 1M
 qemu-img check empty.qcow2 >check.out 2>&1 || fail "create on an empty data file: $(cat check.out)"
 
+# The extent files of a VMDK likewise: an existing one with data is kept unless asked for.
+printf 'keep this extent\n' >disk-flat.vmdk
+expect_status 1 create -f vmdk -o subformat=monolithicFlat disk.vmdk 1M
+expect_err "exists and holds data"
+[ "$(cat disk-flat.vmdk)" = "keep this extent" ] || fail "create emptied an existing extent file"
+expect_status 0 create -f vmdk -o subformat=monolithicFlat,overwrite_named=on disk.vmdk 1M
+qemu-img check disk.vmdk >check.out 2>&1 || fail "vmdk over a taken-over extent: $(cat check.out)"
+
 # A FIFO as the data file is refused, not waited on.
 mkfifo fifo.data || exit 1
 timeout 10 "$IMGUTIL" convert -O qcow2 -o data_file=fifo.data src.raw fifo.qcow2 \

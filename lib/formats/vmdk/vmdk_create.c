@@ -184,25 +184,32 @@ static const char *base_name(const char *path)
     return b ? b + 1 : path;
 }
 
-static int make_extent(const struct create_plan *p, const char *path, uint64_t size,
-                       struct made_files *made)
+/*
+ * Creates one extent file, or takes over an existing one only as img_create_named_file()
+ * allows (empty, or overwrite_named=on): locked, emptied, then laid out.
+ */
+static int make_extent(const struct img_create_args *args, const struct create_plan *p,
+                       const char *path, uint64_t size, struct made_files *made)
 {
     char **grown = realloc(made->paths, (made->count + 1) * sizeof(*grown));
     if (!grown)
         return img_error(-ENOMEM, "out of memory");
     made->paths = grown;
     struct io_file *f;
-    int ret = io_file_open(&f, path, O_RDWR | O_CREAT, 0644);
+    char *taken = NULL;
+    bool created = false;
+    int ret = img_create_named_file(args, path, "extent", &f, &taken, &created);
     if (ret < 0)
-        return img_error(ret, "vmdk: cannot create the extent '%s': %s", path, img_strerror(ret));
-    made->paths[made->count] = strdup(path);
-    if (made->paths[made->count])
+        return ret;
+    /* Only a file this create made is removed again when it fails. */
+    if (created) {
+        made->paths[made->count] = taken;
         made->count++;
-    ret = io_file_lock(f, IO_LOCK_WRITE, path);
-    if (ret == 0 && p->flat) {
-        ret = io_truncate(f, 0);
-        if (ret == 0)
-            ret = io_truncate(f, size);
+    } else {
+        free(taken);
+    }
+    if (p->flat) {
+        ret = io_truncate(f, size);
         if (ret < 0)
             img_error(ret, "vmdk: cannot size '%s': %s", path, img_strerror(ret));
     } else if (ret == 0) {
@@ -326,7 +333,8 @@ static int build(const struct img_create_args *args, const struct create_plan *p
         for (unsigned idx = 1; ret == 0 && done < p->size; idx++) {
             uint64_t n = min_u64(p->size - done, chunk);
             char *path = extent_path(naming, p->flat, p->split, idx);
-            ret = path ? make_extent(p, path, n, made) : img_error(-ENOMEM, "out of memory");
+            ret = path ? make_extent(args, p, path, n, made)
+                       : img_error(-ENOMEM, "out of memory");
             if (ret == 0)
                 ret = append(&lines, &lines_len, "RW %" PRIu64 " %s \"%s\"%s\n", n / VMDK_SECTOR,
                              kind, base_name(path), tail);

@@ -108,7 +108,13 @@ static int parse_extent_line(struct img *img, struct vmdk_state *s, const char *
         vmdk_extent_free(e);
         return img_error(-ENOMEM, "out of memory");
     }
-    int ret = img_open_named_file(img, fname, IMG_OPEN_ALLOW_EXTERNAL_EXTENTS, "extent", &e->file);
+    /* Listed whether or not the open flags let it be opened (img_get_named_file). */
+    int ret = strcmp(e->filename, img->filename) == 0
+                  ? 0
+                  : img_name_file(img, IMG_NAMED_EXTENT, fname);
+    if (ret == 0)
+        ret = img_open_named_file(img, fname, IMG_OPEN_ALLOW_EXTERNAL_EXTENTS, "extent",
+                                  &e->file);
     if (ret < 0) {
         vmdk_extent_free(e);
         return ret;
