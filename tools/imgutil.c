@@ -19,7 +19,7 @@ struct command {
 static const struct command commands[] = {
     {"check", cmd_check},   {"compare", cmd_compare},   {"convert", cmd_convert},
     {"create", cmd_create}, {"info", cmd_info},         {"map", cmd_map},
-    {"resize", cmd_resize}, {"snapshot", cmd_snapshot},
+    {"resize", cmd_resize}, {"snapshot", cmd_snapshot}, {"measure", cmd_measure},
 };
 
 static void print_version(void)
@@ -46,6 +46,8 @@ void cli_print_help(void)
            "  info [-f fmt] [--output=ofmt] [--backing-chain] [-U] filename\n"
            "  map [-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] "
            "filename\n"
+           "  measure [--output=ofmt] [-O output_fmt] [-o options] [--size N | [-f fmt] "
+           "[-l snapshot_param] filename]\n"
            "  snapshot [-U] [-q] [-f fmt] [-l | -a snapshot | -c snapshot | -d snapshot] "
            "filename\n"
            "  resize [-f fmt] [--preallocation=prealloc] [-q] [--shrink] filename [+ | -]size\n"

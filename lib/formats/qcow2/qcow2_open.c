@@ -284,4 +284,5 @@ const struct img_format format_qcow2 = {
     .compress_unit = qcow2_compress_unit,
     .write_compressed_data = qcow2_write_compressed_data,
     .compress_allowed = qcow2_compress_allowed,
+    .measure = qcow2_measure,
 };
