@@ -81,7 +81,7 @@ qemu-img create -q -f qcow2 -o cluster_size=512 granularities.qcow2 3G
 for g in 512 64k 1M 2G; do
     qemu-img bitmap --add -g $g granularities.qcow2 "bitmap_$g"
 done
-same -O qcow2 granularities.qcow2
+same -O qcow2 -o cluster_size=512 granularities.qcow2
 same -O qcow2 -o cluster_size=2M --output=json granularities.qcow2
 qemu-img snapshot -c snap base.qcow2
 same -O qcow2 base.qcow2
