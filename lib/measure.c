@@ -75,12 +75,13 @@ IMG_API int img_measure(img *src, uint64_t size, const char *format, const img_o
     const struct img_format *fmt = format_find(format);
     if (!fmt)
         return img_error(-ENOENT, "Unknown file format '%s'", format);
-    if (!fmt->measure)
-        return img_error(-ENOTSUP, "Block driver '%s' does not support size measurement",
-                         fmt->name);
+    /* qemu-img parses the options before it asks the driver to measure. */
     int ret = format_check_create_options(fmt, opts);
     if (ret < 0)
         return ret;
+    if (!fmt->measure)
+        return img_error(-ENOTSUP, "Block driver '%s' does not support size measurement",
+                         fmt->name);
 
     struct img_measure_args args = {.src = src, .size = size, .opts = opts};
     if (src) {
