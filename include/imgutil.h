@@ -653,6 +653,34 @@ IMG_API int img_format_supported(const char *format, const char *what);
 IMG_API int img_format_options_json(const char *format, char **json);
 #define IMGUTIL_HAVE_IMG_FORMAT_OPTIONS_JSON 1
 
+/* ---- measuring: how large a converted or new image would be (since 1.1) ---- */
+
+/*
+ * What `qemu-img measure` answers: the size of an image of `format`, created with the
+ * creation options `opts` (may be NULL; the keys img_create() takes), that would hold either
+ * the content of `src` (its whole backing chain, as img_convert() would copy it) or, when
+ * `src` is NULL, `size` bytes of guest data (`qemu-img measure --size`). `size` must be 0 when
+ * `src` is given.
+ *
+ * On success returns 0 and *json (free it with img_free) holds qemu-img measure's JSON:
+ *   {"required": 1507328, "fully-allocated": 105185280}
+ * "required" is the file size the image needs for the source's data (for `--size`: with no
+ * data written), "fully-allocated" its size with every cluster allocated, both in bytes and
+ * equal to qemu-img 7.2's figures. "bitmaps" comes first, in bytes, when the source is a
+ * qcow2 v3 image and the target a qcow2 v3 image (room for the source's persistent bitmaps,
+ * 0 when it has none).
+ *
+ * On failure *json is NULL and a negative errno is returned with img_last_error() set to
+ * qemu-img's message: -ENOENT "Unknown file format 'F'", -ENOTSUP "Block driver 'F' does not
+ * support size measurement", -EINVAL for an option the format does not take or values that
+ * do not combine, -EFBIG for a size the format cannot address.
+ *
+ * Shared on `src` (one block status query at a time, like img_map()); thread-safe.
+ */
+IMG_API int img_measure(img *src, uint64_t size, const char *format, const img_opts *opts,
+                        char **json);
+#define IMGUTIL_HAVE_IMG_MEASURE 1
+
 #ifdef __cplusplus
 }
 #endif

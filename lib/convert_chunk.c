@@ -369,9 +369,12 @@ static int write_run(const struct convert_job *job, struct convert_chunk_ctx *ct
          * A backend lets one allocation of a cluster be in progress at a time, and an
          * allocation waits for the one before it: runs of this chunk meeting in a cluster
          * (sub-cluster units) are written and linked one after the other, not by a thread
-         * waiting for itself. Chunks share no cluster.
+         * waiting for itself. Chunks share no cluster. A backend whose allocations wait for
+         * any in progress gets one at a time.
          */
-        if (ctx->tokens_listed && (cluster == 0 || offset / cluster <= ctx->token_last_cluster)) {
+        bool parallel = format_has(dst->fmt, FORMAT_PARALLEL_ALLOCS);
+        if (ctx->tokens_listed &&
+            (!parallel || cluster == 0 || offset / cluster <= ctx->token_last_cluster)) {
             int ret = run_requests(job, ctx);
             if (ret < 0)
                 return ret;

@@ -12,6 +12,8 @@ int cmd_convert(int argc, char **argv);
 int cmd_create(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_map(int argc, char **argv);
+int cmd_measure(int argc, char **argv);
+int cmd_dd(int argc, char **argv);
 int cmd_resize(int argc, char **argv);
 int cmd_snapshot(int argc, char **argv);
 

@@ -19,7 +19,8 @@ struct command {
 static const struct command commands[] = {
     {"check", cmd_check},   {"compare", cmd_compare},   {"convert", cmd_convert},
     {"create", cmd_create}, {"info", cmd_info},         {"map", cmd_map},
-    {"resize", cmd_resize}, {"snapshot", cmd_snapshot},
+    {"resize", cmd_resize}, {"snapshot", cmd_snapshot}, {"measure", cmd_measure},
+    {"dd", cmd_dd},
 };
 
 static void print_version(void)
@@ -46,6 +47,10 @@ void cli_print_help(void)
            "  info [-f fmt] [--output=ofmt] [--backing-chain] [-U] filename\n"
            "  map [-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] "
            "filename\n"
+           "  measure [--output=ofmt] [-O output_fmt] [-o options] [--size N | [-f fmt] "
+           "[-l snapshot_param] filename]\n"
+           "  dd [-U] [-f fmt] [-O output_fmt] [bs=block_size] [count=blocks] [skip=blocks] "
+           "if=input of=output\n"
            "  snapshot [-U] [-q] [-f fmt] [-l | -a snapshot | -c snapshot | -d snapshot] "
            "filename\n"
            "  resize [-f fmt] [--preallocation=prealloc] [-q] [--shrink] filename [+ | -]size\n"
@@ -93,7 +98,14 @@ void cli_print_help(void)
            "Parameters to compare subcommand:\n"
            "  '-f' first image format\n"
            "  '-F' second image format\n"
-           "  '-s' run in Strict mode - fail on different image size or sector allocation\n");
+           "  '-s' run in Strict mode - fail on different image size or sector allocation\n"
+           "\n"
+           "Parameters to dd subcommand:\n"
+           "  'bs=BYTES' read and write up to BYTES bytes at a time (default: 512)\n"
+           "  'count=N' copy only N input blocks\n"
+           "  'if=FILE' read from FILE\n"
+           "  'of=FILE' write to FILE\n"
+           "  'skip=N' skip N bs-sized blocks at the start of input\n");
 }
 
 int main(int argc, char **argv)

@@ -81,6 +81,29 @@ struct img_check_result {
 
 struct img_alloc; /* a backend's record of an allocation in progress */
 
+/* What measure() is asked about: the image would be made from `src`, or hold `size` bytes. */
+struct img_measure_args {
+    struct img *src;      /* the source image (its whole backing chain is read), or NULL */
+    uint64_t size;        /* the source's virtual size, or the size asked for when src is NULL */
+    const img_opts *opts; /* the target's creation options, checked against create_options */
+};
+
+/* What measure() answers, in bytes (qemu-img measure's "required", "fully-allocated"). */
+struct img_measure_result {
+    uint64_t required;
+    uint64_t fully_allocated;
+    bool has_bitmaps; /* "bitmaps" is reported: the source and the target both keep them */
+    uint64_t bitmaps;
+};
+
+/*
+ * For measure(): the bytes of `src`'s guest data (its backing chain included) that a copy
+ * must store, counted in whole `unit`s, as QEMU counts them: every run that is allocated data
+ * is extended to the end of its unit and counted from the start of its unit; runs that read
+ * as zeros count nothing. `unit` is a power of two. measure.c; a failure has a message.
+ */
+int measure_allocated_bytes(struct img *src, uint64_t unit, uint64_t *bytes);
+
 /*
  * What a backend declares about itself in `caps`. Other capabilities follow from the entries
  * it fills (format_caps() in registry.c adds them): FORMAT_CAN_READ from open() and map(),
@@ -103,6 +126,13 @@ enum format_cap {
     FORMAT_NO_BLOCK_STATUS = 1u << 4,
     /* qemu's driver has no image info: `info` prints no "dirty-flag" (nor "cluster-size"). */
     FORMAT_NO_DRIVER_INFO = 1u << 5,
+    /*
+     * One thread may hold allocations of different clusters in progress at once (alloc()
+     * twice before either alloc_commit()): convert then batches its allocating writes. Without
+     * it, an alloc() may wait for any allocation in progress, so convert commits each one
+     * before it asks for the next.
+     */
+    FORMAT_PARALLEL_ALLOCS = 1u << 6,
 
     /* Derived from the entries (never set in `caps` by hand). */
     FORMAT_CAN_READ = 1u << 7,
@@ -264,6 +294,15 @@ struct img_format {
      * the bytes allocated to img->file. NULL: file_bytes. Any thread.
      */
     int64_t (*allocated_size)(struct img *img, int64_t file_bytes);
+    /*
+     * Optional: how large an image of this format would be (qemu-img measure). `args` says
+     * what would go into it: a source image, or only a virtual size. Fills *out and returns 0,
+     * or a negative errno with qemu-img's message for options that do not combine. Any
+     * thread; touches no file but by reading `args->src` through the public calls
+     * (img_block_status), so the core calls it holding no lock of `args->src`. NULL: the format
+     * cannot measure (the core refuses with qemu-img's "does not support size measurement").
+     */
+    int (*measure)(const struct img_measure_args *args, struct img_measure_result *out);
 };
 
 /* The registry (formats/registry.c): every backend, in probe-tie-break order. */

@@ -262,6 +262,17 @@ static int raw_resize(struct img *img, uint64_t new_size, unsigned flags, const 
     return 0;
 }
 
+/*
+ * Every guest byte is a byte of the file, allocated or not (QEMU's raw_measure): a source's
+ * whole virtual size, or the size asked for in whole sectors.
+ */
+static int raw_measure(const struct img_measure_args *args, struct img_measure_result *out)
+{
+    out->required = args->src ? args->size : align_up_u64(args->size, 512);
+    out->fully_allocated = out->required;
+    return 0;
+}
+
 static const char *const raw_prealloc_values[] = {"off", "falloc", "full", NULL};
 
 /* In the order qemu-img prints them on its "Formatting ..." line. */
@@ -297,4 +308,5 @@ const struct img_format format_raw = {
     .discard = raw_discard,
     .flush = raw_flush,
     .resize = raw_resize,
+    .measure = raw_measure,
 };

@@ -85,21 +85,6 @@ static bool has_magic(const uint8_t *buf, size_t len, size_t at, const char *mag
 
 const char *format_probe_unsupported(const uint8_t *buf, size_t len, const char *filename)
 {
-    if (has_magic(buf, len, 0, "KDMV") || has_magic(buf, len, 0, "COWD") ||
-        has_magic(buf, len, 0, "# Disk DescriptorFile"))
-        return "vmdk";
-    if (has_magic(buf, len, 0, "conectix"))
-        return "vpc";
-    if (len >= 0x44 && load_le32(buf + 0x40) == 0xbeda107f)
-        return "vdi";
-    if (has_magic(buf, len, 0, "WithoutFreeSpace") || has_magic(buf, len, 0, "WithouFreSpacExt"))
-        return "parallels";
-    if (has_magic(buf, len, 0, "Bochs Virtual HD Image"))
-        return "bochs";
-    if (has_magic(buf, len, 0, "#!/bin/sh\n#V2.0 Format"))
-        return "cloop";
-    if (has_magic(buf, len, 0, "QED"))
-        return "qed";
     if (has_magic(buf, len, 0, "LUKS\xba\xbe"))
         return "luks";
     if (has_magic(buf, len, 0, "QFI\xfb"))

@@ -560,6 +560,9 @@ struct img_create_args;
 struct img_alloc;
 struct img_opts;
 int qcow2_create(const struct img_create_args *args);
+struct img_measure_args;
+struct img_measure_result;
+int qcow2_measure(const struct img_measure_args *args, struct img_measure_result *out); /* measure() */
 /* The options create() takes (qcow2_create.c). */
 extern const struct opt_desc qcow2_create_options[];
 int qcow2_alloc(struct img *img, uint64_t offset, uint64_t length, struct img_extent *ext,

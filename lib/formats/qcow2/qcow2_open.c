@@ -265,7 +265,7 @@ static void qcow2_close(struct img *img)
 
 const struct img_format format_qcow2 = {
     .name = "qcow2",
-    .caps = FORMAT_HAS_METADATA | FORMAT_BACKING,
+    .caps = FORMAT_HAS_METADATA | FORMAT_BACKING | FORMAT_PARALLEL_ALLOCS,
     .create_options = qcow2_create_options,
     .probe = qcow2_probe,
     .open = qcow2_open,
@@ -288,4 +288,5 @@ const struct img_format format_qcow2 = {
     .write_compressed_data = qcow2_write_compressed_data,
     .compress_allowed = qcow2_compress_allowed,
     .status_flags = qcow2_status_flags,
+    .measure = qcow2_measure,
 };
