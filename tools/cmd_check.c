@@ -109,7 +109,7 @@ static void print_json_report(const struct json_value *report)
  * A failed check's message is its findings, one per line, then the reason: the findings go to
  * stderr as qemu-img prints them, the reason after "Check failed".
  */
-static void print_failure(const char *library_message)
+static void print_failure(const char *library_message, const char *filename)
 {
     char message[2048];
     snprintf(message, sizeof(message), "%s", library_message);
@@ -120,6 +120,10 @@ static void print_failure(const char *library_message)
     } else {
         reason = message;
     }
+    /* The library names the image; qemu-img's line says only the reason. */
+    size_t n = strlen(filename);
+    if (strncmp(reason, filename, n) == 0 && strncmp(reason + n, ": ", 2) == 0)
+        reason += n + 2;
     cli_error("Check failed: %s", reason);
 }
 
@@ -133,7 +137,7 @@ static int run_check(img *image, unsigned repair, enum cli_output output, bool q
         return CHECK_EXIT_UNSUPPORTED;
     }
     if (ret < 0) {
-        print_failure(img_last_error());
+        print_failure(img_last_error(), img_get_filename(image));
         return CLI_EXIT_FAILURE;
     }
 
