@@ -39,6 +39,20 @@ run "$imgutil" info --backing-chain --output=json overlay.qcow2 | head -30
 run "$imgutil" map disk.qcow2
 run "$imgutil" map --output=json compressed.qcow2 | head -3
 
+step "the disk in the formats other hypervisors take: VMDK (an OVA's), VHDX, VHD, VDI, Apple's ASIF"
+run "$imgutil" convert -O vmdk -o subformat=streamOptimized disk.qcow2 disk.vmdk
+run "$imgutil" convert -O vhdx disk.qcow2 disk.vhdx
+run "$imgutil" convert -O vpc -o subformat=fixed disk.qcow2 disk.vhd
+run "$imgutil" convert -O vdi disk.qcow2 disk.vdi
+run "$imgutil" convert -O asif disk.qcow2 disk.asif
+run "$imgutil" info disk.vhdx
+for f in disk.vmdk disk.vhdx disk.vdi disk.asif; do
+    "$imgutil" convert -O raw "$f" back.raw && cmp back.raw data.raw && echo "$f reads back byte-identical"
+done
+# VHD rounds the size up to a disk geometry: the disk's bytes, then zeros.
+"$imgutil" convert -f vpc -O raw disk.vhd back.raw && cmp -n "$(stat -c %s data.raw)" back.raw data.raw &&
+    echo "disk.vhd reads back byte-identical ($(stat -c %s back.raw) bytes: the geometry's)"
+
 step "convert everything back to raw and compare"
 run "$imgutil" convert -O raw disk.qcow2 disk.raw
 run "$imgutil" convert -O raw compressed.qcow2 compressed.raw
@@ -53,6 +67,10 @@ if command -v qemu-img >/dev/null; then
     run qemu-img compare -f raw -F qcow2 data.raw disk.qcow2
     run qemu-img compare -f raw -F qcow2 data.raw compressed.qcow2
     run qemu-img snapshot -l overlay.qcow2
+    for f in disk.vmdk disk.vhdx disk.vdi; do
+        run qemu-img compare -f raw data.raw "$f"
+    done
+    run qemu-img compare -f raw -F vpc data.raw disk.vhd
 else
     echo "(qemu-img not installed: skipping the cross-check)"
 fi
