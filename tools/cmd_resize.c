@@ -119,6 +119,10 @@ int cmd_resize(int argc, char **argv)
     }
     if (preallocating && cli_opts_set(&opts, "preallocation", preallocation))
         goto out;
+    if (img_format_supports(img_get_format(image), "resize") == 0) {
+        cli_error("Image format driver does not support resize");
+        goto out;
+    }
     if (img_resize(image, (uint64_t)size, shrink ? IMG_RESIZE_SHRINK : 0, opts) < 0 ||
         img_flush(image) < 0) {
         cli_lib_error("Could not resize '%s'", filename);

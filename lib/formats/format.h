@@ -108,7 +108,7 @@ int measure_allocated_bytes(struct img *src, uint64_t unit, uint64_t *bytes);
  * What a backend declares about itself in `caps`. Other capabilities follow from the entries
  * it fills (format_caps() in registry.c adds them): FORMAT_CAN_READ from open() and map(),
  * FORMAT_CAN_CREATE from create(), FORMAT_CAN_WRITE from alloc(), FORMAT_COMPRESSED_WRITES
- * from compress_unit() and write_compressed_data(), FORMAT_SNAPSHOTS from snapshot_list().
+ * from compress_unit() and write_compressed_data(), FORMAT_SNAPSHOTS from snapshot_list(), FORMAT_CAN_RESIZE from resize().
  */
 enum format_cap {
     /* Bids lowest on anything: the format an unrecognised file is taken for. A file probed as
@@ -140,6 +140,7 @@ enum format_cap {
     FORMAT_CAN_WRITE = 1u << 9,
     FORMAT_COMPRESSED_WRITES = 1u << 10,
     FORMAT_SNAPSHOTS = 1u << 11,
+    FORMAT_CAN_RESIZE = 1u << 12,
 };
 
 struct img_format {

@@ -6,18 +6,8 @@
 
 /* Probe order breaks ties: earlier wins. Raw is last, bidding lowest, as the fallback. */
 static const struct img_format *const formats[] = {
-    &format_qcow2,
-    &format_vpc,
-    &format_asif,
-    &format_bochs,
-    &format_cloop,
-    &format_dmg,
-    &format_parallels,
-    &format_vdi,
-    &format_qed,
-    &format_vmdk,
-    &format_vhdx,
-    &format_raw,
+    &format_qcow2,     &format_vpc, &format_asif, &format_bochs, &format_cloop, &format_dmg,
+    &format_parallels, &format_vdi, &format_qed,  &format_vmdk,  &format_vhdx,  &format_raw,
 };
 
 #define FORMAT_COUNT (sizeof(formats) / sizeof(formats[0]))
@@ -53,6 +43,8 @@ unsigned format_caps(const struct img_format *fmt)
         caps |= FORMAT_COMPRESSED_WRITES;
     if (fmt->snapshot_list)
         caps |= FORMAT_SNAPSHOTS;
+    if (fmt->resize)
+        caps |= FORMAT_CAN_RESIZE;
     return caps;
 }
 
