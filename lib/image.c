@@ -135,9 +135,7 @@ static void img_destroy(struct img *img)
     if (img->file_from_caller && img->file)
         io_file_unlock(img->file);
     io_file_close(img->file);
-    for (size_t i = 0; i < img->named_count; i++)
-        free(img->named[i].path);
-    free(img->named);
+    img_named_files_free(img);
     free(img->filename);
     free(img->backing_name);
     free(img->backing_format);
@@ -208,6 +206,15 @@ IMG_API int img_probe(const char *path, const char **format)
     if (ret == 0)
         *format = fmt->name;
     return ret;
+}
+
+void img_named_files_free(struct img *img)
+{
+    for (size_t i = 0; i < img->named_count; i++)
+        free(img->named[i].path);
+    free(img->named);
+    img->named = NULL;
+    img->named_count = 0;
 }
 
 int img_name_file(struct img *img, int kind, const char *name)

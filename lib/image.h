@@ -178,6 +178,8 @@ int img_open_named_host_file(struct io_file **out, const char *path, int oflags,
  * img_get_named_file() lists them. 0 or -ENOMEM.
  */
 int img_name_file(struct img *img, int kind, const char *name);
+/* Frees the list img_name_file() built (the core does at close). */
+void img_named_files_free(struct img *img);
 
 /* Bytes the image's files take on disk (info's actual-size), or a negative errno. */
 int64_t img_allocated_size(struct img *img);

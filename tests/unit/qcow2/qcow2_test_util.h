@@ -173,6 +173,7 @@ static inline void qt_close(struct img *img)
         return;
     format_qcow2.close(img);
     io_file_close(img->file);
+    img_named_files_free(img);
     free(img->filename);
     free(img->backing_name);
     free(img->backing_format);
