@@ -158,6 +158,7 @@ static inline int qt_open(const char *path, unsigned flags, struct img **out)
         ret = format_qcow2.open(img, NULL);
     if (ret < 0) {
         io_file_close(img->file);
+        img_named_files_free(img);
         free(img->filename);
         pthread_mutex_destroy(&img->lock);
         free(img);
