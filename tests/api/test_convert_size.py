@@ -25,6 +25,8 @@ def check(condition, what):
 
 def creatable_formats(root):
     lib = ctypes.CDLL(os.path.join(root, 'lib', 'libimgutil.so.1'))
+    # The sanitizer runtime preloaded for this process must not reach qemu-img and qemu-io.
+    os.environ.pop('LD_PRELOAD', None)
     lib.img_format_name.restype = ctypes.c_char_p
     lib.img_format_supports.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
     names = [lib.img_format_name(i).decode() for i in range(lib.img_format_count())]

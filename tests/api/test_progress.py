@@ -38,6 +38,8 @@ def load():
         print('SKIP: needs IMGUTIL_BUILD_ROOT and qemu-img')
         sys.exit(SKIP)
     lib = ctypes.CDLL(os.path.join(root, 'lib', 'libimgutil.so.1'))
+    # The sanitizer runtime preloaded for this process must not reach qemu-img and qemu-io.
+    os.environ.pop('LD_PRELOAD', None)
     protos = {
         'img_open': (I, [ctypes.POINTER(P), ctypes.c_char_p, ctypes.c_char_p, ctypes.c_uint, P]),
         'img_close': (None, [P]), 'img_last_error': (ctypes.c_char_p, []),

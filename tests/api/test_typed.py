@@ -58,6 +58,8 @@ def load():
         print('SKIP: needs IMGUTIL_BUILD_ROOT and qemu-img')
         sys.exit(SKIP)
     lib = ctypes.CDLL(os.path.join(root, 'lib', 'libimgutil.so.1'))
+    # The sanitizer runtime preloaded for this process must not reach qemu-img and qemu-io.
+    os.environ.pop('LD_PRELOAD', None)
     for name, (res, args) in PROTOS.items():
         fn = getattr(lib, name)
         fn.restype, fn.argtypes = res, args
