@@ -1,21 +1,23 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets with clang and runs each for a while.
 #   run-fuzzers.sh [SECONDS_PER_TARGET] [TARGET...]   (default 600 s, every target)
-#   run-fuzzers.sh --replay-and-brief                  (CI: corpus replay plus 30 s each)
+#   run-fuzzers.sh --replay-and-brief                  (CI: corpus replay plus 10 s each)
 # New inputs are kept in build-fuzz/corpus-<target>; crashes in build-fuzz/crashes-<target>.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build="$root/build-fuzz"
 seconds=600
 if [ "${1:-}" = "--replay-and-brief" ]; then
-    seconds=30
+    seconds=10
     shift
 elif [ -n "${1:-}" ]; then
     seconds=$1
     shift
 fi
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(fuzz_probe fuzz_raw fuzz_qcow2 fuzz_qcow2_write fuzz_qcow2_repair)
+# Every target tests/fuzz/meson.build declares (one per format, and the writers').
+[ ${#targets[@]} -gt 0 ] ||
+    mapfile -t targets < <(sed -n "s/^  '\(fuzz_[a-z0-9_]*\)' : .*/\1/p" "$root/tests/fuzz/meson.build")
 
 if ! command -v clang >/dev/null; then
     echo "clang not found: cannot build the fuzzers" >&2
