@@ -17,29 +17,17 @@ import sys
 import tempfile
 import threading
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from apitest import check, failures  # noqa: E402
+import apitest  # noqa: E402
+
 SKIP = 77
 MIB = 1 << 20
 READ_ONLY, READ_WRITE = 1 << 0, 1 << 1
 REPAIR_LEAKS = 1 << 0
 P, I, U64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_uint64
 PROGRESS = ctypes.CFUNCTYPE(I, P, U64, U64)
-failures = []
-
-
-def check(condition, what):
-    print(('ok   ' if condition else 'FAIL ') + what, flush=True)
-    if not condition:
-        failures.append(what)
-
-
 def load():
-    root = os.environ.get('IMGUTIL_BUILD_ROOT')
-    if not root or not shutil.which('qemu-img'):
-        print('SKIP: needs IMGUTIL_BUILD_ROOT and qemu-img')
-        sys.exit(SKIP)
-    lib = ctypes.CDLL(os.path.join(root, 'lib', 'libimgutil.so.1'))
-    # The sanitizer runtime preloaded for this process must not reach qemu-img and qemu-io.
-    os.environ.pop('LD_PRELOAD', None)
     protos = {
         'img_open': (I, [ctypes.POINTER(P), ctypes.c_char_p, ctypes.c_char_p, ctypes.c_uint, P]),
         'img_close': (None, [P]), 'img_last_error': (ctypes.c_char_p, []),
@@ -52,10 +40,7 @@ def load():
         'img_opts_new': (I, [ctypes.POINTER(P)]), 'img_opts_free': (None, [P]),
         'img_opts_parse': (I, [P, ctypes.c_char_p]), 'img_get_size': (ctypes.c_int64, [P]),
     }
-    for name, (res, args) in protos.items():
-        fn = getattr(lib, name)
-        fn.restype, fn.argtypes = res, args
-    return lib
+    return apitest.load(protos)
 
 
 def qemu_img(*args):

@@ -15,6 +15,10 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from apitest import check, failures  # noqa: E402
+import apitest  # noqa: E402
+
 SKIP = 77
 READ_ONLY, READ_WRITE, NO_BACKING = 1 << 0, 1 << 1, 1 << 3
 FLAG = {'dirty': 1 << 0, 'corrupt': 1 << 1, 'encrypted': 1 << 2, 'data-file': 1 << 3,
@@ -43,27 +47,8 @@ PROTOS = {
     'img_format_supported': (I, [S, S]), 'img_format_supports': (I, [S, S]),
 }
 
-failures = []
-
-
-def check(condition, what):
-    print(('ok   ' if condition else 'FAIL ') + what, flush=True)
-    if not condition:
-        failures.append(what)
-
-
 def load():
-    root = os.environ.get('IMGUTIL_BUILD_ROOT')
-    if not root or not shutil.which('qemu-img'):
-        print('SKIP: needs IMGUTIL_BUILD_ROOT and qemu-img')
-        sys.exit(SKIP)
-    lib = ctypes.CDLL(os.path.join(root, 'lib', 'libimgutil.so.1'))
-    # The sanitizer runtime preloaded for this process must not reach qemu-img and qemu-io.
-    os.environ.pop('LD_PRELOAD', None)
-    for name, (res, args) in PROTOS.items():
-        fn = getattr(lib, name)
-        fn.restype, fn.argtypes = res, args
-    return lib
+    return apitest.load(PROTOS)
 
 
 def qemu_img(*args):
