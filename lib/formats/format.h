@@ -304,6 +304,33 @@ struct img_format {
      * cannot measure (the core refuses with qemu-img's "does not support size measurement").
      */
     int (*measure)(const struct img_measure_args *args, struct img_measure_result *out);
+
+    /*
+     * Optional: rewrites the image's reference to its backing file, header only (rebase -u,
+     * amend backing_file, the last step of a safe rebase). `backing_file` NULL or "" detaches
+     * the image; `backing_fmt` NULL records no format. Called on an image opened writable,
+     * with the handle drained (no other I/O); the update is atomic on disk (one sector, or
+     * written beside and switched), and img->backing_name/backing_format are the caller's to
+     * refresh. A negative errno with a message, such as -ENOSPC when the name does not fit
+     * where the format keeps it. NULL: the format has no backing files.
+     */
+    int (*change_backing)(struct img *img, const char *backing_file, const char *backing_fmt);
+    /*
+     * Optional: makes every guest range read through to the backing file (commit's emptying
+     * of the top image), freeing what the image held. Handle drained, image writable; on a
+     * failure part way, ranges not yet emptied keep their data. NULL: the image is left as it
+     * is (qemu-img leaves such images unchanged too).
+     */
+    int (*make_empty)(struct img *img);
+    /*
+     * Optional: changes creation options of an existing image in place (qemu-img amend).
+     * `opts` holds only the options the user named, already checked against the format's
+     * option table. Handle drained, image writable; progress through lib/progress.h. Each
+     * change is ordered so that a crash leaves either the old or the new image. Options that
+     * cannot change are refused with qemu-img's message before anything is written. NULL:
+     * the core refuses with "Format driver 'FMT' does not support option amendment".
+     */
+    int (*amend)(struct img *img, const img_opts *opts);
 };
 
 /* The registry (formats/registry.c): every backend, in probe-tie-break order. */
