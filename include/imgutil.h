@@ -682,6 +682,44 @@ IMG_API int img_measure(img *src, uint64_t size, const char *format, const img_o
                         char **json);
 #define IMGUTIL_HAVE_IMG_MEASURE 1
 
+/* ---- committing an overlay into its backing image (since 1.1) ---- */
+
+#define IMG_COMMIT_KEEP_TOP (1u << 0) /* leave `top` as it is (qemu-img commit -d) */
+
+/*
+ * What `qemu-img commit` does: copies every range that `top`, or an image between `top` and
+ * the base, holds (data, and zeros where it reads as zeros) into the base image, which is
+ * `top`'s backing image, or with `base` the image of `top`'s backing chain that `base` names
+ * (as an image names its backing file: relative to the folder of the image that names it, or
+ * absolute; the names are compared after both are resolved). A base smaller than `top` grows
+ * to `top`'s size first; a larger one keeps its size. The base is reopened read-write for the
+ * commit (refused with -EBUSY, "Failed to get "write" lock", while another process such as a
+ * running VM holds it) and read-only again afterwards. Once the base holds the data durably
+ * (flushed), `top` is emptied so that it reads through to the base, as qemu-img does, where
+ * its format can empty images (qcow2); other formats keep their data. `top` is kept as it is
+ * with IMG_COMMIT_KEEP_TOP, and whenever the base is not `top`'s own backing image: the
+ * images in between are not changed and may hold older data that an emptied `top` would show.
+ * The chain's backing references are not changed.
+ *
+ * `top` must be opened with its backing chain (not IMG_OPEN_NO_BACKING), read-write unless
+ * IMG_COMMIT_KEEP_TOP. Progress goes to the callback img_set_progress() gave `top` (bytes of
+ * `top`'s virtual size done); img_cancel() or a non-zero return from it stops the copy with
+ * -ECANCELED.
+ *
+ * Returns 0, or a negative errno with img_last_error() set: -EINVAL "Image does not have a
+ * backing file", -ENOENT "Did not find 'BASE' in the backing chain of 'TOP'", -EBUSY for a base
+ * another process holds, -EACCES (or another open error) when the base cannot be opened for
+ * writing, -ENOTSUP when its format cannot be written. A failure or cancellation during the
+ * copy leaves `top` unchanged and the base holding part of `top`'s data (its guest view
+ * changed in the ranges copied so far); a failure while emptying leaves `top` partly emptied,
+ * reading the same data as before, since the base already holds it.
+ *
+ * Exclusive on `top`: waits for calls in flight on it and holds new ones off until it returns
+ * (the progress callback must not call into `top`); other handles are unaffected.
+ */
+IMG_API int img_commit(img *top, const char *base, unsigned flags);
+#define IMGUTIL_HAVE_IMG_COMMIT 1
+
 #ifdef __cplusplus
 }
 #endif

@@ -20,7 +20,7 @@ static const struct command commands[] = {
     {"check", cmd_check},   {"compare", cmd_compare},   {"convert", cmd_convert},
     {"create", cmd_create}, {"info", cmd_info},         {"map", cmd_map},
     {"resize", cmd_resize}, {"snapshot", cmd_snapshot}, {"measure", cmd_measure},
-    {"dd", cmd_dd},
+    {"dd", cmd_dd},         {"commit", cmd_commit},
 };
 
 static void print_version(void)
@@ -39,6 +39,7 @@ void cli_print_help(void)
            "\n"
            "Command syntax:\n"
            "  check [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] [-U] filename\n"
+           "  commit [-q] [-f fmt] [-t cache] [-b base] [-r rate_limit] [-d] [-p] filename\n"
            "  compare [-f fmt] [-F fmt] [-p] [-q] [-s] [-U] filename1 filename2\n"
            "  convert [-U] [-c] [-p] [-q] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] "
            "[-o options] [-S sparse_size] [-m num_coroutines] [-W] filename output_filename\n"

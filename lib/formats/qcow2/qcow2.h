@@ -570,6 +570,7 @@ int qcow2_alloc(struct img *img, uint64_t offset, uint64_t length, struct img_ex
 int qcow2_alloc_commit(struct img *img, struct img_alloc *token, int write_result);
 int qcow2_zero(struct img *img, uint64_t offset, uint64_t length, unsigned flags);
 int qcow2_discard(struct img *img, uint64_t offset, uint64_t length);
+int qcow2_make_empty(struct img *img); /* make_empty(): qcow2_empty.c */
 int qcow2_flush(struct img *img);
 int qcow2_resize(struct img *img, uint64_t new_size, unsigned flags, const struct img_opts *opts);
 int qcow2_compress_unit(struct img *img, const void *buf, size_t len, void *out, size_t out_cap,
