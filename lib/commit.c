@@ -72,36 +72,79 @@ static int pick_base(struct img *top, const char *name, struct img **base)
     return 0;
 }
 
-/* Copies one run that an image above the base answers (`ext`) into the base. */
-static int copy_run(struct img *base, const struct img_extent *ext, uint64_t offset, void *buf)
+/*
+ * The unit the copy works in: QEMU's mirror tracks what to copy in chunks of the base's
+ * cluster size, between 4 KiB and 64 KiB, and 64 KiB for bases without clusters
+ * (bdrv_get_default_bitmap_granularity). A chunk is copied whole, so the base's allocation
+ * comes out as QEMU's does.
+ */
+static uint64_t copy_granularity(const struct img *base)
 {
-    if (ext->kind == EXTENT_ZERO || ext->kind == EXTENT_UNALLOCATED)
-        return img_zero(base, offset, ext->length, IMG_ZERO_MAY_UNMAP);
-    int ret = img_read_extent(ext, buf, offset);
-    if (ret < 0)
-        return ret;
-    int64_t n = img_pwrite(base, buf, ext->length, offset);
-    return n < 0 ? (int)n : 0;
+    uint64_t cluster = base->cluster_size ? base->cluster_size : 65536;
+    return cluster < 4096 ? 4096 : cluster > 65536 ? 65536 : cluster;
 }
 
-/* Copies into the base every range of top's view that an image above the base answers. */
+/*
+ * Writes top's view of [offset, end) (whole chunks but at the image's end) into the base, as
+ * mirror_iteration() does: a run that reads as zeros and spans whole chunks is written as
+ * zeros (unmapping), anything else is copied, at least a chunk at a time.
+ */
+static int copy_range(struct img *top, struct img *base, uint64_t offset, uint64_t end,
+                      uint64_t chunk, uint8_t *buf)
+{
+    while (offset < end) {
+        struct img_extent ext;
+        int depth;
+        int ret = img_map_chain(top, offset, min_u64(COMMIT_CHUNK, end - offset), &ext, &depth);
+        if (ret < 0)
+            return ret;
+        uint64_t n = ext.length - ext.length % chunk;
+        bool zeros = ext.kind == EXTENT_ZERO || ext.kind == EXTENT_UNALLOCATED;
+        if (zeros && n >= chunk) {
+            ret = img_zero(base, offset, n, IMG_ZERO_MAY_UNMAP);
+        } else {
+            n = min_u64(n < chunk ? chunk : n, end - offset);
+            ret = img_read_guest(top, buf, n, offset);
+            if (ret == 0) {
+                int64_t written = img_pwrite(base, buf, n, offset);
+                ret = written < 0 ? (int)written : 0;
+            }
+        }
+        if (ret == 0)
+            ret = img_progress(offset + n, top->size);
+        if (ret < 0)
+            return ret;
+        offset += n;
+    }
+    return 0;
+}
+
+/*
+ * Copies into the base every chunk of top's view that an image above the base answers in
+ * part (bdrv_is_allocated_above: the top's and the images' between, zeros included).
+ */
 static int copy_above_base(struct img *top, struct img *base)
 {
     uint8_t *buf = malloc(COMMIT_CHUNK);
     if (!buf)
         return img_error(-ENOMEM, "out of memory");
     int base_depth = base->depth - top->depth;
+    uint64_t chunk = copy_granularity(base);
     int ret = img_progress(0, top->size);
     for (uint64_t offset = 0; ret == 0 && offset < top->size;) {
         struct img_extent ext;
         int depth;
         ret = img_map_chain(top, offset, min_u64(COMMIT_CHUNK, top->size - offset), &ext, &depth);
-        if (ret == 0 && depth < base_depth)
-            ret = copy_run(base, &ext, offset, buf);
-        if (ret == 0) {
+        if (ret < 0)
+            break;
+        if (depth >= base_depth) {
             offset += ext.length;
-            ret = img_progress(offset, top->size);
+            continue;
         }
+        uint64_t start = offset - offset % chunk;
+        uint64_t end = min_u64(top->size, align_up_u64(offset + ext.length, chunk));
+        ret = copy_range(top, base, start, end, chunk, buf);
+        offset = end;
     }
     free(buf);
     return ret;

@@ -38,8 +38,11 @@ static enum io_lock_mode lock_mode(const struct img *layer, bool writable)
 static int open_file(struct img *layer, bool writable, struct io_file **out)
 {
     int ret = io_file_open(out, layer->filename, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC, 0);
-    if (ret < 0)
-        return img_error(ret, "Could not open '%s': %s", layer->filename, img_strerror(ret));
+    if (ret < 0) {
+        char reason[128];
+        return img_error(ret, "Could not open '%s': %s", layer->filename,
+                         strerror_r(-ret, reason, sizeof(reason)));
+    }
     return 0;
 }
 
