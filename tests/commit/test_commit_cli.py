@@ -115,6 +115,14 @@ def case_extended_l2(cwd):
                                         'write -P 0x42 1M 192k'])
 
 
+def case_top_with_snapshot(cwd):
+    raw_base(cwd)
+    create(cwd, 'qcow2', 'top.qcow2', backing='base.raw', backing_fmt='raw')
+    qemu_io(cwd, 'qcow2', 'top.qcow2', TOP_WRITES[:2])
+    run(['qemu-img', 'snapshot', '-c', 'before', 'top.qcow2'], cwd)
+    qemu_io(cwd, 'qcow2', 'top.qcow2', TOP_WRITES[2:] + ['write -P 0x15 0 4k'])
+
+
 def case_qed_over_raw(cwd):
     raw_base(cwd)
     create(cwd, 'qed', 'top.qed', backing='base.raw', backing_fmt='raw')
@@ -149,6 +157,7 @@ CASES = [
     ('top bigger than the base', case_top_bigger, [], [T, R]),
     ('v2, 4k clusters', case_small_clusters_v2, [], [T, R]),
     ('extended L2', case_extended_l2, [], [T, R]),
+    ('top with an internal snapshot', case_top_with_snapshot, [], [T, R]),
     ('qed over raw', case_qed_over_raw, [], [('top.qed', 'qed'), R]),
     ('vmdk over vmdk', case_vmdk_over_vmdk, [], [('top.vmdk', 'vmdk'), ('base.vmdk', 'vmdk')]),
     # Refusals, with qemu-img's messages and exit codes.
