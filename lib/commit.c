@@ -178,6 +178,11 @@ IMG_API int img_commit(img *top, const char *base_name, unsigned flags)
 {
     if (!top || top->magic != IMG_HANDLE_MAGIC)
         return img_error(-EINVAL, "invalid image handle");
+    if (top->flags & IMG_OPEN_FORCE_SHARE)
+        return img_error(-EINVAL,
+                         "%s: opened with IMG_OPEN_FORCE_SHARE: a commit writes the base and "
+                         "needs its locks",
+                         top->filename);
     if (flags & ~IMG_COMMIT_KEEP_TOP)
         return img_error(-EINVAL, "img_commit: unknown flags 0x%x", flags & ~IMG_COMMIT_KEEP_TOP);
     /*

@@ -115,7 +115,11 @@ static int reopen_locked(struct img *layer, bool writable)
     if (ret < 0)
         return ret;
     bool old_mode = layer->writable;
+    uint64_t old_size = layer->size;
     ret = swap_backend(layer, file, writable);
+    /* Open options are not kept (vpc's force_size_calc): a layer must not change size. */
+    if (ret == 0 && layer->size != old_size)
+        ret = img_error(-EIO, "%s: the image's size changed when it was reopened", layer->filename);
     if (ret == 0)
         return 0;
     /* The backend refused the file in the new mode: back to the old one, keeping the message. */

@@ -172,6 +172,12 @@ static void test_refusals(void)
     img_close(top);
 
     top = NULL;
+    CHECK(img_open(&top, top_path, "qcow2", IMG_OPEN_READ_ONLY | IMG_OPEN_FORCE_SHARE, NULL) == 0,
+          "open force-share");
+    CHECK(img_commit(top, NULL, IMG_COMMIT_KEEP_TOP) == -EINVAL, "commit without locks");
+    img_close(top);
+
+    top = NULL;
     CHECK(img_open(&top, top_path, "qcow2", IMG_OPEN_READ_WRITE | IMG_OPEN_NO_BACKING, NULL) == 0,
           "open without the chain");
     CHECK(img_commit(top, NULL, 0) == -EINVAL, "no chain opened");
