@@ -5,10 +5,10 @@
 Every case builds its chain twice with qemu-img and qemu-io (so both copies hold the same
 bytes), runs `qemu-img commit ARGS` in one folder and `imgutil commit ARGS` in the other, and
 then compares: the exit code, stdout, and stderr (with the program's name changed); every image
-of the chain by content (qemu-img compare, and byte for byte for raw files); `qemu-img check`
-of every qcow2/qed image (no errors, no leaks); and `qemu-img map --output=json` of the top
-(host offsets left out where the base is not raw: the two base writers place clusters
-differently). Skips (77) without qemu-img or qemu-io.
+of the chain by virtual size and content (qemu-img compare, and byte for byte for raw files);
+`qemu-img check` of every qcow2/qed image (no errors, no leaks); and `qemu-img map
+--output=json` of the top (host offsets left out where the base is not raw: the two base
+writers place clusters differently). Skips (77) without qemu-img or qemu-io.
 
 usage: test_commit_cli.py IMGUTIL
 """
@@ -100,6 +100,13 @@ def case_top_bigger(cwd):
                                         'write -z 2560k 64k'])
 
 
+def case_top_bigger_qcow2_base(cwd):
+    create(cwd, 'qcow2', 'base.qcow2', '1M')
+    qemu_io(cwd, 'qcow2', 'base.qcow2', ['write -P 0xbb 0 1M'])
+    create(cwd, 'qcow2', 'top.qcow2', '3M', backing='base.qcow2', backing_fmt='qcow2')
+    qemu_io(cwd, 'qcow2', 'top.qcow2', ['write -P 0x33 960k 128k', 'write -z 2M 64k'])
+
+
 def case_small_clusters_v2(cwd):
     raw_base(cwd)
     create(cwd, 'qcow2', 'top.qcow2', backing='base.raw', backing_fmt='raw',
@@ -155,6 +162,8 @@ CASES = [
      [T, ('mid.qcow2', 'qcow2'), R]),
     ('chain of 3, into the next', case_chain_of_three, [], [T, ('mid.qcow2', 'qcow2'), R]),
     ('top bigger than the base', case_top_bigger, [], [T, R]),
+    ('top bigger than a qcow2 base', case_top_bigger_qcow2_base, [],
+     [T, ('base.qcow2', 'qcow2')]),
     ('v2, 4k clusters', case_small_clusters_v2, [], [T, R]),
     ('extended L2', case_extended_l2, [], [T, R]),
     ('top with an internal snapshot', case_top_with_snapshot, [], [T, R]),
@@ -236,6 +245,11 @@ def compare_images(ref, mine, images):
                                                                 'rb') as b:
                 if a.read() != b.read():
                     raise Failure('%s differs byte for byte from qemu-img\'s' % name)
+        sizes = [json.loads(run(['qemu-img', 'info', '-U', '-f', fmt, '--output=json',
+                                 os.path.join(d, name)], d).stdout)['virtual-size']
+                 for d in (ref, mine)]
+        if sizes[0] != sizes[1]:
+            raise Failure('%s: virtual size %d, qemu-img leaves %d' % (name, sizes[1], sizes[0]))
         proc = run(['qemu-img', 'compare', '-f', fmt, '-F', fmt, os.path.join(ref, name),
                     os.path.join(mine, name)], ref, ok=None)
         if proc.returncode != 0:
