@@ -20,7 +20,7 @@ static const struct command commands[] = {
     {"check", cmd_check},   {"compare", cmd_compare},   {"convert", cmd_convert},
     {"create", cmd_create}, {"info", cmd_info},         {"map", cmd_map},
     {"resize", cmd_resize}, {"snapshot", cmd_snapshot}, {"measure", cmd_measure},
-    {"dd", cmd_dd},
+    {"dd", cmd_dd},         {"rebase", cmd_rebase},
 };
 
 static void print_version(void)
@@ -54,6 +54,8 @@ void cli_print_help(void)
            "  snapshot [-U] [-q] [-f fmt] [-l | -a snapshot | -c snapshot | -d snapshot] "
            "filename\n"
            "  resize [-f fmt] [--preallocation=prealloc] [-q] [--shrink] filename [+ | -]size\n"
+           "  rebase [-f fmt] [-t cache] [-T src_cache] [-p] [-q] [-u] [-U] -b backing_file "
+           "[-F backing_fmt] filename\n"
            "\n"
            "Command parameters:\n"
            "  'filename' is a disk image filename\n"

@@ -289,4 +289,5 @@ const struct img_format format_qcow2 = {
     .compress_allowed = qcow2_compress_allowed,
     .status_flags = qcow2_status_flags,
     .measure = qcow2_measure,
+    .change_backing = qcow2_change_backing,
 };
