@@ -245,9 +245,11 @@ static int rebase_locked(struct rebase *r)
 {
     struct img *img = r->img;
     bool safe = !(r->flags & IMG_REBASE_UNSAFE);
-    if (!img->fmt->change_backing)
-        return img_error(-ENOTSUP, "%s: format %s cannot change its backing file", img->filename,
-                         img->fmt->name);
+    /* Refused before anything is copied (qemu-img copies first, then fails the same way). */
+    if (!img->fmt->change_backing) {
+        r->phase = PHASE_SWITCH;
+        return -ENOTSUP;
+    }
     if (safe && img->backing_name && !img->backing)
         return img_error(-EINVAL,
                          "%s: a safe rebase reads the old backing file '%s', which was not "
