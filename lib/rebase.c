@@ -20,7 +20,6 @@
 #include "error.h"
 #include "formats/format.h"
 #include "image.h"
-#include "io/io.h"
 #include "progress.h"
 #include "util/checked.h"
 
@@ -43,6 +42,7 @@ struct rebase {
     unsigned flags;
     struct img *new_backing; /* safe mode: the new chain, read-only; NULL when detaching */
     char *new_full;          /* backing_file resolved from the overlay's folder */
+    char *name, *format;     /* copies of backing_file and backing_fmt for the handle */
     uint8_t *buf_old, *buf_new;
     enum rebase_phase phase;
 };
@@ -64,37 +64,6 @@ static size_t same_kind_run(const uint8_t *a, const uint8_t *b, size_t len, bool
     return i;
 }
 
-/* Writes guest data into the overlay through the backend (the handle is held: no entry). */
-static int write_overlay(struct img *img, const uint8_t *p, uint64_t len, uint64_t offset)
-{
-    while (len) {
-        struct img_extent ext = {0};
-        struct img_alloc *token = NULL;
-        int ret = img->fmt->alloc(img, offset, len, &ext, &token);
-        if (ret < 0)
-            return ret;
-        if (ext.kind != EXTENT_DATA || ext.length == 0 || ext.length > len) {
-            if (token && img->fmt->alloc_commit)
-                img->fmt->alloc_commit(img, token, -EIO);
-            return img_error(-EIO, "%s: backend returned an invalid allocation", img->filename);
-        }
-        ret = io_pwrite(ext.file, p, ext.length, ext.host_offset);
-        if (ret < 0)
-            img_error(ret, "%s: write failed: %s", img->filename, img_strerror(ret));
-        if (token && img->fmt->alloc_commit) {
-            int commit = img->fmt->alloc_commit(img, token, ret);
-            if (ret == 0)
-                ret = commit;
-        }
-        if (ret < 0)
-            return ret;
-        p += ext.length;
-        offset += ext.length;
-        len -= ext.length;
-    }
-    return 0;
-}
-
 /*
  * Copies into the overlay what differs in [offset, offset + n) between the old and the new
  * backing view (buf_old, buf_new). Past the old backing file's end the old view is zeros,
@@ -107,13 +76,14 @@ static int copy_differences(struct rebase *r, uint64_t offset, size_t n, bool ol
         bool differ;
         size_t run = same_kind_run(r->buf_old + done, r->buf_new + done, n - done, &differ);
         if (differ) {
-            int ret;
+            int64_t ret;
             if (old_is_zero && img->fmt->zero)
                 ret = img->fmt->zero(img, offset + done, run, 0);
             else
-                ret = write_overlay(img, r->buf_old + done, run, offset + done);
+                ret = img_write_guest(img, r->buf_old + done, run, offset + done);
             if (ret < 0)
-                return img_error(ret, "Error while writing to COW image: %s", img_last_error());
+                return img_error((int)ret, "Error while writing to COW image: %s",
+                                 img_last_error());
         }
         done += run;
     }
@@ -195,25 +165,33 @@ static void attach_chain(struct img *img, struct img *chain)
     img_close(old);
 }
 
+/*
+ * The copies of the new names the handle takes once the header changed, made beforehand: no
+ * failure may come between the switch on disk and the handle's record of it (a later header
+ * rewrite would bring the old name back).
+ */
+static int prepare_names(struct rebase *r)
+{
+    r->name = r->backing_file ? strdup(r->backing_file) : NULL;
+    r->format = r->backing_fmt ? strdup(r->backing_fmt) : NULL;
+    if ((r->backing_file && !r->name) || (r->backing_fmt && !r->format))
+        return img_error(-ENOMEM, "out of memory");
+    return 0;
+}
+
 /* After the header changed: the handle's names (and chain) follow, as a fresh open would. */
-static int adopt_new_backing(struct rebase *r)
+static void adopt_new_backing(struct rebase *r)
 {
     struct img *img = r->img;
-    char *name = r->backing_file ? strdup(r->backing_file) : NULL;
-    char *fmt = r->backing_file && r->backing_fmt ? strdup(r->backing_fmt) : NULL;
-    if ((r->backing_file && !name) || (r->backing_file && r->backing_fmt && !fmt)) {
-        free(name);
-        free(fmt);
-        return img_error(-ENOMEM, "out of memory");
-    }
     free(img->backing_name);
     free(img->backing_format);
     free(img->backing_full);
-    img->backing_name = name;
-    img->backing_format = fmt;
+    img->backing_name = r->name;
+    img->backing_format = r->format;
     img->backing_full = r->new_full;
-    r->new_full = NULL;
-    int ret = rename_named_backing(img, name);
+    r->name = r->format = r->new_full = NULL;
+    /* Only the list img_get_named_file() answers from: short of memory, it lacks the entry. */
+    (void)rename_named_backing(img, img->backing_name);
 
     struct img *chain = r->new_backing;
     r->new_backing = NULL;
@@ -226,7 +204,6 @@ static int adopt_new_backing(struct rebase *r)
     }
     if (chain || img->backing)
         attach_chain(img, chain);
-    return ret;
 }
 
 static int open_new_backing(struct rebase *r)
@@ -275,6 +252,8 @@ static int rebase_locked(struct rebase *r)
         if (ret < 0)
             return ret;
     }
+    if ((ret = prepare_names(r)) < 0)
+        return ret;
     /* Everything copied must be on disk before the header points elsewhere. */
     if (img->fmt->flush && (ret = img->fmt->flush(img)) < 0)
         return ret;
@@ -283,7 +262,8 @@ static int rebase_locked(struct rebase *r)
     if (ret < 0)
         return ret;
     img_progress_final(img->size);
-    return adopt_new_backing(r);
+    adopt_new_backing(r);
+    return 0;
 }
 
 /* Words the failure of the header switch as qemu-img does. */
@@ -335,6 +315,8 @@ IMG_API int img_rebase(img *img, const char *backing_file, const char *backing_f
         switch_failed(&r, ret);
     img_close(r.new_backing);
     free(r.new_full);
+    free(r.name);
+    free(r.format);
     free(r.buf_old);
     free(r.buf_new);
     return ret;
