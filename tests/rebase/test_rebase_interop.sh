@@ -105,6 +105,19 @@ same_as_qemu Oshort.qcow2 qcow2 -b B.qcow2 -F qcow2 IMG
 guest_view_kept Oshort.qcow2 qcow2
 same_as_qemu Oshort.qcow2 qcow2 -b Blong.qcow2 -F qcow2 IMG
 guest_view_kept Oshort.qcow2 qcow2
+# Onto an image deeper in the old chain (its own base's base).
+same_as_qemu O.qcow2 qcow2 -b A0.raw -F raw IMG
+guest_view_kept O.qcow2 qcow2
+# Version 2 headers (no feature table) and 512-byte clusters (copies of partial clusters).
+qemu-img create -q -f qcow2 -o compat=0.10 -b A.qcow2 -F qcow2 Ov2.qcow2 4M
+qemu-io -f qcow2 -c "write -P 0x4a 1M 4k" Ov2.qcow2 >/dev/null
+same_as_qemu Ov2.qcow2 qcow2 -b B.qcow2 -F qcow2 IMG
+guest_view_kept Ov2.qcow2 qcow2
+same_as_qemu Ov2.qcow2 qcow2 -u -b Blong.qcow2 -F qcow2 IMG
+qemu-img create -q -f qcow2 -o cluster_size=512 -b A.qcow2 -F qcow2 O512.qcow2 4M
+qemu-io -f qcow2 -c "write -P 0x4b 1000k 3k" O512.qcow2 >/dev/null
+same_as_qemu O512.qcow2 qcow2 -b B.qcow2 -F qcow2 IMG
+guest_view_kept O512.qcow2 qcow2
 # Detaching copies the whole old view the overlay does not hold.
 same_as_qemu O.qcow2 qcow2 -b "" IMG
 guest_view_kept O.qcow2 qcow2
