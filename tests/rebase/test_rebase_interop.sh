@@ -105,6 +105,11 @@ same_as_qemu Oshort.qcow2 qcow2 -b B.qcow2 -F qcow2 IMG
 guest_view_kept Oshort.qcow2 qcow2
 same_as_qemu Oshort.qcow2 qcow2 -b Blong.qcow2 -F qcow2 IMG
 guest_view_kept Oshort.qcow2 qcow2
+# An image without a backing file reads zeros where the new one has data: zeros are written.
+qemu-img create -q -f qcow2 alone.qcow2 4M
+qemu-io -f qcow2 -c "write -P 0x4c 0 64k" alone.qcow2 >/dev/null
+same_as_qemu alone.qcow2 qcow2 -b B.qcow2 -F qcow2 IMG
+guest_view_kept alone.qcow2 qcow2
 # Onto an image deeper in the old chain (its own base's base).
 same_as_qemu O.qcow2 qcow2 -b A0.raw -F raw IMG
 guest_view_kept O.qcow2 qcow2
