@@ -38,6 +38,7 @@ enum rebase_phase {
 struct rebase {
     struct img *img;
     const char *backing_file; /* NULL when detaching */
+    const char *given_name;   /* the caller's backing_file (NULL or "" when detaching) */
     const char *backing_fmt;
     unsigned flags;
     struct img *new_backing; /* safe mode: the new chain, read-only; NULL when detaching */
@@ -269,7 +270,8 @@ static int rebase_locked(struct rebase *r)
 /* Words the failure of the header switch as qemu-img does. */
 static int switch_failed(const struct rebase *r, int ret)
 {
-    const char *name = r->backing_file ? r->backing_file : "";
+    /* qemu-img prints a missing -b through glibc's printf, as "(null)". */
+    const char *name = r->given_name ? r->given_name : "(null)";
     if (ret == -ENOSPC)
         return img_error(ret,
                          "Could not change the backing file to '%s': No space left in the file "
@@ -294,6 +296,7 @@ IMG_API int img_rebase(img *img, const char *backing_file, const char *backing_f
     struct rebase r = {
         .img = img,
         .backing_file = backing_file && *backing_file ? backing_file : NULL,
+        .given_name = backing_file,
         .flags = flags,
         .phase = PHASE_CHECKS,
     };

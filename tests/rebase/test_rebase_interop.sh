@@ -185,6 +185,7 @@ for fmt in vmdk vpc vhdx vdi parallels; do
     qemu-img create -q -f "$fmt" "o.$fmt" 4M 2>/dev/null || continue
     same_as_qemu "o.$fmt" "$fmt" -u -b B.qcow2 -F qcow2 IMG
     same_as_qemu "o.$fmt" "$fmt" -u -b "" IMG
+    same_as_qemu "o.$fmt" "$fmt" -u IMG
 done
 qemu-img create -q -f vmdk base.vmdk 4M
 qemu-img create -q -f vmdk -b base.vmdk -F vmdk ov.vmdk 4M
