@@ -440,6 +440,40 @@ IMG_API int img_flush(img *img);
  */
 IMG_API int img_resize(img *img, uint64_t new_size, unsigned flags, const img_opts *opts);
 
+/* img_rebase flags */
+#define IMG_REBASE_UNSAFE (1u << 0) /* rewrite the reference only, copying nothing */
+/* Open the new backing file without taking locks (qemu-img rebase -U). */
+#define IMG_REBASE_FORCE_SHARE (1u << 1)
+
+/*
+ * Moves the image (opened read-write) onto the backing file `backing_file`, of format
+ * `backing_fmt`, as `qemu-img rebase` does; NULL or "" detaches it from any backing file. A
+ * relative name is recorded as given and resolved from the image's folder. A new backing file
+ * needs its format (-EINVAL "backing format must be specified", as qemu-img 7.2).
+ *
+ * Safe mode (flags 0): the guest view stays the same. Every range the image does not hold
+ * itself and whose content differs between the old backing chain (opened with the image: an
+ * image opened with IMG_OPEN_NO_BACKING that names one is refused) and the new one (opened
+ * read-only here; detaching: zeros) is first copied into the image, then the reference is
+ * switched. IMG_REBASE_UNSAFE switches the reference alone: the caller vouches that both
+ * backing files hold the same data (renaming or moving one).
+ *
+ * Progress (bytes of virtual size scanned) goes to the callback of img_set_progress(), and
+ * img_cancel() stops the copy. A failure, cancel or crash at any point leaves the guest view
+ * unchanged: the data is copied (and flushed) first, and the reference is switched last in
+ * one write; ranges already copied stay in the image, holding what they showed before. On
+ * success the handle reads through the new backing file (none when detached; after an unsafe
+ * rebase, none when the new one cannot be opened).
+ *
+ * Formats that cannot change their backing file (all but qcow2 and qed, as in QEMU 7.2) fail
+ * with -ENOTSUP; -ENOSPC when the name does not fit where the format keeps it. Messages are
+ * qemu-img's ("Could not open new backing file 'NAME': ...", "Could not change the backing
+ * file to 'NAME': ..."). Exclusive: other calls on `img` wait until it returns. Since 1.1.
+ */
+IMG_API int img_rebase(img *img, const char *backing_file, const char *backing_fmt,
+                       unsigned flags);
+#define IMGUTIL_HAVE_IMG_REBASE 1
+
 /* ---- asynchronous requests ---------------------------------------------------------------- */
 
 /*

@@ -202,6 +202,12 @@ int img_refuse_writers(struct img *img, bool refuse);
 /* Reads guest data through the chain (the public img_pread without the entry checks). */
 int img_read_guest(struct img *img, void *buf, size_t len, uint64_t offset);
 
+/*
+ * Writes guest data into the top layer (the public img_pwrite without the entry checks and
+ * the drain lock), for a core call that holds the handle itself. `len` or a negative errno.
+ */
+int64_t img_write_guest(struct img *img, const void *buf, size_t len, uint64_t offset);
+
 /* Fills `buf` with the ext->length guest bytes at `offset` that `ext` describes. */
 int img_read_extent(const struct img_extent *ext, void *buf, uint64_t offset);
 

@@ -275,3 +275,8 @@ IMG_API int img_snapshot_delete(img *img, const char *name_or_id)
 {
     return snapshot_call(img, name_or_id, img ? img->fmt->snapshot_delete : NULL, "delete");
 }
+
+int64_t img_write_guest(struct img *img, const void *buf, size_t len, uint64_t offset)
+{
+    return pwrite_locked(img, buf, len, offset);
+}

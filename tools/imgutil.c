@@ -16,12 +16,23 @@ struct command {
     int (*run)(int argc, char **argv);
 };
 
+/* One command per line: adding a command adds one line. */
+// clang-format off
 static const struct command commands[] = {
-    {"check", cmd_check},   {"compare", cmd_compare},   {"convert", cmd_convert},
-    {"create", cmd_create}, {"info", cmd_info},         {"map", cmd_map},
-    {"resize", cmd_resize}, {"snapshot", cmd_snapshot}, {"measure", cmd_measure},
-    {"dd", cmd_dd},         {"commit", cmd_commit},
+    {"check", cmd_check},
+    {"compare", cmd_compare},
+    {"convert", cmd_convert},
+    {"create", cmd_create},
+    {"info", cmd_info},
+    {"map", cmd_map},
+    {"resize", cmd_resize},
+    {"snapshot", cmd_snapshot},
+    {"measure", cmd_measure},
+    {"dd", cmd_dd},
+    {"commit", cmd_commit},
+    {"rebase", cmd_rebase},
 };
+// clang-format on
 
 static void print_version(void)
 {
@@ -55,6 +66,8 @@ void cli_print_help(void)
            "  snapshot [-U] [-q] [-f fmt] [-l | -a snapshot | -c snapshot | -d snapshot] "
            "filename\n"
            "  resize [-f fmt] [--preallocation=prealloc] [-q] [--shrink] filename [+ | -]size\n"
+           "  rebase [-f fmt] [-t cache] [-T src_cache] [-p] [-q] [-u] [-U] -b backing_file "
+           "[-F backing_fmt] filename\n"
            "\n"
            "Command parameters:\n"
            "  'filename' is a disk image filename\n"

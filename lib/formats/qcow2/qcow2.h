@@ -549,6 +549,9 @@ int qcow2_header_encode(struct qcow2_header *h, const struct qcow2_extensions *e
 /* Rewrites the header cluster from s->hdr, s->ext and img->backing_name, then fsyncs. */
 int qcow2_write_header(struct img *img);
 
+/* change_backing() (qcow2_backing.c): the header cluster rewritten with the new name. */
+int qcow2_change_backing(struct img *img, const char *backing_file, const char *backing_fmt);
+
 /*
  * Rewrites the incompatible feature bits in the header (one field, fsynced) and s->hdr:
  * for the dirty and corrupt bits.

@@ -290,4 +290,5 @@ const struct img_format format_qcow2 = {
     .status_flags = qcow2_status_flags,
     .measure = qcow2_measure,
     .make_empty = qcow2_make_empty,
+    .change_backing = qcow2_change_backing,
 };

@@ -111,6 +111,8 @@ int qed_zero(struct img *img, uint64_t offset, uint64_t length, unsigned flags);
 int qed_flush(struct img *img);
 int qed_resize(struct img *img, uint64_t new_size, unsigned flags, const img_opts *opts);
 int qed_check(struct img *img, unsigned flags, struct img_check_result *result);
+/* change_backing() (qed_backing.c): header and name rewritten in one synced write. */
+int qed_change_backing(struct img *img, const char *backing_file, const char *backing_fmt);
 /* The check QEMU runs when opening an image left with need-check set; under `lock`. */
 int qed_check_locked(struct img *img, bool fix, struct img_check_result *r);
 

@@ -201,4 +201,5 @@ const struct img_format format_qed = {
     .flush = qed_flush,
     .resize = qed_resize,
     .check = qed_check,
+    .change_backing = qed_change_backing,
 };
