@@ -105,9 +105,10 @@ struct img_measure_result {
 int measure_allocated_bytes(struct img *src, uint64_t unit, uint64_t *bytes);
 
 /*
- * For measure() of formats that store guest data in whole units of `unit` bytes: how many units a copy of args->src stores, counted as measure_allocated_bytes counts
- * them; every unit of args->size when `every_unit` (the target gets a backing file: what it
- * shares with the source is unknown); 0 for a size alone. measure.c; a failure has a message.
+ * For measure() of formats that store guest data in whole units of `unit` bytes: how many
+ * units a copy of args->src stores, counted as measure_allocated_bytes counts them; every unit
+ * of args->size when `every_unit` (the target gets a backing file: what it shares with the
+ * source is unknown); 0 for a size alone. measure.c; a failure has a message.
  */
 int measure_data_units(const struct img_measure_args *args, uint64_t unit, bool every_unit,
                        uint64_t *units);
