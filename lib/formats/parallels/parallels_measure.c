@@ -3,7 +3,8 @@
  * measure(): the size of the Parallels image convert makes (qemu-img 7.2 cannot measure this
  * format; the layout is prl_create's and QEMU's block/parallels.c). The header and catalog fill
  * the clusters up to data_off; every cluster of the source holding data is then appended
- * whole, so "required" is exactly the converted file's length (to whole host blocks).
+ * whole, so "required" is exactly the converted file's length (to whole host blocks), and
+ * one host block more for QEMU's preallocation.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -39,7 +40,9 @@ int prl_measure(const struct img_measure_args *args, struct img_measure_result *
     uint64_t used;
     if ((ret = measure_data_units(args, cluster, false, &used)) < 0)
         return ret;
-    out->required = measure_host_bytes(data_off + used * cluster);
+    /* QEMU preallocates ahead of its writes and cuts the file back at close; a host block
+     * past the end may stay allocated. */
+    out->required = measure_host_bytes(data_off + used * cluster) + MEASURE_HOST_BLOCK;
     out->fully_allocated = data_off + bat_entries * cluster;
     return 0;
 }
