@@ -25,20 +25,9 @@ int qed_measure(const struct img_measure_args *args, struct img_measure_result *
         ret = opts_get_size(args->opts, "table_size", &table_size);
     if (ret < 0)
         return ret;
-    /* qed_create's checks and messages. */
-    if (!qed_cluster_size_valid(cluster_size))
-        return img_error(-EINVAL, "QED cluster size must be within range [%u, %u] and power of 2",
-                         QED_MIN_CLUSTER_SIZE, QED_MAX_CLUSTER_SIZE);
-    if (!qed_table_size_valid(table_size))
-        return img_error(-EINVAL, "QED table size must be within range [%u, %u] and power of 2",
-                         QED_MIN_TABLE_SIZE, QED_MAX_TABLE_SIZE);
-    uint64_t max = qed_max_image_size((uint32_t)cluster_size, (uint32_t)table_size);
     uint64_t size = align_up_u64(args->size, 512);
-    if (size > max)
-        return img_error(-EINVAL,
-                         "QED image size must be a non-zero multiple of cluster size and less "
-                         "than %" PRIu64 " bytes",
-                         max);
+    if ((ret = qed_check_geometry(cluster_size, table_size, size)) < 0)
+        return ret;
 
     uint64_t table_bytes = table_size * cluster_size;
     uint64_t l2_span = table_bytes / sizeof(uint64_t) * cluster_size; /* guest bytes an L2 maps */
