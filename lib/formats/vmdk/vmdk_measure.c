@@ -16,6 +16,7 @@
  * descriptor file.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <string.h>
 
 #include "error.h"
@@ -97,6 +98,11 @@ int vmdk_measure(const struct img_measure_args *args, struct img_measure_result 
         out->fully_allocated = size + DESCRIPTOR_BOUND;
         return 0;
     }
+    /* vmdk_create's limit: a sparse extent's tables must end below 2^32 sectors. */
+    uint64_t extent = layout == SPLIT_SPARSE ? min_u64(size, VMDK_SPLIT_SIZE) : size;
+    if (sparse_metadata_bytes(extent) / VMDK_SECTOR > UINT32_MAX)
+        return img_error(-EFBIG, "vmdk: %" PRIu64 " bytes is too large for a sparse extent",
+                         extent);
     if (layout == STREAM) {
         uint64_t fixed = sparse_metadata_bytes(size) + stream_trailer_bytes(size);
         uint64_t grain_bound = GRAIN_BYTES + VMDK_SECTOR;
