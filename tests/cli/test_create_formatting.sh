@@ -50,26 +50,32 @@ same -f qcow2 -o lazy_refcounts=yes img.qcow2 1G
 same -f vdi -o static=on img.vdi 1M
 
 # A file a running VM holds (qemu-io with it open for writing): the line, then the lock error.
+# qemu-io says when it holds the image by answering a read; nothing else opens it meanwhile.
 qemu-img create -q -f qcow2 held.qcow2 1G
 mkfifo hold
-qemu-io -f qcow2 held.qcow2 <hold >/dev/null 2>&1 &
+qemu-io -f qcow2 held.qcow2 <hold >holder.out 2>&1 &
 holder=$!
 exec 3>hold
+echo 'read 0 512' >&3
 tries=0
-while qemu-img info held.qcow2 >/dev/null 2>&1 && [ "$tries" -lt 100 ]; do
+while ! grep -q 'read 512/512' holder.out && [ "$tries" -lt 600 ]; do
     sleep 0.1
     tries=$((tries + 1))
 done
-qemu-img create -f qcow2 held.qcow2 1G >q.out 2>q.err
-q_status=$?
-"$IMGUTIL" create -f qcow2 held.qcow2 1G >i.out 2>i.err
-i_status=$?
+if grep -q 'read 512/512' holder.out; then
+    qemu-img create -f qcow2 held.qcow2 1G >q.out 2>q.err
+    q_status=$?
+    "$IMGUTIL" create -f qcow2 held.qcow2 1G >i.out 2>i.err
+    i_status=$?
+    if [ "$q_status" -ne 1 ] || [ "$i_status" -ne 1 ]; then
+        fail "create over a held image: exit status $i_status, qemu-img $q_status"
+    elif ! grep -q "^Formatting 'held.qcow2'" q.out || ! cmp -s q.out i.out; then
+        fail "create over a held image: stdout '$(cat i.out)', qemu-img '$(cat q.out)'"
+    fi
+else
+    fail "qemu-io did not open held.qcow2: $(cat holder.out)"
+fi
 exec 3>&-
 wait "$holder"
-if [ "$q_status" -ne 1 ] || [ "$i_status" -ne 1 ]; then
-    fail "create over a held image: exit status $i_status, qemu-img $q_status"
-elif ! grep -q "^Formatting 'held.qcow2'" q.out || ! cmp -s q.out i.out; then
-    fail "create over a held image: stdout '$(cat i.out)', qemu-img '$(cat q.out)'"
-fi
 
 [ "$FAILURES" -eq 0 ]
