@@ -48,6 +48,9 @@ same -f vhdx -o block_size=3M img.vhdx 1G
 # Accepted: the line, once.
 same -f qcow2 -o lazy_refcounts=yes img.qcow2 1G
 same -f vdi -o static=on img.vdi 1M
+# Options the format takes but does not list (host file options).
+same -f parallels -o cluster_size=64k,preallocation=falloc img.prl 3M
+same -f vhdx -o nocow=on img.vhdx 1M
 
 # A file a running VM holds (qemu-io with it open for writing): the line, then the lock error.
 # qemu-io says when it holds the image by answering a read; nothing else opens it meanwhile.
