@@ -36,11 +36,36 @@ int measure_allocated_bytes(struct img *src, uint64_t unit, uint64_t *bytes)
         if (!(status & IMG_BLOCK_DATA))
             continue;
         /* The rest of a unit holding data is stored too; count it once, from its start. */
-        pnum = align_up_u64(offset + pnum, unit) - offset;
+        /* Any unit size: Parallels clusters are whole sectors, not always powers of two. */
+        pnum = measure_units_of(offset + pnum, unit) * unit - offset;
         total += offset % unit + pnum;
     }
     *bytes = total;
     return 0;
+}
+
+int measure_data_units(const struct img_measure_args *args, uint64_t unit, bool every_unit,
+                       uint64_t *units)
+{
+    *units = 0;
+    if (!args->src)
+        return 0;
+    if (every_unit) {
+        *units = measure_units_of(args->size, unit);
+        return 0;
+    }
+    uint64_t bytes;
+    int ret = measure_allocated_bytes(args->src, unit, &bytes);
+    if (ret < 0)
+        return ret;
+    /* measure_allocated_bytes counts whole units, the last one too. */
+    *units = bytes / unit;
+    return 0;
+}
+
+uint64_t measure_host_bytes(uint64_t bytes)
+{
+    return align_up_u64(bytes, MEASURE_HOST_BLOCK);
 }
 
 static int write_result(const struct img_measure_result *r, char **json)

@@ -8,6 +8,7 @@
 
 #include "cli_commands.h"
 #include "cli_create_options.h"
+#include "cli_json.h"
 #include "cli_util.h"
 
 /* -o keys in the order the user gave them, for the "Formatting ..." line. */
@@ -104,6 +105,82 @@ static int check_backing(const char *filename, const char *backing, const char *
     }
     img_close(image);
     return 0;
+}
+
+/* Whether `value` is written as qemu-img's option parser takes an option of `type`. */
+static bool value_parses(const char *type, const char *value)
+{
+    uint64_t n;
+    if (strcmp(type, "bool") == 0) {
+        static const char *const words[] = {"on", "off", "yes", "no", "true", "false", "y", "n"};
+        for (size_t i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+            if (strcmp(value, words[i]) == 0)
+                return true;
+        return false;
+    }
+    if (strcmp(type, "size") == 0)
+        return cli_parse_size(value, &n) == 0;
+    if (strcmp(type, "int") == 0) {
+        char *end;
+        (void)strtoull(value, &end, 0);
+        return *value && *value != '-' && !*end;
+    }
+    return true;
+}
+
+/*
+ * Whether `format` takes the option `key`, though its public table leaves it out (a host file
+ * option qemu-img accepts and does not list): the library's option check, which img_measure()
+ * runs first, names a key it does not know as an "Invalid parameter".
+ */
+static bool option_known(const char *format, const char *key, const char *value)
+{
+    img_opts *one = NULL;
+    char *json = NULL;
+    if (img_opts_new(&one) < 0 || img_opts_set(one, key, value ? value : "") < 0) {
+        img_opts_free(one);
+        return true; /* undecided: img_create() will judge */
+    }
+    int ret = img_measure(NULL, 1, format, one, &json);
+    img_free(json);
+    img_opts_free(one);
+    return ret == 0 || strncmp(img_last_error(), "Invalid parameter", 17) != 0;
+}
+
+/*
+ * Whether qemu-img would get as far as its "Formatting ..." line, which it prints once the -o
+ * options parse (known keys, well-formed booleans, numbers and sizes) and before the driver
+ * judges their values, so that a create the driver refuses prints it too.
+ */
+static bool options_parse(const char *format, const img_opts *opts, const struct key_list *given)
+{
+    char *text = NULL;
+    struct json_value *doc = NULL;
+    if (img_format_supports(format, "create") != 1)
+        return false;
+    if (img_format_options_json(format, &text) < 0 || json_parse(text, &doc) < 0) {
+        img_free(text);
+        return false;
+    }
+    img_free(text);
+    const struct json_value *options = json_get(doc, "options");
+    bool ok = options && options->type == JSON_ARRAY;
+    for (size_t k = 0; ok && k < given->count; k++) {
+        const char *key = given->keys[k];
+        bool listed = strcmp(key, "backing_file") == 0 || strcmp(key, "backing_fmt") == 0;
+        for (size_t i = 0; !listed && i < options->count; i++) {
+            const char *name = json_get_str(&options->items[i], "name");
+            const char *type = json_get_str(&options->items[i], "type");
+            if (!name || strcmp(name, key) != 0)
+                continue;
+            listed = true;
+            const char *value = img_opts_get(opts, key);
+            ok = !value || !type || value_parses(type, value);
+        }
+        ok = ok && (listed || option_known(format, key, img_opts_get(opts, key)));
+    }
+    json_free(doc);
+    return ok;
 }
 
 static int parse_image_size(const char *text, int64_t *size)
@@ -210,12 +287,15 @@ int cmd_create(int argc, char **argv)
     /* qemu-img create replaces an existing file. */
     if (cli_opts_set(&opts, "overwrite", "on"))
         goto out;
+    /* As qemu-img: the line comes before the format's own checks, which may still fail. */
+    if (!quiet && options_parse(format, opts, &given)) {
+        cli_print_formatting(filename, format, (uint64_t)size, opts, given.keys, given.count);
+        fflush(stdout);
+    }
     if (img_create(filename, format, (uint64_t)size, opts) < 0) {
         cli_lib_error("%s", filename);
         goto out;
     }
-    if (!quiet)
-        cli_print_formatting(filename, format, (uint64_t)size, opts, given.keys, given.count);
     status = 0;
 out:
     key_list_free(&given);

@@ -100,9 +100,30 @@ struct img_measure_result {
  * For measure(): the bytes of `src`'s guest data (its backing chain included) that a copy
  * must store, counted in whole `unit`s, as QEMU counts them: every run that is allocated data
  * is extended to the end of its unit and counted from the start of its unit; runs that read
- * as zeros count nothing. `unit` is a power of two. measure.c; a failure has a message.
+ * as zeros count nothing. `unit` is not 0. measure.c; a failure has a message.
  */
 int measure_allocated_bytes(struct img *src, uint64_t unit, uint64_t *bytes);
+
+/*
+ * For measure() of formats that store guest data in whole units of `unit` bytes: how many
+ * units a copy of args->src stores, counted as measure_allocated_bytes counts them; every unit
+ * of args->size when `every_unit` (the target gets a backing file: what it shares with the
+ * source is unknown); 0 for a size alone. measure.c; a failure has a message.
+ */
+int measure_data_units(const struct img_measure_args *args, uint64_t unit, bool every_unit,
+                       uint64_t *units);
+
+/*
+ * Host file systems allocate whole blocks: "required" figures of the formats other than raw
+ * and qcow2 are rounded up to them, so that they bound the bytes a file occupies (du).
+ */
+#define MEASURE_HOST_BLOCK 4096u
+/* How many `unit`s hold `bytes`: the count of whole units measure() figures are made of. */
+static inline uint64_t measure_units_of(uint64_t bytes, uint64_t unit)
+{
+    return bytes / unit + (bytes % unit != 0);
+}
+uint64_t measure_host_bytes(uint64_t bytes);
 
 /*
  * What a backend declares about itself in `caps`. Other capabilities follow from the entries

@@ -60,6 +60,26 @@ expect_out() {
     fi
 }
 
+# same_as_qemu SUBCOMMAND ARGS...: imgutil and qemu-img print the same on stdout and stderr
+# (the program's name aside) and exit with the same status; leaves q.out, q.err, i.out, i.err
+# in the current folder.
+same_as_qemu() {
+    subcommand=$1
+    shift
+    qemu-img "$subcommand" "$@" >q.out 2>q.err
+    q_status=$?
+    "$IMGUTIL" "$subcommand" "$@" >i.out 2>i.err
+    i_status=$?
+    sed -i 's/^imgutil:/qemu-img:/' i.err
+    if [ "$q_status" -ne "$i_status" ]; then
+        fail "$subcommand $*: exit status $i_status, qemu-img $q_status ($(cat i.out i.err))"
+    elif ! cmp -s q.out i.out; then
+        fail "$subcommand $*: stdout '$(cat i.out)', qemu-img '$(cat q.out)'"
+    elif ! cmp -s q.err i.err; then
+        fail "$subcommand $*: stderr '$(cat i.err)', qemu-img '$(cat q.err)'"
+    fi
+}
+
 # expect_same_output WHAT FILE_A FILE_B: two outputs are identical.
 expect_same_output() {
     if ! cmp -s "$2" "$3"; then

@@ -169,6 +169,7 @@ void asif_close(struct img *img);
 int asif_map(struct img *img, uint64_t offset, uint64_t length, struct img_extent *ext);
 int asif_info_specific(struct img *img, struct json_writer *w);
 int asif_create(const struct img_create_args *args);
+int asif_measure(const struct img_measure_args *args, struct img_measure_result *out);
 int asif_alloc(struct img *img, uint64_t offset, uint64_t length, struct img_extent *ext,
                struct img_alloc **token);
 int asif_alloc_commit(struct img *img, struct img_alloc *token, int write_result);

@@ -17,6 +17,7 @@ const struct img_format format_asif = {
     .map = asif_map,
     .info_specific = asif_info_specific,
     .create = asif_create,
+    .measure = asif_measure,
     .alloc = asif_alloc,
     .alloc_commit = asif_alloc_commit,
     .zero = asif_zero,

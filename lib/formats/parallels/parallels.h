@@ -108,6 +108,7 @@ int prl_zero(struct img *img, uint64_t offset, uint64_t length, unsigned flags);
 int prl_flush(struct img *img);
 int prl_check(struct img *img, unsigned flags, struct img_check_result *result);
 int prl_create(const struct img_create_args *args);
+int prl_measure(const struct img_measure_args *args, struct img_measure_result *out);
 extern const struct opt_desc prl_create_options[];
 
 /* Writes catalog entries [first, first + count) from the copy in memory. */

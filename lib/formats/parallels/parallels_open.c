@@ -204,6 +204,7 @@ const struct img_format format_parallels = {
     .close = prl_close,
     .map = prl_map,
     .create = prl_create,
+    .measure = prl_measure,
     .alloc = prl_alloc,
     .alloc_commit = prl_alloc_commit,
     .zero = prl_zero,

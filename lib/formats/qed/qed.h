@@ -104,6 +104,8 @@ void qed_cache_clear(struct qed_state *s);
 
 int qed_map(struct img *img, uint64_t offset, uint64_t length, struct img_extent *ext);
 int qed_create(const struct img_create_args *args);
+int qed_check_geometry(uint64_t cluster_size, uint64_t table_size, uint64_t size);
+int qed_measure(const struct img_measure_args *args, struct img_measure_result *out);
 int qed_alloc(struct img *img, uint64_t offset, uint64_t length, struct img_extent *ext,
               struct img_alloc **token);
 int qed_alloc_commit(struct img *img, struct img_alloc *token, int write_result);

@@ -32,6 +32,27 @@ static int write_zeros(struct io_file *f, uint64_t offset, uint64_t len)
     return ret;
 }
 
+/*
+ * The cluster and table sizes and the (sector-aligned) image size create takes, with QEMU's
+ * messages; measure checks the same. 0 or -EINVAL.
+ */
+int qed_check_geometry(uint64_t cluster_size, uint64_t table_size, uint64_t size)
+{
+    if (!qed_cluster_size_valid(cluster_size))
+        return img_error(-EINVAL, "QED cluster size must be within range [%u, %u] and power of 2",
+                         QED_MIN_CLUSTER_SIZE, QED_MAX_CLUSTER_SIZE);
+    if (!qed_table_size_valid(table_size))
+        return img_error(-EINVAL, "QED table size must be within range [%u, %u] and power of 2",
+                         QED_MIN_TABLE_SIZE, QED_MAX_TABLE_SIZE);
+    uint64_t max = qed_max_image_size((uint32_t)cluster_size, (uint32_t)table_size);
+    if (size % 512 || size > max)
+        return img_error(-EINVAL,
+                         "QED image size must be a non-zero multiple of cluster size and less "
+                         "than %" PRIu64 " bytes",
+                         max);
+    return 0;
+}
+
 int qed_create(const struct img_create_args *args)
 {
     uint64_t size = args->size, cluster_size = QED_DEFAULT_CLUSTER_SIZE;
@@ -47,18 +68,9 @@ int qed_create(const struct img_create_args *args)
     if (size > UINT64_MAX - 511)
         return img_error(-EFBIG, "qed: size %" PRIu64 " is too large", size);
     size = align_up_u64(size, 512);
-    if (!qed_cluster_size_valid(cluster_size))
-        return img_error(-EINVAL, "QED cluster size must be within range [%u, %u] and power of 2",
-                         QED_MIN_CLUSTER_SIZE, QED_MAX_CLUSTER_SIZE);
-    if (!qed_table_size_valid(table_size))
-        return img_error(-EINVAL, "QED table size must be within range [%u, %u] and power of 2",
-                         QED_MIN_TABLE_SIZE, QED_MAX_TABLE_SIZE);
-    uint64_t max = qed_max_image_size((uint32_t)cluster_size, (uint32_t)table_size);
-    if (size % 512 || size > max)
-        return img_error(-EINVAL,
-                         "QED image size must be a non-zero multiple of cluster size and less "
-                         "than %" PRIu64 " bytes",
-                         max);
+    ret = qed_check_geometry(cluster_size, table_size, size);
+    if (ret < 0)
+        return ret;
     struct qed_header h = {
         .cluster_size = (uint32_t)cluster_size,
         .table_size = (uint32_t)table_size,

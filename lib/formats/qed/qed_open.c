@@ -195,6 +195,7 @@ const struct img_format format_qed = {
     .close = qed_close,
     .map = qed_map,
     .create = qed_create,
+    .measure = qed_measure,
     .alloc = qed_alloc,
     .alloc_commit = qed_alloc_commit,
     .zero = qed_zero,

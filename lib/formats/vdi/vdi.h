@@ -105,6 +105,7 @@ static inline uint64_t vdi_bmap_bytes(uint32_t blocks)
 void vdi_header_build(uint8_t buf[VDI_HEADER_SIZE], uint64_t disk_size, bool is_static);
 
 int vdi_create(const struct img_create_args *args);
+int vdi_measure(const struct img_measure_args *args, struct img_measure_result *out);
 int vdi_alloc(struct img *img, uint64_t offset, uint64_t length, struct img_extent *ext,
               struct img_alloc **token);
 int vdi_alloc_commit(struct img *img, struct img_alloc *token, int write_result);

@@ -159,6 +159,7 @@ const struct img_format format_vdi = {
     .close = vdi_close,
     .map = vdi_map,
     .create = vdi_create,
+    .measure = vdi_measure,
     .alloc = vdi_alloc,
     .alloc_commit = vdi_alloc_commit,
     .zero = vdi_zero,

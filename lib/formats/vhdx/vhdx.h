@@ -172,6 +172,19 @@ int vhdx_open(struct img *img, const img_opts *opts);
 void vhdx_close(struct img *img);
 int vhdx_map(struct img *img, uint64_t offset, uint64_t length, struct img_extent *ext);
 int vhdx_create(const struct img_create_args *args);
+/* Where vhdx_create puts each region of a new image, from its options (vhdx_create.c). */
+struct vhdx_create_layout {
+    uint64_t size;
+    uint32_t block_size, log_size;
+    bool fixed, zero_blocks;
+    uint64_t chunk_ratio, bat_entries;
+    unsigned chunk_bits;
+    uint64_t bat_offset, bat_length, metadata_offset, data_offset;
+};
+
+/* The layout vhdx_create would write for `args` (only size, opts and backing_file are read). */
+int vhdx_create_plan(const struct img_create_args *args, struct vhdx_create_layout *l);
+int vhdx_measure(const struct img_measure_args *args, struct img_measure_result *out);
 int vhdx_alloc(struct img *img, uint64_t offset, uint64_t length, struct img_extent *ext,
                struct img_alloc **token);
 int vhdx_alloc_commit(struct img *img, struct img_alloc *token, int write_result);

@@ -51,16 +51,7 @@ const struct opt_desc vhdx_create_options[] = {
     OPT_TABLE_END,
 };
 
-struct layout {
-    uint64_t size;
-    uint32_t block_size, log_size;
-    bool fixed, zero_blocks;
-    uint64_t chunk_ratio, bat_entries;
-    unsigned chunk_bits;
-    uint64_t bat_offset, bat_length, metadata_offset, data_offset;
-};
-
-static int parse_options(const struct img_create_args *args, struct layout *l)
+static int parse_options(const struct img_create_args *args, struct vhdx_create_layout *l)
 {
     uint64_t size = args->size, log_size = VHDX_MiB, block_size = 0;
     int ret = size ? 0 : opts_get_size(args->opts, "size", &size);
@@ -104,7 +95,7 @@ static int parse_options(const struct img_create_args *args, struct layout *l)
     return 0;
 }
 
-static void compute_layout(struct layout *l)
+static void compute_layout(struct vhdx_create_layout *l)
 {
     l->chunk_ratio = VHDX_MAX_SECTORS_PER_CHUNK * 512 / l->block_size;
     l->chunk_bits = 0;
@@ -124,7 +115,7 @@ static int write_at(struct io_file *f, const void *buf, size_t len, uint64_t off
     return io_pwrite(f, buf, len, offset);
 }
 
-static int write_identifier_and_headers(struct io_file *f, const struct layout *l)
+static int write_identifier_and_headers(struct io_file *f, const struct vhdx_create_layout *l)
 {
     uint8_t ident[VHDX_HEADER_SIZE] = {0};
     memcpy(ident, "vhdxfile", 8);
@@ -152,7 +143,7 @@ static int write_identifier_and_headers(struct io_file *f, const struct layout *
     return ret;
 }
 
-static int write_region_tables(struct io_file *f, const struct layout *l)
+static int write_region_tables(struct io_file *f, const struct vhdx_create_layout *l)
 {
     uint8_t *t = calloc(1, VHDX_TABLE_SIZE);
     if (!t)
@@ -173,7 +164,7 @@ static int write_region_tables(struct io_file *f, const struct layout *l)
     return ret;
 }
 
-static int write_metadata(struct io_file *f, const struct layout *l)
+static int write_metadata(struct io_file *f, const struct vhdx_create_layout *l)
 {
     /* The table, then the five items packed after it at 64 KiB. */
     enum { ITEMS = 8 + 8 + 16 + 4 + 4 };
@@ -207,7 +198,7 @@ static int write_metadata(struct io_file *f, const struct layout *l)
     return ret;
 }
 
-static int write_bat(struct io_file *f, const struct layout *l)
+static int write_bat(struct io_file *f, const struct vhdx_create_layout *l)
 {
     /* Extending the file zero-fills the BAT: entries "not present" need no writing. */
     int ret = io_truncate(f, l->fixed ? l->data_offset + l->size : l->data_offset);
@@ -230,13 +221,21 @@ static int write_bat(struct io_file *f, const struct layout *l)
     return ret;
 }
 
+int vhdx_create_plan(const struct img_create_args *args, struct vhdx_create_layout *l)
+{
+    memset(l, 0, sizeof(*l));
+    int ret = parse_options(args, l);
+    if (ret == 0)
+        compute_layout(l);
+    return ret;
+}
+
 int vhdx_create(const struct img_create_args *args)
 {
-    struct layout l = {0};
-    int ret = parse_options(args, &l);
+    struct vhdx_create_layout l;
+    int ret = vhdx_create_plan(args, &l);
     if (ret < 0)
         return ret;
-    compute_layout(&l);
     struct io_file *f = args->file;
     ret = io_truncate(f, 0);
     if (ret == 0)

@@ -85,6 +85,7 @@ const struct img_format format_vhdx = {
     .close = vhdx_close,
     .map = vhdx_map,
     .create = vhdx_create,
+    .measure = vhdx_measure,
     .alloc = vhdx_alloc,
     .alloc_commit = vhdx_alloc_commit,
     .zero = vhdx_zero,

@@ -150,6 +150,7 @@ int vmdk_update_cid(struct img *img);
 /* vmdk_create.c */
 extern const struct opt_desc vmdk_create_options[];
 int vmdk_create(const struct img_create_args *args);
+int vmdk_measure(const struct img_measure_args *args, struct img_measure_result *out);
 int vmdk_compress_allowed(const img_opts *opts);
 
 /* vmdk_info.c */

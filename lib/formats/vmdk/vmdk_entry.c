@@ -12,6 +12,7 @@ const struct img_format format_vmdk = {
     .map = vmdk_map,
     .info_specific = vmdk_info_specific,
     .create = vmdk_create,
+    .measure = vmdk_measure,
     .alloc = vmdk_alloc,
     .alloc_commit = vmdk_alloc_commit,
     .zero = vmdk_zero,

@@ -145,6 +145,7 @@ int vpc_flush(struct img *img);
 
 /* vpc_create.c */
 int vpc_create(const struct img_create_args *args);
+int vpc_measure(const struct img_measure_args *args, struct img_measure_result *out);
 extern const struct opt_desc vpc_create_options[];
 
 #endif

@@ -12,6 +12,7 @@ const struct img_format format_vpc = {
     .close = vpc_close,
     .map = vpc_map,
     .create = vpc_create,
+    .measure = vpc_measure,
     .alloc = vpc_alloc,
     .alloc_commit = vpc_alloc_commit,
     .zero = vpc_zero,

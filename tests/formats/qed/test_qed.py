@@ -18,70 +18,15 @@
 usage: test_qed.py WRITE_DRIVER KILLPOINT_SO THREAD_WRITER
 """
 
-import hashlib
 import os
 import shutil
 import struct
-import subprocess
 import sys
-import tempfile
 
-SKIP = 77
-MIB = 1 << 20
-
-
-class Failure(Exception):
-    pass
-
-
-def run(args, ok=(0,), env=None, cwd=None, input=None):
-    proc = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                          cwd=cwd, timeout=120, input=input)
-    if ok is not None and proc.returncode not in ok:
-        raise Failure('%s exited %d:\n%s%s' % (' '.join(args), proc.returncode,
-                                              proc.stdout.decode(errors='replace')[-2000:],
-                                              proc.stderr.decode(errors='replace')[-2000:]))
-    return proc
-
-
-class Test:
-    def __init__(self, argv):
-        for tool in ('qemu-img', 'qemu-io'):
-            if shutil.which(tool) is None:
-                print('SKIP: %s not installed' % tool)
-                sys.exit(SKIP)
-        self.driver, self.killpoint, self.threads = argv[1], argv[2], argv[3]
-        self.cli = os.environ.get('IMGUTIL_CLI') or 'imgutil'
-        self.dir = tempfile.mkdtemp(prefix='test-qed-')
-        self.failures = []
-        self.checks = 0
-
-    def path(self, name):
-        return os.path.join(self.dir, name)
-
-    def check(self, label, fn, *args):
-        self.checks += 1
-        try:
-            fn(*args)
-        except Failure as e:
-            self.failures.append('%s: %s' % (label, e))
-            print('FAIL %s: %s' % (label, e))
-
-    def finish(self):
-        shutil.rmtree(self.dir, ignore_errors=True)
-        print('%d checks, %d failed' % (self.checks, len(self.failures)))
-        return 1 if self.failures else 0
-
-
-def same(label, qemu, ours):
-    if qemu != ours:
-        raise Failure('%s differs\n  qemu-img: %r\n  imgutil:  %r' % (label, qemu[:3000],
-                                                                       ours[:3000]))
-
-
-def digest(path):
-    with open(path, 'rb') as f:
-        return hashlib.sha256(f.read()).hexdigest()
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+import formattest  # noqa: E402
+from formattest import (MIB, Failure, Test, digest, hostile, preload_env, run,  # noqa: E402
+                        same)
 
 
 def compare_read(t, image):
@@ -100,10 +45,7 @@ def compare_read(t, image):
 
 
 def qemu_io(image, cmds, fmt='qed'):
-    args = ['qemu-io', '-f', fmt]
-    for c in cmds:
-        args += ['-c', c]
-    run(args + [image])
+    formattest.qemu_io(image, cmds, fmt)
 
 
 def qemu_made(t, name, size, opts, writes, backing=None):
@@ -377,15 +319,6 @@ def thread_runs(t):
             raise Failure('qemu-img compare: %r' % out)
 
 
-def preload_env(so, **values):
-    """The kill points are the library's pwrite calls: the thread-pool engine makes them where
-    io_uring would make none. Under ASan the sanitizer's runtime must come first."""
-    env = dict(os.environ, LD_PRELOAD=so, IMGUTIL_IO='threads')
-    env['ASAN_OPTIONS'] = env.get('ASAN_OPTIONS', '') + ':verify_asan_link_order=0'
-    env.update({k: str(v) for k, v in values.items()})
-    return env
-
-
 def header(cluster=65536, table=4, header_size=1, features=0, l1=65536, size=MIB,
            name_off=0, name_len=0):
     h = bytearray(64)
@@ -411,20 +344,6 @@ HOSTILE = [
     ('backing name past the header', body(header(features=1, name_off=65000, name_len=4000)),
      'backing filename offset is invalid'),
 ]
-
-
-def hostile(t, label, data, words):
-    image = t.path('hostile.qed')
-    with open(image, 'wb') as f:
-        f.write(data)
-    proc = run([t.cli, 'info', '-f', 'qed', image], ok=None)
-    err = proc.stderr.decode()
-    if proc.returncode == 0 or words not in err or 'hostile.qed' not in err:
-        raise Failure('%s: exit %d, message %r (wanted %r)' % (label, proc.returncode, err,
-                                                               words))
-    q = run(['qemu-img', 'info', '-f', 'qed', image], ok=None)
-    if q.returncode == 0:
-        raise Failure('%s: qemu-img accepts it' % label)
 
 
 def bad_tables(t):
@@ -453,7 +372,7 @@ def compare_read_check_only(t, image):
 
 
 def main():
-    t = Test(sys.argv)
+    t = Test(sys.argv, 'qed')
     make_backings(t)
     t.check('qemu default', qemu_made, t, 'd.qed', 10 * MIB, '', WRITES)
     t.check('qemu 4k table 2', qemu_made, t, 'e.qed', 6 * MIB + 512,

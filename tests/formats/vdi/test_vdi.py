@@ -19,61 +19,11 @@ usage: test_vdi.py WRITE_DRIVER KILLPOINT_SO THREAD_WRITER
 import os
 import shutil
 import struct
-import subprocess
 import sys
-import tempfile
 
-SKIP = 77
-MIB = 1 << 20
-
-
-class Failure(Exception):
-    pass
-
-
-def run(args, ok=(0,), env=None, cwd=None, input=None):
-    proc = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                          cwd=cwd, timeout=120, input=input)
-    if ok is not None and proc.returncode not in ok:
-        raise Failure('%s exited %d:\n%s%s' % (' '.join(args), proc.returncode,
-                                              proc.stdout.decode(errors='replace')[-2000:],
-                                              proc.stderr.decode(errors='replace')[-2000:]))
-    return proc
-
-
-class Test:
-    def __init__(self, argv):
-        for tool in ('qemu-img', 'qemu-io'):
-            if shutil.which(tool) is None:
-                print('SKIP: %s not installed' % tool)
-                sys.exit(SKIP)
-        self.driver, self.killpoint, self.threads = argv[1], argv[2], argv[3]
-        self.cli = os.environ.get('IMGUTIL_CLI') or 'imgutil'
-        self.dir = tempfile.mkdtemp(prefix='test-vdi-')
-        self.failures = []
-        self.checks = 0
-
-    def path(self, name):
-        return os.path.join(self.dir, name)
-
-    def check(self, label, fn, *args):
-        self.checks += 1
-        try:
-            fn(*args)
-        except Failure as e:
-            self.failures.append('%s: %s' % (label, e))
-            print('FAIL %s: %s' % (label, e))
-
-    def finish(self):
-        shutil.rmtree(self.dir, ignore_errors=True)
-        print('%d checks, %d failed' % (self.checks, len(self.failures)))
-        return 1 if self.failures else 0
-
-
-def same(label, qemu, ours):
-    if qemu != ours:
-        raise Failure('%s differs\n  qemu-img: %r\n  imgutil:  %r' % (label, qemu[:3000],
-                                                                       ours[:3000]))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+import formattest  # noqa: E402
+from formattest import MIB, Failure, Test, hostile, preload_env, run, same  # noqa: E402
 
 
 def compare_read(t, image):
@@ -95,10 +45,7 @@ def compare_read(t, image):
 
 
 def qemu_io(image, cmds):
-    args = ['qemu-io', '-f', 'vdi']
-    for c in cmds:
-        args += ['-c', c]
-    run(args + [image])
+    formattest.qemu_io(image, cmds, 'vdi')
 
 
 def qemu_made(t, name, size, static, writes):
@@ -294,15 +241,6 @@ def thread_runs(t):
             raise Failure('qemu-img compare: %r' % out)
 
 
-def preload_env(so, **values):
-    """The kill points are the library's pwrite calls: the thread-pool engine makes them where
-    io_uring would make none. Under ASan the sanitizer's runtime must come first."""
-    env = dict(os.environ, LD_PRELOAD=so, IMGUTIL_IO='threads')
-    env['ASAN_OPTIONS'] = env.get('ASAN_OPTIONS', '') + ':verify_asan_link_order=0'
-    env.update({k: str(v) for k, v in values.items()})
-    return env
-
-
 def header(disk_size=4 * MIB, blocks=4, block_size=MIB, bmap=0x200, data=0x400,
            sector=512, version=0x00010001, parent=False):
     h = bytearray(512)
@@ -332,23 +270,8 @@ HOSTILE = [
 ]
 
 
-def hostile(t, label, data, words):
-    image = t.path('hostile.vdi')
-    with open(image, 'wb') as f:
-        f.write(data)
-    proc = run([t.cli, 'info', '-f', 'vdi', image], ok=None)
-    err = proc.stderr.decode()
-    if proc.returncode == 0 or words not in err or 'hostile.vdi' not in err:
-        raise Failure('%s: exit %d, message %r (wanted %r)' % (label, proc.returncode, err,
-                                                               words))
-    # qemu-img refuses it too (but a map past the end, which it reads as zeros).
-    q = run(['qemu-img', 'info', '-f', 'vdi', image], ok=None)
-    if q.returncode == 0 and label != 'map past the end':
-        raise Failure('%s: qemu-img accepts it' % label)
-
-
 def main():
-    t = Test(sys.argv)
+    t = Test(sys.argv, 'vdi')
     t.check('qemu dynamic', qemu_made, t, 'd.vdi', 5 * MIB,
             False, ['write -P 0xaa 1M 4k', 'write -P 0xbb 3M 1100k', 'write -z 2M 4k'])
     t.check('qemu static odd size', qemu_made, t, 's.vdi', 3000000, True,
@@ -368,7 +291,8 @@ def main():
     t.check('threads', thread_runs, t)
     t.check('kill', kill_runs, t)
     for label, data, words in HOSTILE:
-        t.check('hostile ' + label, hostile, t, label, data, words)
+        t.check('hostile ' + label, hostile, t, label, data, words,
+                label == 'map past the end')
     return t.finish()
 
 

@@ -7,7 +7,6 @@
  * handed to the kernel's io-wq workers (threads named "iou-wrk-<tid>"), which would cost the
  * waiting thread a sleep and a wake-up per request. Run once per engine.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -22,6 +21,7 @@
 
 #include "io/io.h"
 #include "io_test_util.h"
+#include "ring_workers.h"
 
 #define KiB 1024u
 #define MiB (1024u * 1024u)
@@ -68,30 +68,6 @@ static void run_batch(struct io_queue *q, struct waited_req *reqs, size_t n)
         assert_int_equal(reqs[i].calls, 1);
         assert_false(reqs[i].wrong_thread);
     }
-}
-
-/* How many of this process's threads are io_uring workers. */
-static unsigned count_ring_workers(void)
-{
-    DIR *dir = opendir("/proc/self/task");
-    if (!dir)
-        return 0;
-    unsigned n = 0;
-    struct dirent *de;
-    while ((de = readdir(dir)) != NULL) {
-        if (de->d_name[0] == '.')
-            continue;
-        char path[300], comm[64] = "";
-        snprintf(path, sizeof(path), "/proc/self/task/%s/comm", de->d_name);
-        FILE *f = fopen(path, "r");
-        if (!f)
-            continue;
-        if (fgets(comm, sizeof(comm), f) && strncmp(comm, "iou-wrk-", 8) == 0)
-            n++;
-        fclose(f);
-    }
-    closedir(dir);
-    return n;
 }
 
 static void test_waited_batches(void **state)

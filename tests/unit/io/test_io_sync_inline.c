@@ -5,7 +5,6 @@
  * process), which would cost the caller a sleep and a wake-up per call. Skips (77) when the
  * process does not get the io_uring engine.
  */
-#include <dirent.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,32 +17,9 @@
 
 #include "io/io.h"
 #include "io_test_util.h"
+#include "ring_workers.h"
 
 #define MiB (1024u * 1024u)
-
-/* How many of this process's threads are io_uring workers. */
-static unsigned count_ring_workers(void)
-{
-    DIR *dir = opendir("/proc/self/task");
-    if (!dir)
-        return 0;
-    unsigned n = 0;
-    struct dirent *de;
-    while ((de = readdir(dir)) != NULL) {
-        if (de->d_name[0] == '.')
-            continue;
-        char path[300], comm[64] = "";
-        snprintf(path, sizeof(path), "/proc/self/task/%s/comm", de->d_name);
-        FILE *f = fopen(path, "r");
-        if (!f)
-            continue;
-        if (fgets(comm, sizeof(comm), f) && strncmp(comm, "iou-wrk-", 8) == 0)
-            n++;
-        fclose(f);
-    }
-    closedir(dir);
-    return n;
-}
 
 static void test_sync_calls_stay_off_the_workers(void **state)
 {
