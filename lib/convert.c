@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "convert_job.h"
+#include "convert_options.h"
 #include "convert_target.h"
 #include "error.h"
 #include "formats/format.h"
@@ -22,9 +23,6 @@
 #include "opts.h"
 #include "util/checked.h"
 
-/* As qemu-img's -S. */
-#define SPARSE_SIZE_MAX (16u << 20)
-
 /* ---- the targets ---- */
 
 static bool is_power_of_two(uint64_t v)
@@ -32,30 +30,22 @@ static bool is_power_of_two(uint64_t v)
     return v && !(v & (v - 1));
 }
 
-/* `device`: `temp` is a block device, written in place, whose old content is not zeros. */
-static int convert_through_format(struct convert_job *job, const char *temp, const char *format,
-                                  const img_opts *create_opts, bool device, uint64_t size)
+/*
+ * Copies the source into `dst`, open for writing. `zeros_explicit`: the source's zeros must be
+ * written (a target with a backing file, a device or an existing target with old content).
+ */
+static int convert_into(struct convert_job *job, struct img *dst, bool zeros_explicit)
 {
-    int ret = img_create(temp, format, size, create_opts);
-    if (ret < 0)
-        return ret;
-    struct img *dst;
-    /* A data file in the options was named by the caller: opening it is allowed. */
-    ret = img_open(&dst, temp, format,
-                   IMG_OPEN_READ_WRITE | IMG_OPEN_NO_BACKING | IMG_OPEN_ALLOW_DATA_FILE, NULL);
-    if (ret < 0)
-        return ret;
     uint64_t cluster = dst->cluster_size;
     bool whole_clusters = is_power_of_two(cluster) && CONVERT_CHUNK_SIZE % cluster == 0;
-    /* Unallocated ranges of the target would show its backing file, not the source's zeros. */
-    job->zeros_explicit = dst->backing_name != NULL || device;
+    job->zeros_explicit = zeros_explicit;
     job->compress = job->compress || dst->needs_compressed_writes;
+    /* Past the end of the target's backing file, the source's zeros need not be written. */
+    job->backing_end = dst->backing ? dst->backing->size : UINT64_MAX;
     if (job->compress) {
-        if (!dst->fmt->compress_unit || !dst->fmt->write_compressed_data || !whole_clusters) {
-            const char *name = dst->fmt->name; /* the registry's: outlives the handle */
-            img_close(dst);
-            return img_error(-ENOTSUP, "convert: format %s cannot write compressed data", name);
-        }
+        if (!dst->fmt->compress_unit || !dst->fmt->write_compressed_data || !whole_clusters)
+            return img_error(-ENOTSUP, "convert: format %s cannot write compressed data",
+                             dst->fmt->name);
         job->compress_unit = cluster;
     } else if (job->sparse_size) {
         /*
@@ -66,20 +56,77 @@ static int convert_through_format(struct convert_job *job, const char *temp, con
         job->unit = whole_clusters && is_power_of_two(unit) ? unit : 512;
         job->zero_block = align_up_u64(max_u64(job->sparse_size, job->unit), job->unit);
     }
+    job->img_dst = dst;
+    int ret = convert_copy(job);
+    job->img_dst = NULL;
+    return ret;
+}
+
+/* `device`: `temp` is a block device, written in place, whose old content is not zeros. */
+static int convert_through_format(struct convert_job *job, const char *temp, const char *format,
+                                  const img_opts *create_opts, bool device, uint64_t size)
+{
+    int ret = img_create(temp, format, size, create_opts);
+    if (ret < 0)
+        return ret;
+    struct img *dst;
+    /*
+     * A data file in the options was named by the caller: opening it is allowed. A backing
+     * file (-B) is opened: partial clusters are filled from it, as in any write.
+     */
+    unsigned flags = IMG_OPEN_READ_WRITE | IMG_OPEN_ALLOW_DATA_FILE;
+    if (!job->top_only)
+        flags |= IMG_OPEN_NO_BACKING;
+    ret = img_open(&dst, temp, format, flags, NULL);
+    if (ret < 0)
+        return ret;
     /*
      * Nothing relies on the temporary target before it is complete, so its flushes wait for
      * the end (and are skipped unless asked for, as qemu-img convert skips them).
      */
     io_file_set_flush(dst->file, false);
-    job->img_dst = dst;
-    ret = convert_copy(job);
+    /* Unallocated ranges of the target would show its backing file, not the source's zeros. */
+    ret = convert_into(job, dst, dst->backing_name != NULL || device);
     if (ret == 0 && job->sync)
         io_file_set_flush(dst->file, true);
     if (ret == 0)
         ret = img_flush(dst);
-    job->img_dst = NULL;
     img_close(dst);
     return ret;
+}
+
+/*
+ * -n: converts into the existing image `path`, which keeps its size and format. It is opened
+ * (and so write-locked) for the whole convert. What the source leaves as zeros is written as
+ * zeros unless the caller vouches that the target reads as zeros already (target_is_zero).
+ * A failure leaves the target partly written: its old content is not kept.
+ */
+static int convert_into_existing(struct convert_job *job, const char *path, const char *format,
+                                 bool target_is_zero, uint64_t size)
+{
+    struct img *dst;
+    img_error_context_push(path);
+    int ret = img_open(&dst, path, format, IMG_OPEN_READ_WRITE, NULL);
+    img_error_context_pop();
+    if (ret < 0)
+        return ret;
+    if (dst->size < size)
+        ret = img_error(-EINVAL, "output file is smaller than input file");
+    if (ret == 0)
+        ret = convert_into(job, dst, !target_is_zero);
+    if (ret == 0)
+        ret = img_flush(dst);
+    img_close(dst);
+    return ret;
+}
+
+/* The convert's progress goes to the caller's callback, after img_cancel() is looked at. */
+static int report_to_caller(void *user, uint64_t done, uint64_t total)
+{
+    struct convert_job *job = user;
+    if (convert_limit_check_cancel(job->limit) < 0)
+        return 1;
+    return job->caller_progress ? job->caller_progress(job->caller_user, done, total) : 0;
 }
 
 /*
@@ -117,8 +164,7 @@ static int split_options(const img_opts *opts, img_opts **create_opts)
     unsigned i = 0;
     const char *key, *value;
     while (ret == 0 && opts_iter(opts, &i, &key, &value))
-        if (strcmp(key, "sparse_size") != 0 && strcmp(key, "compress") != 0 &&
-            strcmp(key, "sync") != 0 && strcmp(key, "size") != 0 && strcmp(key, "min_size") != 0)
+        if (!convert_option_is_own(key))
             ret = img_opts_set(*create_opts, key, value);
     return ret;
 }
@@ -136,20 +182,19 @@ IMG_API int img_convert(img *src, const char *dst_path, const char *dst_format,
     if (!fmt)
         return img_error(-ENOTSUP, "convert: unknown or unsupported target format '%s'",
                          dst_format);
-    struct convert_job job = {.src = src, .progress = progress, .user = user, .sparse_size = 4096};
-    int ret = opts_get_size(opts, "sparse_size", &job.sparse_size);
-    if (ret == 0)
-        ret = opts_get_bool(opts, "compress", &job.compress);
-    if (ret == 0)
-        ret = opts_get_bool(opts, "sync", &job.sync);
+    struct convert_options o;
+    int ret = convert_options_parse(opts, fmt, &o);
     if (ret < 0)
         return ret;
-    if (job.sparse_size % 512 || job.sparse_size > SPARSE_SIZE_MAX)
-        return img_error(
-            -EINVAL, "convert: sparse_size must be a multiple of 512 up to %u (got %" PRIu64 ")",
-            SPARSE_SIZE_MAX, job.sparse_size);
-    if (job.compress && !format_has(fmt, FORMAT_COMPRESSED_WRITES))
-        return img_error(-ENOTSUP, "convert: format %s does not support compression", fmt->name);
+    struct convert_job job = {.src = src,
+                              .progress = report_to_caller,
+                              .caller_progress = progress,
+                              .caller_user = user,
+                              .sparse_size = o.sparse_size,
+                              .compress = o.compress,
+                              .sync = o.sync,
+                              .top_only = o.backing_file != NULL};
+    job.user = &job;
     uint64_t target_size = 0;
     ret = target_size_from_options(src, opts, &target_size);
     if (ret < 0)
@@ -167,6 +212,21 @@ IMG_API int img_convert(img *src, const char *dst_path, const char *dst_format,
     img_error_context_push(NULL);
     ret = img_refuse_writers(src, true);
     if (ret < 0) {
+        img_error_context_pop();
+        img_io_leave(src);
+        return ret;
+    }
+    ret = convert_limit_new(&job.limit, src, o.rate_limit);
+    if (ret < 0) {
+        img_refuse_writers(src, false);
+        img_error_context_pop();
+        img_io_leave(src);
+        return ret;
+    }
+    if (o.skip_create) {
+        ret = convert_into_existing(&job, dst_path, fmt->name, o.target_is_zero, target_size);
+        convert_limit_free(job.limit);
+        img_refuse_writers(src, false);
         img_error_context_pop();
         img_io_leave(src);
         return ret;
@@ -222,6 +282,7 @@ IMG_API int img_convert(img *src, const char *dst_path, const char *dst_format,
     if (target_open_ok)
         target_close(&target, ret < 0);
     img_opts_free(create_opts);
+    convert_limit_free(job.limit);
     img_refuse_writers(src, false);
     img_error_context_pop();
     img_io_leave(src);

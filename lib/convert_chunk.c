@@ -53,6 +53,7 @@ void convert_chunk_ctx_fini(struct convert_chunk_ctx *ctx)
     io_queue_free(ctx->queue);
     free(ctx->buf);
     free(ctx->zeros);
+    free(ctx->backing_runs);
     free(ctx->packed_exts);
     free(ctx->packed_in);
     free(ctx->reqs);
@@ -61,20 +62,27 @@ void convert_chunk_ctx_fini(struct convert_chunk_ctx *ctx)
     memset(ctx, 0, sizeof(*ctx));
 }
 
-static int note_zero_run(struct convert_chunk_ctx *ctx, uint64_t start, uint64_t end)
+/* Appends [start, end) to a sorted list of runs, joining it to the last one it continues. */
+static int note_run(struct convert_zero_run **runs, size_t *n, size_t *cap, uint64_t start,
+                    uint64_t end)
 {
-    if (ctx->nzeros && ctx->zeros[ctx->nzeros - 1].end == start) {
-        ctx->zeros[ctx->nzeros - 1].end = end;
+    if (*n && (*runs)[*n - 1].end == start) {
+        (*runs)[*n - 1].end = end;
         return 0;
     }
     /* At most one run per 512-byte sector of a chunk: bounded. */
-    int ret = ARRAY_RESERVE(ctx->zeros, ctx->zeros_cap, ctx->nzeros + 1);
+    int ret = ARRAY_RESERVE(*runs, *cap, *n + 1);
     if (ret < 0)
         return ret;
-    ctx->zeros[ctx->nzeros].start = start;
-    ctx->zeros[ctx->nzeros].end = end;
-    ctx->nzeros++;
+    (*runs)[*n].start = start;
+    (*runs)[*n].end = end;
+    (*n)++;
     return 0;
+}
+
+static int note_zero_run(struct convert_chunk_ctx *ctx, uint64_t start, uint64_t end)
+{
+    return note_run(&ctx->zeros, &ctx->nzeros, &ctx->zeros_cap, start, end);
 }
 
 /*
@@ -271,6 +279,7 @@ int convert_chunk_read(const struct convert_job *job, struct convert_chunk_ctx *
                        uint64_t offset, uint64_t length)
 {
     ctx->nzeros = 0;
+    ctx->nbacking_runs = 0;
     ctx->npacked_exts = 0;
     ctx->nreqs = 0;
     ctx->packed_in_used = 0;
@@ -284,6 +293,16 @@ int convert_chunk_read(const struct convert_job *job, struct convert_chunk_ctx *
         if (ext.length == 0 || ext.length > length - pos)
             return img_error(-EIO, "convert: the source mapped an invalid extent at %" PRIu64,
                              offset + pos);
+        /*
+         * Left to the source's backing chain: not written (-B). It is still read, as a unit
+         * shared with the top layer's data is written whole, with the guest's content.
+         */
+        if (job->top_only && depth > 0) {
+            ret = note_run(&ctx->backing_runs, &ctx->nbacking_runs, &ctx->backing_runs_cap, pos,
+                           pos + ext.length);
+            if (ret < 0)
+                return ret;
+        }
         switch (ext.kind) {
         case EXTENT_ZERO:
         case EXTENT_UNALLOCATED:
@@ -337,14 +356,20 @@ static int fill_unread(const struct convert_chunk_ctx *ctx, uint64_t offset, uin
     return 0;
 }
 
+/* Is [start, end) inside one of the sorted `runs`? `cursor` walks them. */
+static bool runs_cover(const struct convert_zero_run *runs, size_t n, size_t *cursor,
+                       uint64_t start, uint64_t end)
+{
+    while (*cursor < n && runs[*cursor].end <= start)
+        (*cursor)++;
+    return *cursor < n && runs[*cursor].start <= start && end <= runs[*cursor].end;
+}
+
 /* Does the source report [start, end) of the chunk as zeros? `cursor` walks the runs. */
 static bool source_says_zero(const struct convert_chunk_ctx *ctx, size_t *cursor, uint64_t start,
                              uint64_t end)
 {
-    while (*cursor < ctx->nzeros && ctx->zeros[*cursor].end <= start)
-        (*cursor)++;
-    return *cursor < ctx->nzeros && ctx->zeros[*cursor].start <= start &&
-           end <= ctx->zeros[*cursor].end;
+    return runs_cover(ctx->zeros, ctx->nzeros, cursor, start, end);
 }
 
 /*
@@ -355,6 +380,9 @@ static int write_run(const struct convert_job *job, struct convert_chunk_ctx *ct
                      const uint8_t *buf, uint64_t len, uint64_t offset)
 {
     struct img *dst = job->img_dst;
+    int limited = convert_limit_account(job->limit, len);
+    if (limited < 0)
+        return limited;
     if (!buf) {
         /* Zeroing a cluster waits for its allocations in flight: the listed ones go first. */
         int ret = run_requests(job, ctx);
@@ -464,11 +492,14 @@ static int compress_units(const struct convert_job *job, struct convert_chunk_ct
     if (!ctx->packed && !(ctx->packed = malloc(CONVERT_CHUNK_SIZE)))
         return img_error(-ENOMEM, "out of memory");
     ctx->nunits = 0;
-    size_t cursor = 0;
+    size_t cursor = 0, backing_cursor = 0;
     uint64_t used = 0;
     for (uint64_t pos = 0; pos < length; pos += unit) {
         struct convert_unit u = {.pos = pos, .len = min_u64(unit, length - pos)};
-        if (source_says_zero(ctx, &cursor, pos, pos + u.len)) {
+        if (runs_cover(ctx->backing_runs, ctx->nbacking_runs, &backing_cursor, pos,
+                       pos + u.len)) {
+            continue; /* the target's backing file shows there (-B) */
+        } else if (source_says_zero(ctx, &cursor, pos, pos + u.len)) {
             if (!job->zeros_explicit)
                 continue;
             u.zero = true;
@@ -502,7 +533,9 @@ int convert_chunk_commit(const struct convert_job *job, struct convert_chunk_ctx
     struct piece_runs zeros = {.job = job, .ctx = ctx, .offset = offset};
     for (size_t i = 0; i < ctx->nunits; i++) {
         const struct convert_unit *u = &ctx->units[i];
-        int ret;
+        int ret = convert_limit_account(job->limit, u->zero ? 0 : u->len);
+        if (ret < 0)
+            return ret;
         if (u->zero) {
             ret = runs_add(&zeros, PIECE_ZERO, u->pos, u->len);
         } else {
@@ -525,20 +558,30 @@ int convert_chunk_commit(const struct convert_job *job, struct convert_chunk_ctx
  * zeros over a backing file); the rest is data, unless the whole granule reads as zeros.
  */
 static int add_granule(const struct convert_job *job, struct convert_chunk_ctx *ctx, size_t *cursor,
-                       struct piece_runs *runs, uint64_t start, uint64_t end)
+                       size_t *backing_cursor, struct piece_runs *runs, uint64_t start,
+                       uint64_t end)
 {
     enum piece_fate source_zero = job->zeros_explicit ? PIECE_ZERO : PIECE_SKIP;
-    size_t probe = *cursor;
+    size_t probe = *cursor, backing_probe = *backing_cursor;
     bool all_zero = true;
     for (uint64_t pos = start; all_zero && pos < end; pos += job->unit) {
         uint64_t n = min_u64(job->unit, end - pos);
-        all_zero = source_says_zero(ctx, &probe, pos, pos + n) || buffer_is_zero(ctx->buf + pos, n);
+        all_zero = runs_cover(ctx->backing_runs, ctx->nbacking_runs, &backing_probe, pos,
+                              pos + n) ||
+                   source_says_zero(ctx, &probe, pos, pos + n) ||
+                   buffer_is_zero(ctx->buf + pos, n);
     }
     for (uint64_t pos = start; pos < end; pos += job->unit) {
         uint64_t n = min_u64(job->unit, end - pos);
-        enum piece_fate fate = source_says_zero(ctx, cursor, pos, pos + n) ? source_zero
-                               : all_zero                                  ? source_zero
-                                                                           : PIECE_DATA;
+        enum piece_fate fate;
+        if (runs_cover(ctx->backing_runs, ctx->nbacking_runs, backing_cursor, pos, pos + n))
+            fate = PIECE_SKIP; /* the target's backing file shows there */
+        else if (source_says_zero(ctx, cursor, pos, pos + n))
+            /* Past the end of the target's backing file, its unallocated ranges read zeros. */
+            fate = job->top_only && runs->offset + pos >= job->backing_end ? PIECE_SKIP
+                                                                           : source_zero;
+        else
+            fate = all_zero ? source_zero : PIECE_DATA;
         int ret = runs_add(runs, fate, pos, n);
         if (ret < 0)
             return ret;
@@ -560,13 +603,21 @@ int convert_chunk_compute(const struct convert_job *job, struct convert_chunk_ct
     if (job->compress_unit)
         return compress_units(job, ctx, length);
     if (write_all) {
-        ret = write_run(job, ctx, ctx->buf, length, offset);
+        /* Every byte but what is left to the target's backing file (-B). */
+        uint64_t pos = 0;
+        for (size_t i = 0; ret == 0 && i <= ctx->nbacking_runs; i++) {
+            uint64_t gap_end = i < ctx->nbacking_runs ? ctx->backing_runs[i].start : length;
+            if (gap_end > pos)
+                ret = write_run(job, ctx, ctx->buf + pos, gap_end - pos, offset + pos);
+            if (i < ctx->nbacking_runs)
+                pos = ctx->backing_runs[i].end;
+        }
     } else {
         struct piece_runs runs = {.job = job, .ctx = ctx, .buf = ctx->buf, .offset = offset};
-        size_t cursor = 0;
+        size_t cursor = 0, backing_cursor = 0;
         for (uint64_t pos = 0; ret == 0 && pos < length; pos += job->zero_block)
-            ret =
-                add_granule(job, ctx, &cursor, &runs, pos, min_u64(pos + job->zero_block, length));
+            ret = add_granule(job, ctx, &cursor, &backing_cursor, &runs, pos,
+                              min_u64(pos + job->zero_block, length));
         if (ret == 0)
             ret = runs_flush(&runs);
     }

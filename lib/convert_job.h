@@ -17,6 +17,8 @@
 #include "imgutil.h"
 #include "io/io.h"
 
+struct convert_limit;
+
 /* Chunks are aligned to this (a multiple of every cluster size, so chunks share no cluster). */
 #define CONVERT_CHUNK_SIZE (2u << 20)
 
@@ -24,6 +26,9 @@ struct convert_job {
     struct img *src;
     img_progress_fn progress;
     void *user;
+    /* The caller's callback, which `progress` calls once it has looked for img_cancel(). */
+    img_progress_fn caller_progress;
+    void *caller_user;
     uint64_t sparse_size; /* 0: write every byte */
     bool compress;
     bool sync;     /* flush the target before renaming it into place */
@@ -44,7 +49,35 @@ struct convert_job {
     uint64_t compress_unit;
     /* The target has a backing file: the source's zeros are written as zeros, not left out. */
     bool zeros_explicit;
+    /*
+     * The target was given a backing file (-B): as qemu-img does, what the source's top layer
+     * leaves to its own backing chain is left unallocated in the target (it shows the target's
+     * backing file there), and ranges the source reports as zeros past the end of the target's
+     * backing file (backing_end bytes) are left out as well.
+     */
+    bool top_only;
+    uint64_t backing_end;
+    /* Throttling (-r) and img_cancel(): convert_limit.c. */
+    struct convert_limit *limit;
 };
+
+/*
+ * A running convert's limits, shared by its workers: the rate (bytes/s of writes to the
+ * target, 0: none) and img_cancel() on the source handle since the convert began.
+ */
+struct convert_limit;
+
+int convert_limit_new(struct convert_limit **out, struct img *src, uint64_t rate);
+void convert_limit_free(struct convert_limit *limit);
+
+/* -ECANCELED (with a message) once img_cancel() was called on the source during the convert. */
+int convert_limit_check_cancel(const struct convert_limit *limit);
+
+/*
+ * Accounts `bytes` about to be written to the target and, with a rate, waits until the
+ * convert's writes so far fit the rate. Returns 0, or -ECANCELED when cancelled meanwhile.
+ */
+int convert_limit_account(struct convert_limit *limit, uint64_t bytes);
 
 /* A host request of a chunk, and the allocation its write completes (NULL: none). */
 struct convert_req {
@@ -62,6 +95,9 @@ struct convert_chunk_ctx {
         uint64_t start, end;
     } * zeros;
     size_t nzeros, zeros_cap;
+    /* top_only: ranges the source's top layer leaves to its backing chain, sorted. */
+    struct convert_zero_run *backing_runs;
+    size_t nbacking_runs, backing_runs_cap;
     /*
      * Compressed extents of the source. Their streams are read through the queue into
      * `packed_in` (CONVERT_CHUNK_SIZE bytes, allocated on first use) and decompressed by the

@@ -15,8 +15,11 @@
 /* qemu-img's bounds for -S: whole sectors, at most its 16 MiB copy buffer. */
 #define SPARSE_SIZE_ALIGN 512
 #define SPARSE_SIZE_MAX (32768 * 512)
-/* qemu-img's bounds for -m, accepted for compatibility. */
+/* qemu-img's bounds for -m. */
 #define COROUTINES_MAX 16
+
+/* Long options without a short form. */
+enum { OPT_TARGET_IS_ZERO = 256, OPT_SALVAGE };
 
 static bool is_cache_mode(const char *mode)
 {
@@ -48,8 +51,18 @@ static int set_sparse_size(img_opts **opts, const char *arg)
     return cli_opts_set(opts, "sparse_size", text);
 }
 
+/* Does `format` create images with a backing file (is "backing_file" a creation option)? */
+static bool creates_backing_file(const char *format)
+{
+    char *json = NULL;
+    bool found = img_format_options_json(format, &json) == 0 &&
+                 strstr(json, "\"name\": \"backing_file\"") != NULL;
+    img_free(json);
+    return found;
+}
+
 static int run_convert(img *src, const char *dst, const char *dst_format, const img_opts *opts,
-                       bool show_progress)
+                       bool skip_create, bool show_progress)
 {
     struct cli_progress progress;
     cli_progress_start(&progress, show_progress);
@@ -59,7 +72,10 @@ static int run_convert(img *src, const char *dst, const char *dst_format, const 
         cli_error("convert: interrupted; '%s' was not written", dst);
         return ret;
     }
-    if (ret < 0)
+    /* -n: the target's problems (it cannot be opened, it is too small) in qemu-img's words. */
+    if (ret < 0 && skip_create)
+        cli_lib_error("Could not open '%s'", dst);
+    else if (ret < 0)
         cli_lib_error("Could not convert to '%s'", dst);
     return ret;
 }
@@ -69,16 +85,19 @@ int cmd_convert(int argc, char **argv)
     static const struct option long_options[] = {
         {"help", no_argument, NULL, 'h'},
         {"force-share", no_argument, NULL, 'U'},
+        {"target-is-zero", no_argument, NULL, OPT_TARGET_IS_ZERO},
+        {"salvage", no_argument, NULL, OPT_SALVAGE},
         {NULL, 0, NULL, 0},
     };
     const char *src_format = NULL, *dst_format = "raw";
     img_opts *opts = NULL;
     unsigned flags = IMG_OPEN_READ_ONLY;
-    bool show_progress = false, quiet = false, help = false;
+    bool show_progress = false, quiet = false, help = false, skip_create = false;
+    bool have_create_options = false;
     int status = CLI_EXIT_FAILURE, c;
     char *end;
 
-    while ((c = getopt_long(argc, argv, ":hf:O:o:S:pcqUt:T:m:W", long_options, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":hf:O:B:F:o:S:pcnCqUt:T:m:Wr:", long_options, NULL)) != -1) {
         switch (c) {
         case 'h':
             cli_print_help();
@@ -93,6 +112,7 @@ int cmd_convert(int argc, char **argv)
         case 'o':
             if (cli_opts_add(&opts, optarg, &help))
                 goto out;
+            have_create_options = true;
             break;
         case 'S':
             if (set_sparse_size(&opts, optarg))
@@ -127,15 +147,72 @@ int cmd_convert(int argc, char **argv)
                           COROUTINES_MAX);
                 goto out;
             }
+            if (cli_opts_set(&opts, "num_coroutines", optarg))
+                goto out;
             break;
         }
         case 'W':
-            /* The library already writes out of order where that is safe. */
+            if (cli_opts_set(&opts, "out_of_order", "on"))
+                goto out;
             break;
+        case 'B':
+            if (cli_opts_set(&opts, "backing_file", optarg))
+                goto out;
+            break;
+        case 'F':
+            if (cli_opts_set(&opts, "backing_fmt", optarg))
+                goto out;
+            break;
+        case 'n':
+            skip_create = true;
+            break;
+        case 'C':
+            if (cli_opts_set(&opts, "copy_range", "on"))
+                goto out;
+            break;
+        case OPT_TARGET_IS_ZERO:
+            if (cli_opts_set(&opts, "target_is_zero", "on"))
+                goto out;
+            break;
+        case OPT_SALVAGE:
+            if (cli_opts_set(&opts, "salvage", "on"))
+                goto out;
+            break;
+        case 'r': {
+            uint64_t rate;
+            int err = cli_parse_size(optarg, &rate);
+            if (err < 0) {
+                cli_size_error(err, "rate limit");
+                goto out;
+            }
+            if (cli_opts_set(&opts, "rate_limit", optarg))
+                goto out;
+            break;
+        }
         default:
             status = cli_getopt_error(c, argv);
             goto out;
         }
+    }
+    /* The checks qemu-img makes before it opens anything, in its order and words. */
+    if (skip_create && have_create_options) {
+        cli_error("-o has no effect when skipping image creation");
+        goto out;
+    }
+    if (skip_create && cli_opts_set(&opts, "skip_create", "on"))
+        goto out;
+    const char *early_error = img_opts_get(opts, "copy_range") && img_opts_get(opts, "compress")
+                                  ? "Cannot enable copy offloading when -c is used"
+                              : img_opts_get(opts, "copy_range") && img_opts_get(opts, "sparse_size")
+                                  ? "Cannot enable copy offloading when -S is used"
+                              : img_opts_get(opts, "copy_range") && img_opts_get(opts, "salvage")
+                                  ? "Cannot use copy offloading in salvaging mode"
+                              : img_opts_get(opts, "target_is_zero") && !skip_create
+                                  ? "--target-is-zero requires use of -n flag"
+                                  : NULL;
+    if (early_error) {
+        cli_error("%s", early_error);
+        goto out;
     }
     /* Like qemu-img, -o help lists the target format's options and converts nothing. */
     if (help) {
@@ -156,7 +233,7 @@ int cmd_convert(int argc, char **argv)
     if (cli_open_image(&src, src_path, src_format, flags) < 0)
         goto out;
     /* Like qemu-img, once the source is open: a target format it cannot create, in its words. */
-    int can_create = img_format_supports(dst_format, "create");
+    int can_create = skip_create ? 1 : img_format_supports(dst_format, "create");
     if (can_create != 1) {
         if (can_create == -ENOENT)
             cli_error("Unknown file format '%s'", dst_format);
@@ -165,7 +242,24 @@ int cmd_convert(int argc, char **argv)
         img_close(src);
         goto out;
     }
-    int ret = run_convert(src, dst_path, dst_format, opts, show_progress && !quiet);
+    /* Then, as qemu-img checks the target's backing file (-B, -F or -o backing_file). */
+    const char *backing = img_opts_get(opts, "backing_file");
+    early_error = NULL;
+    if (backing && !skip_create && !creates_backing_file(dst_format)) {
+        cli_error("Backing file not supported for file format '%s'", dst_format);
+        img_close(src);
+        goto out;
+    }
+    if (backing && img_opts_get(opts, "target_is_zero"))
+        early_error = "Cannot use --target-is-zero when the destination image has a backing file";
+    else if (backing && !skip_create && !img_opts_get(opts, "backing_fmt"))
+        early_error = "Use of backing file requires explicit backing format";
+    if (early_error) {
+        cli_error("%s", early_error);
+        img_close(src);
+        goto out;
+    }
+    int ret = run_convert(src, dst_path, dst_format, opts, skip_create, show_progress && !quiet);
     status = ret < 0 ? CLI_EXIT_FAILURE : 0;
     img_close(src);
     /* An interrupted copy ends the way an uncaught signal would, once it has cleaned up. */
