@@ -496,8 +496,7 @@ static int compress_units(const struct convert_job *job, struct convert_chunk_ct
     uint64_t used = 0;
     for (uint64_t pos = 0; pos < length; pos += unit) {
         struct convert_unit u = {.pos = pos, .len = min_u64(unit, length - pos)};
-        if (runs_cover(ctx->backing_runs, ctx->nbacking_runs, &backing_cursor, pos,
-                       pos + u.len)) {
+        if (runs_cover(ctx->backing_runs, ctx->nbacking_runs, &backing_cursor, pos, pos + u.len)) {
             continue; /* the target's backing file shows there (-B) */
         } else if (source_says_zero(ctx, &cursor, pos, pos + u.len)) {
             if (!job->zeros_explicit)
@@ -566,10 +565,9 @@ static int add_granule(const struct convert_job *job, struct convert_chunk_ctx *
     bool all_zero = true;
     for (uint64_t pos = start; all_zero && pos < end; pos += job->unit) {
         uint64_t n = min_u64(job->unit, end - pos);
-        all_zero = runs_cover(ctx->backing_runs, ctx->nbacking_runs, &backing_probe, pos,
-                              pos + n) ||
-                   source_says_zero(ctx, &probe, pos, pos + n) ||
-                   buffer_is_zero(ctx->buf + pos, n);
+        all_zero =
+            runs_cover(ctx->backing_runs, ctx->nbacking_runs, &backing_probe, pos, pos + n) ||
+            source_says_zero(ctx, &probe, pos, pos + n) || buffer_is_zero(ctx->buf + pos, n);
     }
     for (uint64_t pos = start; pos < end; pos += job->unit) {
         uint64_t n = min_u64(job->unit, end - pos);
@@ -578,8 +576,8 @@ static int add_granule(const struct convert_job *job, struct convert_chunk_ctx *
             fate = PIECE_SKIP; /* the target's backing file shows there */
         else if (source_says_zero(ctx, cursor, pos, pos + n))
             /* Past the end of the target's backing file, its unallocated ranges read zeros. */
-            fate = job->top_only && runs->offset + pos >= job->backing_end ? PIECE_SKIP
-                                                                           : source_zero;
+            fate =
+                job->top_only && runs->offset + pos >= job->backing_end ? PIECE_SKIP : source_zero;
         else
             fate = all_zero ? source_zero : PIECE_DATA;
         int ret = runs_add(runs, fate, pos, n);

@@ -14,8 +14,8 @@
 
 /* The keys convert reads itself; the others are the target's creation options. */
 static const char *const convert_keys[] = {
-    "sparse_size", "compress",    "sync",           "size",           "min_size",
-    "skip_create", "target_is_zero", "rate_limit",  "copy_range",     "salvage",
+    "sparse_size",  "compress",       "sync",       "size",       "min_size",
+    "skip_create",  "target_is_zero", "rate_limit", "copy_range", "salvage",
     "out_of_order", "num_coroutines", NULL,
 };
 
@@ -91,20 +91,19 @@ int convert_options_parse(const img_opts *opts, const struct img_format *fmt,
     if (out->target_is_zero && !out->skip_create)
         return img_error(-EINVAL, "--target-is-zero requires use of -n flag");
     /* Formats that read backing files may still create none (vpc, vdi, vhdx): as qemu-img. */
-    bool creates_backing = fmt->create_options &&
-                           opt_table_find(fmt->create_options, "backing_file") != NULL;
+    bool creates_backing =
+        fmt->create_options && opt_table_find(fmt->create_options, "backing_file") != NULL;
     if (out->backing_file && !out->skip_create && !creates_backing)
         return img_error(-ENOTSUP, "Backing file not supported for file format '%s'", fmt->name);
     if (out->target_is_zero && out->backing_file)
-        return img_error(-EINVAL,
-                         "Cannot use --target-is-zero when the destination image has a "
-                         "backing file");
+        return img_error(-EINVAL, "Cannot use --target-is-zero when the destination image has a "
+                                  "backing file");
     if (out->backing_file && !out->skip_create && !out->backing_fmt)
         return img_error(-EINVAL, "Use of backing file requires explicit backing format");
     if (out->sparse_size % 512 || out->sparse_size > CONVERT_SPARSE_SIZE_MAX)
-        return img_error(
-            -EINVAL, "convert: sparse_size must be a multiple of 512 up to %u (got %llu)",
-            CONVERT_SPARSE_SIZE_MAX, (unsigned long long)out->sparse_size);
+        return img_error(-EINVAL,
+                         "convert: sparse_size must be a multiple of 512 up to %u (got %llu)",
+                         CONVERT_SPARSE_SIZE_MAX, (unsigned long long)out->sparse_size);
     if (out->compress && !format_has(fmt, FORMAT_COMPRESSED_WRITES))
         return img_error(-ENOTSUP, "convert: format %s does not support compression", fmt->name);
     return 0;

@@ -10,6 +10,7 @@
 #include "cli_commands.h"
 #include "cli_create_options.h"
 #include "cli_progress.h"
+#include "cli_snapshot_view.h"
 #include "cli_util.h"
 
 /* qemu-img's bounds for -S: whole sectors, at most its 16 MiB copy buffer. */
@@ -94,10 +95,12 @@ int cmd_convert(int argc, char **argv)
     unsigned flags = IMG_OPEN_READ_ONLY;
     bool show_progress = false, quiet = false, help = false, skip_create = false;
     bool have_create_options = false;
+    const char *snapshot = NULL; /* -l */
     int status = CLI_EXIT_FAILURE, c;
     char *end;
 
-    while ((c = getopt_long(argc, argv, ":hf:O:B:F:o:S:pcnCqUt:T:m:Wr:", long_options, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":hf:O:B:F:o:S:l:pcnCqUt:T:m:Wr:", long_options, NULL)) !=
+           -1) {
         switch (c) {
         case 'h':
             cli_print_help();
@@ -166,6 +169,9 @@ int cmd_convert(int argc, char **argv)
         case 'n':
             skip_create = true;
             break;
+        case 'l':
+            snapshot = optarg;
+            break;
         case 'C':
             if (cli_opts_set(&opts, "copy_range", "on"))
                 goto out;
@@ -201,15 +207,16 @@ int cmd_convert(int argc, char **argv)
     }
     if (skip_create && cli_opts_set(&opts, "skip_create", "on"))
         goto out;
-    const char *early_error = img_opts_get(opts, "copy_range") && img_opts_get(opts, "compress")
-                                  ? "Cannot enable copy offloading when -c is used"
-                              : img_opts_get(opts, "copy_range") && img_opts_get(opts, "sparse_size")
-                                  ? "Cannot enable copy offloading when -S is used"
-                              : img_opts_get(opts, "copy_range") && img_opts_get(opts, "salvage")
-                                  ? "Cannot use copy offloading in salvaging mode"
-                              : img_opts_get(opts, "target_is_zero") && !skip_create
-                                  ? "--target-is-zero requires use of -n flag"
-                                  : NULL;
+    const char *early_error =
+        img_opts_get(opts, "copy_range") && img_opts_get(opts, "compress")
+            ? "Cannot enable copy offloading when -c is used"
+        : img_opts_get(opts, "copy_range") && img_opts_get(opts, "sparse_size")
+            ? "Cannot enable copy offloading when -S is used"
+        : img_opts_get(opts, "copy_range") && img_opts_get(opts, "salvage")
+            ? "Cannot use copy offloading in salvaging mode"
+        : img_opts_get(opts, "target_is_zero") && !skip_create
+            ? "--target-is-zero requires use of -n flag"
+            : NULL;
     if (early_error) {
         cli_error("%s", early_error);
         goto out;
@@ -230,7 +237,9 @@ int cmd_convert(int argc, char **argv)
     const char *src_path = argv[optind], *dst_path = argv[optind + 1];
 
     img *src;
-    if (cli_open_image(&src, src_path, src_format, flags) < 0)
+    int opened = snapshot ? cli_open_snapshot_view(&src, src_path, src_format, flags, snapshot)
+                          : cli_open_image(&src, src_path, src_format, flags);
+    if (opened < 0)
         goto out;
     /* Like qemu-img, once the source is open: a target format it cannot create, in its words. */
     int can_create = skip_create ? 1 : img_format_supports(dst_format, "create");
