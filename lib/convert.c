@@ -57,7 +57,22 @@ static int convert_into(struct convert_job *job, struct img *dst, bool zeros_exp
         job->zero_block = align_up_u64(max_u64(job->sparse_size, job->unit), job->unit);
     }
     job->img_dst = dst;
-    int ret = convert_copy(job);
+    /* The sources one after another, each where the ones before it end. */
+    int ret = 0;
+    job->dst_base = 0;
+    for (size_t i = 0; ret == 0 && i < job->nsrcs; i++) {
+        job->src = job->srcs[i];
+        /* Compressed clusters are written whole: a source must begin on one. */
+        if (job->compress_unit && job->dst_base % job->compress_unit) {
+            ret = img_error(-ENOTSUP,
+                            "convert: cannot compress a source that begins inside a cluster of "
+                            "the target (at %" PRIu64 ")",
+                            job->dst_base);
+            break;
+        }
+        ret = convert_copy(job);
+        job->dst_base += job->src->size;
+    }
     job->img_dst = NULL;
     return ret;
 }
@@ -126,7 +141,9 @@ static int report_to_caller(void *user, uint64_t done, uint64_t total)
     struct convert_job *job = user;
     if (convert_limit_check_cancel(job->limit) < 0)
         return 1;
-    return job->caller_progress ? job->caller_progress(job->caller_user, done, total) : 0;
+    /* `done` counts every source's bytes; `total` is the current source's size alone. */
+    (void)total;
+    return job->caller_progress ? job->caller_progress(job->caller_user, done, job->total) : 0;
 }
 
 /*
@@ -134,7 +151,7 @@ static int report_to_caller(void *user, uint64_t done, uint64_t total)
  * source) or "min_size" (at least) ask for. The same for every target format: the space past
  * the source's end reads as zeros and is left unallocated.
  */
-static int target_size_from_options(struct img *src, const img_opts *opts, uint64_t *out)
+static int target_size_from_options(uint64_t src_size, const img_opts *opts, uint64_t *out)
 {
     uint64_t size = 0, min_size = 0;
     int ret = opts_get_size(opts, "size", &size);
@@ -145,12 +162,12 @@ static int target_size_from_options(struct img *src, const img_opts *opts, uint6
     bool has_size = img_opts_get(opts, "size") != NULL;
     if (has_size && img_opts_get(opts, "min_size"))
         return img_error(-EINVAL, "convert: give either size or min_size, not both");
-    if (has_size && size < src->size)
+    if (has_size && size < src_size)
         return img_error(-EINVAL,
                          "convert: size %" PRIu64 " is smaller than the source (%" PRIu64
                          " bytes): the data past it would be lost",
-                         size, src->size);
-    *out = has_size ? size : max_u64(src->size, min_size);
+                         size, src_size);
+    *out = has_size ? size : max_u64(src_size, min_size);
     return 0;
 }
 
@@ -169,74 +186,18 @@ static int split_options(const img_opts *opts, img_opts **create_opts)
     return ret;
 }
 
-IMG_API int img_convert(img *src, const char *dst_path, const char *dst_format,
-                        const img_opts *opts, img_progress_fn progress, void *user)
+/* Creates the target (a temporary renamed into place, or a device written in place). */
+static int convert_to_new_target(struct convert_job *job, const char *dst_path,
+                                 const struct img_format *fmt, const img_opts *opts,
+                                 uint64_t target_size)
 {
-    if (!src || src->magic != IMG_HANDLE_MAGIC)
-        return img_error(-EINVAL, "invalid image handle");
-    if (!dst_path || !*dst_path)
-        return img_error(-EINVAL, "img_convert: no target file name");
-    if (!dst_format)
-        dst_format = "raw";
-    const struct img_format *fmt = format_find(dst_format);
-    if (!fmt)
-        return img_error(-ENOTSUP, "convert: unknown or unsupported target format '%s'",
-                         dst_format);
-    struct convert_options o;
-    int ret = convert_options_parse(opts, fmt, &o);
-    if (ret < 0)
-        return ret;
-    struct convert_job job = {.src = src,
-                              .progress = report_to_caller,
-                              .caller_progress = progress,
-                              .caller_user = user,
-                              .sparse_size = o.sparse_size,
-                              .compress = o.compress,
-                              .sync = o.sync,
-                              .top_only = o.backing_file != NULL};
-    job.user = &job;
-    uint64_t target_size = 0;
-    ret = target_size_from_options(src, opts, &target_size);
-    if (ret < 0)
-        return ret;
-
-    /*
-     * The source must not change under the copy: a raw source shared with writers stops, and
-     * exclusive calls on the handle (a resize) wait until the copy is done.
-     */
-    img_io_enter(src);
-    /*
-     * Messages name their file themselves here: a convert works on two, so neither is the
-     * context of all of them (reads name the source's files, target steps the target).
-     */
-    img_error_context_push(NULL);
-    ret = img_refuse_writers(src, true);
-    if (ret < 0) {
-        img_error_context_pop();
-        img_io_leave(src);
-        return ret;
-    }
-    ret = convert_limit_new(&job.limit, src, o.rate_limit);
-    if (ret < 0) {
-        img_refuse_writers(src, false);
-        img_error_context_pop();
-        img_io_leave(src);
-        return ret;
-    }
-    if (o.skip_create) {
-        ret = convert_into_existing(&job, dst_path, fmt->name, o.target_is_zero, target_size);
-        convert_limit_free(job.limit);
-        img_refuse_writers(src, false);
-        img_error_context_pop();
-        img_io_leave(src);
-        return ret;
-    }
+    const char *dst_format = fmt->name;
     img_opts *create_opts = NULL;
     struct target_file target;
     bool target_open_ok = false;
-    ret = split_options(opts, &create_opts);
+    int ret = split_options(opts, &create_opts);
     /* Refused now, not once the target (or its data file) has been created or emptied. */
-    if (ret == 0 && job.compress && fmt->compress_allowed)
+    if (ret == 0 && job->compress && fmt->compress_allowed)
         ret = fmt->compress_allowed(create_opts);
     /*
      * The target is opened through the kernel (links followed as open(2) follows them) and
@@ -244,7 +205,7 @@ IMG_API int img_convert(img *src, const char *dst_path, const char *dst_format,
      */
     if (ret == 0) {
         img_error_context_push(dst_path);
-        ret = target_open(&target, dst_path, "convert", src->file);
+        ret = target_open(&target, dst_path, "convert", job->srcs[0]->file);
         img_error_context_pop();
         target_open_ok = ret == 0;
         if (ret == -EBUSY)
@@ -268,7 +229,7 @@ IMG_API int img_convert(img *src, const char *dst_path, const char *dst_format,
     }
     /* Every format, raw included, is created and written through its backend. */
     if (ret == 0) {
-        ret = convert_through_format(&job, build_path, dst_format, create_opts, target.is_block,
+        ret = convert_through_format(job, build_path, dst_format, create_opts, target.is_block,
                                      target_size);
         /* Messages about the target name it, not the temporary it is built in. */
         if (ret < 0 && build_path != dst_path)
@@ -282,9 +243,93 @@ IMG_API int img_convert(img *src, const char *dst_path, const char *dst_format,
     if (target_open_ok)
         target_close(&target, ret < 0);
     img_opts_free(create_opts);
-    convert_limit_free(job.limit);
-    img_refuse_writers(src, false);
-    img_error_context_pop();
-    img_io_leave(src);
     return ret;
+}
+
+/* Stops what the sources' locks allowed: the first `n` were entered. */
+static void leave_sources(img **srcs, size_t n)
+{
+    while (n--) {
+        img_refuse_writers(srcs[n], false);
+        img_io_leave(srcs[n]);
+    }
+}
+
+IMG_API int img_convert_many(img **srcs, size_t n, const char *dst_path, const char *dst_format,
+                             const img_opts *opts, img_progress_fn progress, void *user)
+{
+    if (!srcs || n == 0)
+        return img_error(-EINVAL, "img_convert_many: no source image");
+    for (size_t i = 0; i < n; i++)
+        if (!srcs[i] || srcs[i]->magic != IMG_HANDLE_MAGIC)
+            return img_error(-EINVAL, "invalid image handle");
+    if (!dst_path || !*dst_path)
+        return img_error(-EINVAL, "img_convert: no target file name");
+    if (!dst_format)
+        dst_format = "raw";
+    const struct img_format *fmt = format_find(dst_format);
+    if (!fmt)
+        return img_error(-ENOTSUP, "convert: unknown or unsupported target format '%s'",
+                         dst_format);
+    struct convert_options o;
+    int ret = convert_options_parse(opts, fmt, &o);
+    if (ret < 0)
+        return ret;
+    if (n > 1 && o.backing_file)
+        return img_error(-EINVAL, "Having a backing file for the target makes no sense when "
+                                  "concatenating multiple input images");
+    struct convert_job job = {.srcs = srcs,
+                              .nsrcs = n,
+                              .progress = report_to_caller,
+                              .caller_progress = progress,
+                              .caller_user = user,
+                              .sparse_size = o.sparse_size,
+                              .compress = o.compress,
+                              .sync = o.sync,
+                              .top_only = o.backing_file != NULL};
+    job.user = &job;
+    for (size_t i = 0; i < n; i++) {
+        if (srcs[i]->size > UINT64_MAX - job.total)
+            return img_error(-EFBIG, "convert: the sources are too large together");
+        job.total += srcs[i]->size;
+    }
+    uint64_t target_size = 0;
+    ret = target_size_from_options(job.total, opts, &target_size);
+    if (ret < 0)
+        return ret;
+
+    /*
+     * Messages name their file themselves here: a convert works on two, so neither is the
+     * context of all of them (reads name the source's files, target steps the target).
+     */
+    img_error_context_push(NULL);
+    /*
+     * The sources must not change under the copy: a raw source shared with writers stops, and
+     * exclusive calls on a handle (a resize) wait until the copy is done.
+     */
+    size_t entered = 0;
+    for (; ret == 0 && entered < n; entered++) {
+        img_io_enter(srcs[entered]);
+        ret = img_refuse_writers(srcs[entered], true);
+        if (ret < 0)
+            img_io_leave(srcs[entered]);
+    }
+    if (ret < 0)
+        entered--;
+    if (ret == 0)
+        ret = convert_limit_new(&job.limit, srcs[0], o.rate_limit);
+    if (ret == 0 && o.skip_create)
+        ret = convert_into_existing(&job, dst_path, fmt->name, o.target_is_zero, target_size);
+    else if (ret == 0)
+        ret = convert_to_new_target(&job, dst_path, fmt, opts, target_size);
+    convert_limit_free(job.limit);
+    leave_sources(srcs, entered);
+    img_error_context_pop();
+    return ret;
+}
+
+IMG_API int img_convert(img *src, const char *dst_path, const char *dst_format,
+                        const img_opts *opts, img_progress_fn progress, void *user)
+{
+    return img_convert_many(&src, 1, dst_path, dst_format, opts, progress, user);
 }

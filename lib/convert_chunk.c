@@ -380,6 +380,7 @@ static int write_run(const struct convert_job *job, struct convert_chunk_ctx *ct
                      const uint8_t *buf, uint64_t len, uint64_t offset)
 {
     struct img *dst = job->img_dst;
+    offset += job->dst_base; /* from the source's offsets to the target's */
     int limited = convert_limit_account(job->limit, len);
     if (limited < 0)
         return limited;
@@ -530,6 +531,7 @@ int convert_chunk_commit(const struct convert_job *job, struct convert_chunk_ctx
 {
     struct img *dst = job->img_dst;
     struct piece_runs zeros = {.job = job, .ctx = ctx, .offset = offset};
+    uint64_t target_offset = offset + job->dst_base;
     for (size_t i = 0; i < ctx->nunits; i++) {
         const struct convert_unit *u = &ctx->units[i];
         int ret = convert_limit_account(job->limit, u->zero ? 0 : u->len);
@@ -541,10 +543,10 @@ int convert_chunk_commit(const struct convert_job *job, struct convert_chunk_ctx
             ret = runs_flush(&zeros);
             if (ret == 0 && u->stream_len)
                 ret = dst->fmt->write_compressed_data(
-                    dst, offset + u->pos, ctx->packed + u->packed_off, u->stream_len, false);
+                    dst, target_offset + u->pos, ctx->packed + u->packed_off, u->stream_len, false);
             else if (ret == 0)
-                ret = dst->fmt->write_compressed_data(dst, offset + u->pos, ctx->buf + u->pos,
-                                                      u->len, true);
+                ret = dst->fmt->write_compressed_data(dst, target_offset + u->pos,
+                                                      ctx->buf + u->pos, u->len, true);
         }
         if (ret < 0)
             return ret;
@@ -556,6 +558,15 @@ int convert_chunk_commit(const struct convert_job *job, struct convert_chunk_ctx
  * The fate of each piece of one granule: the source's zeros are left out (or written as
  * zeros over a backing file); the rest is data, unless the whole granule reads as zeros.
  */
+/*
+ * The piece starting at source offset `at`, at most `left` bytes: up to the end of the
+ * target's unit holding it (a source concatenated after others may begin inside one).
+ */
+static uint64_t piece_len(const struct convert_job *job, uint64_t at, uint64_t left)
+{
+    return min_u64(job->unit - (at + job->dst_base) % job->unit, left);
+}
+
 static int add_granule(const struct convert_job *job, struct convert_chunk_ctx *ctx, size_t *cursor,
                        size_t *backing_cursor, struct piece_runs *runs, uint64_t start,
                        uint64_t end)
@@ -563,14 +574,14 @@ static int add_granule(const struct convert_job *job, struct convert_chunk_ctx *
     enum piece_fate source_zero = job->zeros_explicit ? PIECE_ZERO : PIECE_SKIP;
     size_t probe = *cursor, backing_probe = *backing_cursor;
     bool all_zero = true;
-    for (uint64_t pos = start; all_zero && pos < end; pos += job->unit) {
-        uint64_t n = min_u64(job->unit, end - pos);
+    for (uint64_t pos = start, n = 0; all_zero && pos < end; pos += n) {
+        n = piece_len(job, runs->offset + pos, end - pos);
         all_zero =
             runs_cover(ctx->backing_runs, ctx->nbacking_runs, &backing_probe, pos, pos + n) ||
             source_says_zero(ctx, &probe, pos, pos + n) || buffer_is_zero(ctx->buf + pos, n);
     }
-    for (uint64_t pos = start; pos < end; pos += job->unit) {
-        uint64_t n = min_u64(job->unit, end - pos);
+    for (uint64_t pos = start, n = 0; pos < end; pos += n) {
+        n = piece_len(job, runs->offset + pos, end - pos);
         enum piece_fate fate;
         if (runs_cover(ctx->backing_runs, ctx->nbacking_runs, backing_cursor, pos, pos + n))
             fate = PIECE_SKIP; /* the target's backing file shows there */

@@ -23,7 +23,12 @@ struct convert_limit;
 #define CONVERT_CHUNK_SIZE (2u << 20)
 
 struct convert_job {
+    /* The sources, concatenated; `src` is the one being copied, to target offset dst_base. */
+    struct img **srcs;
+    size_t nsrcs;
     struct img *src;
+    uint64_t dst_base;
+    uint64_t total; /* the sources' sizes together */
     img_progress_fn progress;
     void *user;
     /* The caller's callback, which `progress` calls once it has looked for img_cancel(). */

@@ -62,12 +62,50 @@ static bool creates_backing_file(const char *format)
     return found;
 }
 
-static int run_convert(img *src, const char *dst, const char *dst_format, const img_opts *opts,
-                       bool skip_create, bool show_progress)
+/*
+ * What qemu-img refuses once the sources are open, in its order and words (NULL: nothing).
+ * The message may be one this function formats into a static buffer.
+ */
+static const char *convert_refusal(const img_opts *opts, const char *dst_format, size_t nsrcs,
+                                   const char *snapshot, bool skip_create)
+{
+    static char message[256];
+    bool snapshot_param = snapshot && strncmp(snapshot, "snapshot.", 9) == 0;
+    if (snapshot && !snapshot_param && nsrcs > 1)
+        return "No support for concatenating multiple snapshot";
+    int can_create = skip_create ? 1 : img_format_supports(dst_format, "create");
+    if (can_create == -ENOENT) {
+        snprintf(message, sizeof(message), "Unknown file format '%s'", dst_format);
+        return message;
+    }
+    if (can_create != 1) {
+        snprintf(message, sizeof(message), "Format driver '%s' does not support image creation",
+                 dst_format);
+        return message;
+    }
+    /* The target's backing file (-B, -F or -o backing_file). */
+    const char *backing = img_opts_get(opts, "backing_file");
+    if (backing && !skip_create && !creates_backing_file(dst_format)) {
+        snprintf(message, sizeof(message), "Backing file not supported for file format '%s'",
+                 dst_format);
+        return message;
+    }
+    if (backing && img_opts_get(opts, "target_is_zero"))
+        return "Cannot use --target-is-zero when the destination image has a backing file";
+    if (backing && nsrcs > 1)
+        return "Having a backing file for the target makes no sense when concatenating "
+               "multiple input images";
+    if (backing && !skip_create && !img_opts_get(opts, "backing_fmt"))
+        return "Use of backing file requires explicit backing format";
+    return NULL;
+}
+
+static int run_convert(img **srcs, size_t nsrcs, const char *dst, const char *dst_format,
+                       const img_opts *opts, bool skip_create, bool show_progress)
 {
     struct cli_progress progress;
     cli_progress_start(&progress, show_progress);
-    int ret = img_convert(src, dst, dst_format, opts, cli_progress_update, &progress);
+    int ret = img_convert_many(srcs, nsrcs, dst, dst_format, opts, cli_progress_update, &progress);
     cli_progress_finish(&progress, ret == 0);
     if (ret == -ECANCELED && cli_progress_interrupted()) {
         cli_error("convert: interrupted; '%s' was not written", dst);
@@ -230,53 +268,46 @@ int cmd_convert(int argc, char **argv)
         status = cli_usage_error("Must specify image file name");
         goto out;
     }
-    if (argc - optind > 2) {
-        cli_error("convert: only one source image is supported");
+    /* Sources, then the target: several sources are concatenated. */
+    size_t nsrcs = (size_t)(argc - optind - 1);
+    const char *dst_path = argv[argc - 1];
+    img **srcs = calloc(nsrcs, sizeof(*srcs));
+    if (!srcs) {
+        cli_error("out of memory");
         goto out;
     }
-    const char *src_path = argv[optind], *dst_path = argv[optind + 1];
-
-    img *src;
-    int opened = snapshot ? cli_open_snapshot_view(&src, src_path, src_format, flags, snapshot)
-                          : cli_open_image(&src, src_path, src_format, flags);
-    if (opened < 0)
-        goto out;
-    /* Like qemu-img, once the source is open: a target format it cannot create, in its words. */
-    int can_create = skip_create ? 1 : img_format_supports(dst_format, "create");
-    if (can_create != 1) {
-        if (can_create == -ENOENT)
-            cli_error("Unknown file format '%s'", dst_format);
-        else
-            cli_error("Format driver '%s' does not support image creation", dst_format);
-        img_close(src);
-        goto out;
+    size_t opened = 0;
+    for (; opened < nsrcs; opened++) {
+        const char *path = argv[optind + (int)opened];
+        /* A snapshot_param (snapshot.id=...) names a snapshot of the first source only. */
+        int ret = snapshot && opened == 0
+                      ? cli_open_snapshot_view(&srcs[0], path, src_format, flags, snapshot)
+                      : cli_open_image(&srcs[opened], path, src_format, flags);
+        if (ret < 0)
+            goto close_sources;
     }
-    /* Then, as qemu-img checks the target's backing file (-B, -F or -o backing_file). */
-    const char *backing = img_opts_get(opts, "backing_file");
-    early_error = NULL;
-    if (backing && !skip_create && !creates_backing_file(dst_format)) {
-        cli_error("Backing file not supported for file format '%s'", dst_format);
-        img_close(src);
-        goto out;
+    const char *problem = convert_refusal(opts, dst_format, nsrcs, snapshot, skip_create);
+    if (problem) {
+        cli_error("%s", problem);
+        goto close_sources;
     }
-    if (backing && img_opts_get(opts, "target_is_zero"))
-        early_error = "Cannot use --target-is-zero when the destination image has a backing file";
-    else if (backing && !skip_create && !img_opts_get(opts, "backing_fmt"))
-        early_error = "Use of backing file requires explicit backing format";
-    if (early_error) {
-        cli_error("%s", early_error);
-        img_close(src);
-        goto out;
-    }
-    int ret = run_convert(src, dst_path, dst_format, opts, skip_create, show_progress && !quiet);
+    int ret =
+        run_convert(srcs, nsrcs, dst_path, dst_format, opts, skip_create, show_progress && !quiet);
     status = ret < 0 ? CLI_EXIT_FAILURE : 0;
-    img_close(src);
+    for (size_t i = 0; i < opened; i++)
+        img_close(srcs[i]);
+    free(srcs);
     /* An interrupted copy ends the way an uncaught signal would, once it has cleaned up. */
     if (ret == -ECANCELED) {
         img_opts_free(opts);
         opts = NULL;
         cli_progress_reraise();
     }
+    goto out;
+close_sources:
+    for (size_t i = 0; i < opened; i++)
+        img_close(srcs[i]);
+    free(srcs);
 out:
     img_opts_free(opts);
     return status;
