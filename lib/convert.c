@@ -57,8 +57,14 @@ static int convert_into(struct convert_job *job, struct img *dst, bool zeros_exp
         job->zero_block = align_up_u64(max_u64(job->sparse_size, job->unit), job->unit);
     }
     job->img_dst = dst;
-    /* The sources one after another, each where the ones before it end. */
+    /*
+     * Without -W, a target that allocates as it is written gets its clusters in guest order,
+     * as qemu-img lays them out (compressed clusters are written in order anyway).
+     */
     int ret = 0;
+    if (!job->out_of_order && !job->compress_unit && format_has(dst->fmt, FORMAT_HAS_METADATA))
+        ret = convert_order_new(&job->order);
+    /* The sources one after another, each where the ones before it end. */
     job->dst_base = 0;
     for (size_t i = 0; ret == 0 && i < job->nsrcs; i++) {
         job->src = job->srcs[i];
@@ -73,6 +79,8 @@ static int convert_into(struct convert_job *job, struct img *dst, bool zeros_exp
         ret = convert_copy(job);
         job->dst_base += job->src->size;
     }
+    convert_order_free(job->order);
+    job->order = NULL;
     job->img_dst = NULL;
     return ret;
 }
@@ -286,6 +294,7 @@ IMG_API int img_convert_many(img **srcs, size_t n, const char *dst_path, const c
                               .sparse_size = o.sparse_size,
                               .compress = o.compress,
                               .sync = o.sync,
+                              .out_of_order = o.out_of_order,
                               .top_only = o.backing_file != NULL};
     job.user = &job;
     for (size_t i = 0; i < n; i++) {

@@ -275,8 +275,8 @@ static int unpack_extent(const struct convert_chunk_ctx *ctx, const struct conve
     return ret;
 }
 
-int convert_chunk_read(const struct convert_job *job, struct convert_chunk_ctx *ctx,
-                       uint64_t offset, uint64_t length)
+static int read_chunk(const struct convert_job *job, struct convert_chunk_ctx *ctx, uint64_t offset,
+                      uint64_t length)
 {
     ctx->nzeros = 0;
     ctx->nbacking_runs = 0;
@@ -325,6 +325,16 @@ int convert_chunk_read(const struct convert_job *job, struct convert_chunk_ctx *
         pos += ext.length;
     }
     return run_requests(job, ctx);
+}
+
+int convert_chunk_read(const struct convert_job *job, struct convert_chunk_ctx *ctx,
+                       uint64_t offset, uint64_t length)
+{
+    int ret = read_chunk(job, ctx, offset, length);
+    /* A chunk that fails here never allocates: the chunks after it need not wait for it. */
+    if (ret < 0)
+        convert_order_done(job, offset);
+    return ret;
 }
 
 /*
@@ -387,7 +397,8 @@ static int write_run(const struct convert_job *job, struct convert_chunk_ctx *ct
     if (!buf) {
         /* Zeroing a cluster waits for its allocations in flight: the listed ones go first. */
         int ret = run_requests(job, ctx);
-        return ret < 0 ? ret : img_zero(dst, offset, len, 0);
+        /* As qemu-img opens its target with unmap when sparse (-S not 0). */
+        return ret < 0 ? ret : img_zero(dst, offset, len, job->zero_block ? IMG_ZERO_MAY_UNMAP : 0);
     }
     if (!dst->fmt->alloc)
         return img_error(-ENOTSUP, "%s: format %s does not support writing", dst->filename,
@@ -598,8 +609,8 @@ static int add_granule(const struct convert_job *job, struct convert_chunk_ctx *
     return 0;
 }
 
-int convert_chunk_compute(const struct convert_job *job, struct convert_chunk_ctx *ctx,
-                          uint64_t offset, uint64_t length)
+static int compute_chunk(const struct convert_job *job, struct convert_chunk_ctx *ctx,
+                         uint64_t offset, uint64_t length)
 {
     /* -S 0: every byte is written, the source's zeros included (a fully allocated target). */
     bool write_all = !job->compress_unit && job->zero_block == 0;
@@ -611,6 +622,7 @@ int convert_chunk_compute(const struct convert_job *job, struct convert_chunk_ct
     ctx->nreqs = 0;
     if (job->compress_unit)
         return compress_units(job, ctx, length);
+    convert_order_wait(job, offset);
     if (write_all) {
         /* Every byte but what is left to the target's backing file (-B). */
         uint64_t pos = 0;
@@ -638,5 +650,16 @@ int convert_chunk_compute(const struct convert_job *job, struct convert_chunk_ct
         ctx->tokens_listed = false;
         return ret;
     }
+    /* Every allocation of the chunk is made (its writes may still be in flight). */
+    convert_order_done(job, offset);
     return run_requests(job, ctx);
+}
+
+int convert_chunk_compute(const struct convert_job *job, struct convert_chunk_ctx *ctx,
+                          uint64_t offset, uint64_t length)
+{
+    int ret = compute_chunk(job, ctx, offset, length);
+    /* Done once, on every path (a second call finds nothing to remove). */
+    convert_order_done(job, offset);
+    return ret;
 }

@@ -64,7 +64,27 @@ struct convert_job {
     uint64_t backing_end;
     /* Throttling (-r) and img_cancel(): convert_limit.c. */
     struct convert_limit *limit;
+    bool out_of_order; /* -W: allocations need not follow guest order */
+    /* Allocations in guest order (no -W), or NULL: convert_order.c. */
+    struct convert_order *order;
 };
+
+struct convert_order;
+
+int convert_order_new(struct convert_order **out);
+void convert_order_free(struct convert_order *order);
+
+/*
+ * On the calling thread, as each chunk is handed out (before its work is submitted): the
+ * chunk at `offset` will allocate after those handed out before it.
+ */
+int convert_order_register(const struct convert_job *job, uint64_t offset);
+
+/* In the chunk's work: waits until the chunks handed out before it have allocated. */
+void convert_order_wait(const struct convert_job *job, uint64_t offset);
+
+/* The chunk has made all its allocations (or failed, or will make none): later ones go on. */
+void convert_order_done(const struct convert_job *job, uint64_t offset);
 
 /*
  * A running convert's limits, shared by its workers: the rate (bytes/s of writes to the

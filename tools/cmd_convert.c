@@ -112,7 +112,14 @@ static int run_convert(img **srcs, size_t nsrcs, const char *dst, const char *ds
         return ret;
     }
     /* -n: the target's problems (it cannot be opened, it is too small) in qemu-img's words. */
-    if (ret < 0 && skip_create)
+    const char *message = img_last_error();
+    const char *too_small = "output file is smaller than input file";
+    size_t n = strlen(message), m = strlen(too_small);
+    if (ret < 0 && skip_create && n >= m && strcmp(message + n - m, too_small) == 0)
+        cli_error("%s", too_small);
+    else if (ret == -ENOENT && skip_create)
+        cli_error("Could not open '%s': Could not open '%s': %s", dst, dst, strerror(ENOENT));
+    else if (ret < 0 && skip_create)
         cli_lib_error("Could not open '%s'", dst);
     else if (ret < 0)
         cli_lib_error("Could not convert to '%s'", dst);
