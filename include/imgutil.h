@@ -405,9 +405,16 @@ IMG_API int img_map(img *img, uint64_t offset, uint64_t length, img_map_fn fn, v
  *                  that the target reads as zeros; the source's zeros are not written,
  *   "rate_limit"   bytes per second (suffixes k, M, G, ...; 0: none): the writes to the
  *                  target are throttled to it,
- *   "copy_range", "salvage", "out_of_order", "num_coroutines" (-C, --salvage, -W, -m 1..16):
- *                  checked as qemu-img checks them (-C with "compress", "sparse_size" or
- *                  "salvage" is refused); the copy itself is the same with or without them.
+ *   "salvage"      "on" (--salvage): a range whose reading fails is read again sector by
+ *                  sector; sectors that still fail read as zeros, each with a line "warning:
+ *                  error while reading offset N: <reason>" written to the descriptor
+ *                  "salvage_log_fd" (none by default) after "salvage_log_prefix",
+ *   "out_of_order" "on" (-W): the target's clusters may be allocated in any order. Without
+ *                  it they are allocated in guest order, so that the target's layout is
+ *                  qemu-img's (the data is still copied by several chunks at once),
+ *   "copy_range", "num_coroutines" (-C, -m 1..16): checked as qemu-img checks them (-C with
+ *                  "compress", "sparse_size" or "salvage" is refused); the copy is the same
+ *                  with or without them.
  * img_cancel() on `src` from another thread stops a running convert: it returns -ECANCELED
  * and leaves no target (an existing one untouched), as the progress callback's cancel does;
  * while the convert waits for its rate limit, a cancel is seen within 50 ms.

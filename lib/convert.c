@@ -295,6 +295,9 @@ IMG_API int img_convert_many(img **srcs, size_t n, const char *dst_path, const c
                               .compress = o.compress,
                               .sync = o.sync,
                               .out_of_order = o.out_of_order,
+                              .salvage = o.salvage,
+                              .salvage_log_fd = o.salvage_log_fd,
+                              .salvage_log_prefix = o.salvage_log_prefix,
                               .top_only = o.backing_file != NULL};
     job.user = &job;
     for (size_t i = 0; i < n; i++) {

@@ -275,6 +275,17 @@ static int unpack_extent(const struct convert_chunk_ctx *ctx, const struct conve
     return ret;
 }
 
+/* --salvage: the whole chunk read again sector by sector, then treated as data read. */
+static int salvage_chunk(const struct convert_job *job, struct convert_chunk_ctx *ctx,
+                         uint64_t offset, uint64_t length)
+{
+    ctx->nreqs = 0;
+    ctx->nzeros = 0;
+    ctx->npacked_exts = 0;
+    ctx->nbacking_runs = 0;
+    return convert_salvage_read(job, ctx->buf, offset, length);
+}
+
 static int read_chunk(const struct convert_job *job, struct convert_chunk_ctx *ctx, uint64_t offset,
                       uint64_t length)
 {
@@ -331,6 +342,8 @@ int convert_chunk_read(const struct convert_job *job, struct convert_chunk_ctx *
                        uint64_t offset, uint64_t length)
 {
     int ret = read_chunk(job, ctx, offset, length);
+    if (ret < 0 && ret != -ECANCELED && ret != -ENOMEM && job->salvage)
+        ret = salvage_chunk(job, ctx, offset, length);
     /* A chunk that fails here never allocates: the chunks after it need not wait for it. */
     if (ret < 0)
         convert_order_done(job, offset);
@@ -616,6 +629,8 @@ static int compute_chunk(const struct convert_job *job, struct convert_chunk_ctx
     bool write_all = !job->compress_unit && job->zero_block == 0;
     uint64_t unit = write_all ? 0 : job->compress_unit ? job->compress_unit : job->unit;
     int ret = fill_unread(ctx, offset, unit);
+    if (ret < 0 && ret != -ECANCELED && ret != -ENOMEM && job->salvage)
+        ret = salvage_chunk(job, ctx, offset, length);
     if (ret < 0)
         return ret;
     /* The reads are done: the list now receives the writes. */

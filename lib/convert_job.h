@@ -65,9 +65,20 @@ struct convert_job {
     /* Throttling (-r) and img_cancel(): convert_limit.c. */
     struct convert_limit *limit;
     bool out_of_order; /* -W: allocations need not follow guest order */
+    /* --salvage: read errors become zeros, with a warning each (convert_salvage.c). */
+    bool salvage;
+    int salvage_log_fd; /* -1: no warnings */
+    const char *salvage_log_prefix;
     /* Allocations in guest order (no -W), or NULL: convert_order.c. */
     struct convert_order *order;
 };
+
+/*
+ * Reads guest bytes [offset, offset + length) of the source into `buf` sector by sector;
+ * sectors that fail read as zeros, each with a warning. 0, or -ECANCELED/-ENOMEM.
+ */
+int convert_salvage_read(const struct convert_job *job, uint8_t *buf, uint64_t offset,
+                         uint64_t length);
 
 struct convert_order;
 

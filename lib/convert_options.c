@@ -4,6 +4,7 @@
  * qemu-img 7.2's convert checks its flags, with its messages.
  */
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -14,9 +15,11 @@
 
 /* The keys convert reads itself; the others are the target's creation options. */
 static const char *const convert_keys[] = {
-    "sparse_size",  "compress",       "sync",       "size",       "min_size",
-    "skip_create",  "target_is_zero", "rate_limit", "copy_range", "salvage",
-    "out_of_order", "num_coroutines", NULL,
+    "sparse_size",    "compress",           "sync",
+    "size",           "min_size",           "skip_create",
+    "target_is_zero", "rate_limit",         "copy_range",
+    "salvage",        "out_of_order",       "num_coroutines",
+    "salvage_log_fd", "salvage_log_prefix", NULL,
 };
 
 /* Read by convert and passed on to create: what -B and -F set. */
@@ -58,6 +61,11 @@ int convert_options_parse(const img_opts *opts, const struct img_format *fmt,
         ret = opts_get_bool(opts, "out_of_order", &out->out_of_order);
     if (ret == 0)
         ret = opts_get_u64(opts, "num_coroutines", &out->num_coroutines);
+    uint64_t log_fd = UINT64_MAX;
+    if (ret == 0)
+        ret = opts_get_u64(opts, "salvage_log_fd", &log_fd);
+    out->salvage_log_fd = log_fd > INT32_MAX ? -1 : (int)log_fd;
+    out->salvage_log_prefix = img_opts_get(opts, "salvage_log_prefix");
     if (ret < 0)
         return ret;
     if (img_opts_get(opts, "rate_limit") &&

@@ -23,7 +23,9 @@ struct convert_options {
     bool salvage;        /* --salvage */
     bool out_of_order;   /* -W */
     uint64_t num_coroutines;
-    uint64_t rate_limit;                    /* -r, bytes/s; 0: none */
+    uint64_t rate_limit; /* -r, bytes/s; 0: none */
+    int salvage_log_fd;  /* -1: none */
+    const char *salvage_log_prefix;
     const char *backing_file, *backing_fmt; /* -B, -F (also creation options) */
 };
 

@@ -226,7 +226,10 @@ int cmd_convert(int argc, char **argv)
                 goto out;
             break;
         case OPT_SALVAGE:
-            if (cli_opts_set(&opts, "salvage", "on"))
+            /* Each read error becomes zeros and a warning on stderr, in qemu-img's words. */
+            if (cli_opts_set(&opts, "salvage", "on") ||
+                cli_opts_set(&opts, "salvage_log_fd", "2") ||
+                cli_opts_set(&opts, "salvage_log_prefix", "imgutil: "))
                 goto out;
             break;
         case 'r': {

@@ -22,14 +22,14 @@
 
 static int failures;
 
-#define CHECK(cond, ...)                                                                      \
-    do {                                                                                      \
-        if (!(cond)) {                                                                        \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                              \
-            fprintf(stderr, __VA_ARGS__);                                                     \
-            fprintf(stderr, " (last error: %s)\n", img_last_error());                         \
-            failures++;                                                                       \
-        }                                                                                     \
+#define CHECK(cond, ...)                                                                           \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                   \
+            fprintf(stderr, __VA_ARGS__);                                                          \
+            fprintf(stderr, " (last error: %s)\n", img_last_error());                              \
+            failures++;                                                                            \
+        }                                                                                          \
     } while (0)
 
 static char dir[4096];
@@ -119,8 +119,8 @@ static void test_many(void)
     img *srcs[3];
     const char *names[3] = {"m1.raw", "m2.qcow2", "m3.raw"};
     for (int i = 0; i < 3; i++)
-        CHECK(img_open(&srcs[i], path_of(names[i]), NULL, IMG_OPEN_READ_ONLY, NULL) == 0,
-              "open %s", names[i]);
+        CHECK(img_open(&srcs[i], path_of(names[i]), NULL, IMG_OPEN_READ_ONLY, NULL) == 0, "open %s",
+              names[i]);
     int ret = img_convert_many(srcs, 3, path_of("many.qcow2"), "qcow2", NULL, NULL, NULL);
     CHECK(ret == 0, "img_convert_many: %d", ret);
     CHECK(sh("qemu-img convert -O qcow2 %s/m1.raw %1$s/m2.qcow2 %1$s/m3.raw %1$s/q-many.qcow2 && "
@@ -211,24 +211,23 @@ int main(int argc, char **argv)
         perror("mkdtemp");
         return 1;
     }
-    int made =
-        sh("cd %s && qemu-img create -q -f raw data.raw 8M && "
-           "qemu-io -f raw -c 'write -P 6 0 8M' data.raw >/dev/null && "
-           "qemu-img create -q -f raw m1.raw 1M && "
-           "qemu-io -f raw -c 'write -P 7 0 512k' m1.raw >/dev/null && "
-           "qemu-img create -q -f qcow2 m2.qcow2 3M && "
-           "qemu-io -c 'write -P 8 1M 64k' m2.qcow2 >/dev/null && "
-           "qemu-img create -q -f raw m3.raw 1536k && "
-           "qemu-io -f raw -c 'write -P 9 1M 4k' m3.raw >/dev/null && "
-           "qemu-img create -q -f raw small.raw 1M && "
-           "qemu-img create -q -f raw old.raw 3M && "
-           "qemu-io -f raw -c 'write -P 5 0 3M' old.raw >/dev/null && "
-           "qemu-img create -q -f qcow2 s.qcow2 4M && "
-           "qemu-io -c 'write -P 1 0 1M' s.qcow2 >/dev/null && "
-           "qemu-img snapshot -c snap1 s.qcow2 && "
-           "qemu-io -c 'write -P 2 0 64k' s.qcow2 >/dev/null && "
-           "qemu-img resize -q s.qcow2 8M",
-           dir);
+    int made = sh("cd %s && qemu-img create -q -f raw data.raw 8M && "
+                  "qemu-io -f raw -c 'write -P 6 0 8M' data.raw >/dev/null && "
+                  "qemu-img create -q -f raw m1.raw 1M && "
+                  "qemu-io -f raw -c 'write -P 7 0 512k' m1.raw >/dev/null && "
+                  "qemu-img create -q -f qcow2 m2.qcow2 3M && "
+                  "qemu-io -c 'write -P 8 1M 64k' m2.qcow2 >/dev/null && "
+                  "qemu-img create -q -f raw m3.raw 1536k && "
+                  "qemu-io -f raw -c 'write -P 9 1M 4k' m3.raw >/dev/null && "
+                  "qemu-img create -q -f raw small.raw 1M && "
+                  "qemu-img create -q -f raw old.raw 3M && "
+                  "qemu-io -f raw -c 'write -P 5 0 3M' old.raw >/dev/null && "
+                  "qemu-img create -q -f qcow2 s.qcow2 4M && "
+                  "qemu-io -c 'write -P 1 0 1M' s.qcow2 >/dev/null && "
+                  "qemu-img snapshot -c snap1 s.qcow2 && "
+                  "qemu-io -c 'write -P 2 0 64k' s.qcow2 >/dev/null && "
+                  "qemu-img resize -q s.qcow2 8M",
+                  dir);
     if (made != 0) {
         fprintf(stderr, "FAIL: cannot make the test images\n");
         return 1;
