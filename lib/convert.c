@@ -86,10 +86,11 @@ static int convert_into(struct convert_job *job, struct img *dst, bool zeros_exp
 }
 
 /* `device`: `temp` is a block device, written in place, whose old content is not zeros. */
-static int convert_through_format(struct convert_job *job, const char *temp, const char *format,
-                                  const img_opts *create_opts, bool device, uint64_t size)
+static int convert_through_format(struct convert_job *job, const char *temp, const char *final_path,
+                                  const char *format, const img_opts *create_opts, bool device,
+                                  uint64_t size)
 {
-    int ret = img_create(temp, format, size, create_opts);
+    int ret = img_create_final(temp, final_path, format, size, create_opts);
     if (ret < 0)
         return ret;
     struct img *dst;
@@ -235,10 +236,20 @@ static int convert_to_new_target(struct convert_job *job, const char *dst_path,
         ret = target_make_temp(&target);
         build_path = target.temp_path;
     }
+    /* The name the temporary will be renamed to: files named after the image take it. */
+    char *final_path = NULL;
+    if (ret == 0 && build_path != dst_path) {
+        size_t cap = strlen(target.dir_path) + strlen(target.name) + 2;
+        final_path = malloc(cap);
+        if (!final_path)
+            ret = img_error(-ENOMEM, "out of memory");
+        else
+            snprintf(final_path, cap, "%s/%s", target.dir_path, target.name);
+    }
     /* Every format, raw included, is created and written through its backend. */
     if (ret == 0) {
-        ret = convert_through_format(job, build_path, dst_format, create_opts, target.is_block,
-                                     target_size);
+        ret = convert_through_format(job, build_path, final_path ? final_path : dst_path,
+                                     dst_format, create_opts, target.is_block, target_size);
         /* Messages about the target name it, not the temporary it is built in. */
         if (ret < 0 && build_path != dst_path)
             img_error_rename(build_path, dst_path);
@@ -250,6 +261,7 @@ static int convert_to_new_target(struct convert_job *job, const char *dst_path,
     }
     if (target_open_ok)
         target_close(&target, ret < 0);
+    free(final_path);
     img_opts_free(create_opts);
     return ret;
 }
