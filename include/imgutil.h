@@ -412,9 +412,13 @@ IMG_API int img_map(img *img, uint64_t offset, uint64_t length, img_map_fn fn, v
  *   "out_of_order" "on" (-W): the target's clusters may be allocated in any order. Without
  *                  it they are allocated in guest order, so that the target's layout is
  *                  qemu-img's (the data is still copied by several chunks at once),
- *   "copy_range", "num_coroutines" (-C, -m 1..16): checked as qemu-img checks them (-C with
- *                  "compress", "sparse_size" or "salvage" is refused); the copy is the same
- *                  with or without them.
+ *   "copy_range"   "on" (-C): what the source stores as data is copied with
+ *                  copy_file_range(2) into the target (the kernel shares the blocks on a file
+ *                  system with reflinks), whole, without looking for zeros in it; compressed
+ *                  clusters, and file systems where the kernel cannot, are read and written.
+ *                  Refused with "compress", "sparse_size" or "salvage", as qemu-img refuses,
+ *   "num_coroutines" 1..16 (-m): checked as qemu-img checks it; the library sizes its
+ *                  requests in flight itself.
  * img_cancel() on `src` from another thread stops a running convert: it returns -ECANCELED
  * and leaves no target (an existing one untouched), as the progress callback's cancel does;
  * while the convert waits for its rate limit, a cancel is seen within 50 ms.

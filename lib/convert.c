@@ -307,6 +307,7 @@ IMG_API int img_convert_many(img **srcs, size_t n, const char *dst_path, const c
                               .compress = o.compress,
                               .sync = o.sync,
                               .out_of_order = o.out_of_order,
+                              .copy_range = o.copy_range,
                               .salvage = o.salvage,
                               .salvage_log_fd = o.salvage_log_fd,
                               .salvage_log_prefix = o.salvage_log_prefix,

@@ -341,6 +341,14 @@ static int read_chunk(const struct convert_job *job, struct convert_chunk_ctx *c
 int convert_chunk_read(const struct convert_job *job, struct convert_chunk_ctx *ctx,
                        uint64_t offset, uint64_t length)
 {
+    ctx->copied = false;
+    if (job->copy_range && !job->compress_unit) {
+        convert_order_wait(job, offset);
+        int copied = convert_chunk_copy_range(job, ctx, offset, length);
+        ctx->copied = copied == 0;
+        convert_order_done(job, offset);
+        return copied;
+    }
     int ret = read_chunk(job, ctx, offset, length);
     if (ret < 0 && ret != -ECANCELED && ret != -ENOMEM && job->salvage)
         ret = salvage_chunk(job, ctx, offset, length);
@@ -673,6 +681,8 @@ static int compute_chunk(const struct convert_job *job, struct convert_chunk_ctx
 int convert_chunk_compute(const struct convert_job *job, struct convert_chunk_ctx *ctx,
                           uint64_t offset, uint64_t length)
 {
+    if (ctx->copied)
+        return 0;
     int ret = compute_chunk(job, ctx, offset, length);
     /* Done once, on every path (a second call finds nothing to remove). */
     convert_order_done(job, offset);

@@ -18,6 +18,7 @@
 #include "io/io.h"
 
 struct convert_limit;
+struct convert_chunk_ctx;
 
 /* Chunks are aligned to this (a multiple of every cluster size, so chunks share no cluster). */
 #define CONVERT_CHUNK_SIZE (2u << 20)
@@ -65,6 +66,7 @@ struct convert_job {
     /* Throttling (-r) and img_cancel(): convert_limit.c. */
     struct convert_limit *limit;
     bool out_of_order; /* -W: allocations need not follow guest order */
+    bool copy_range;   /* -C: data copied in the kernel (convert_copy_range.c) */
     /* --salvage: read errors become zeros, with a warning each (convert_salvage.c). */
     bool salvage;
     int salvage_log_fd; /* -1: no warnings */
@@ -72,6 +74,13 @@ struct convert_job {
     /* Allocations in guest order (no -W), or NULL: convert_order.c. */
     struct convert_order *order;
 };
+
+/*
+ * -C: copies the chunk [offset, offset + length) whole (its DATA through copy_file_range),
+ * instead of convert_chunk_read() and convert_chunk_compute() reading and writing it.
+ */
+int convert_chunk_copy_range(const struct convert_job *job, struct convert_chunk_ctx *ctx,
+                             uint64_t offset, uint64_t length);
 
 /*
  * Reads guest bytes [offset, offset + length) of the source into `buf` sector by sector;
@@ -132,6 +141,7 @@ struct convert_chunk_ctx {
     } * zeros;
     size_t nzeros, zeros_cap;
     /* top_only: ranges the source's top layer leaves to its backing chain, sorted. */
+    bool copied; /* -C: the chunk was copied whole by convert_chunk_read() */
     struct convert_zero_run *backing_runs;
     size_t nbacking_runs, backing_runs_cap;
     /*

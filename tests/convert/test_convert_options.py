@@ -229,8 +229,21 @@ def group_refusals(d):
     for args in (['-C', '-c', '-O', 'qcow2'], ['-C', '-S', '4k'], ['-C', '--salvage'],
                  ['-n', '-o', 'cluster_size=4k'], ['--target-is-zero']):
         convert_both(d, args + ['src.qcow2'], 'q-x', 'i-x')
+    # -C: copy_file_range where the kernel can (sharing blocks on a file system with
+    # reflinks, copying them elsewhere); the same bytes and holes as qemu-img -C. Sources with
+    # data, holes, zero clusters, compressed clusters and a backing file.
+    must(['qemu-img', 'create', '-q', '-f', 'raw', 'holes.raw', '6M'], d)
+    qemu_io(d, 'holes.raw', 'write -P 1 0 1M', 'write -P 2 3M 64k', 'write -P 0 4M 64k',
+            fmt='raw')
+    qemu_io(d, 'src.qcow2', 'write -c -P 4 512k 64k', 'write -z 256k 64k')
+    make_chain(d)
+    for src, fmt in (('holes.raw', 'raw'), ('holes.raw', 'qcow2'), ('src.qcow2', 'raw'),
+                     ('src.qcow2', 'qcow2'), ('top.qcow2', 'qcow2'), ('top.qcow2', 'vmdk')):
+        convert_both(d, ['-C', '-O', fmt, src], 'q-c-%s.%s' % (src, fmt),
+                     'i-c-%s.%s' % (src, fmt), compare_bytes=(fmt != 'vmdk'), source=src)
+    convert_both(d, ['-C', '-O', 'qcow2', '-B', 'base.qcow2', '-F', 'qcow2', 'top.qcow2'],
+                 'q-cb.qcow2', 'i-cb.qcow2', compare_bytes=True, source='top.qcow2')
     # Accepted where qemu-img accepts them.
-    convert_both(d, ['-C', '-O', 'raw', 'src.qcow2'], 'q-c.raw', 'i-c.raw', compare_bytes=True)
     convert_both(d, ['--salvage', '-O', 'raw', 'src.qcow2'], 'q-s.raw', 'i-s.raw',
                  compare_bytes=True)
 
