@@ -324,23 +324,25 @@ IMG_API int img_convert_many(img **srcs, size_t n, const char *dst_path, const c
         return ret;
 
     /*
-     * Messages name their file themselves here: a convert works on two, so neither is the
-     * context of all of them (reads name the source's files, target steps the target).
-     */
-    img_error_context_push(NULL);
-    /*
      * The sources must not change under the copy: a raw source shared with writers stops, and
      * exclusive calls on a handle (a resize) wait until the copy is done.
      */
     size_t entered = 0;
     for (; ret == 0 && entered < n; entered++) {
         img_io_enter(srcs[entered]);
+        img_error_context_push(NULL);
         ret = img_refuse_writers(srcs[entered], true);
+        img_error_context_pop();
         if (ret < 0)
             img_io_leave(srcs[entered]);
     }
     if (ret < 0)
         entered--;
+    /*
+     * Messages name their file themselves here: a convert works on two, so neither is the
+     * context of all of them (reads name the source's files, target steps the target).
+     */
+    img_error_context_push(NULL);
     if (ret == 0)
         ret = convert_limit_new(&job.limit, srcs[0], o.rate_limit);
     if (ret == 0 && o.skip_create)
@@ -348,8 +350,8 @@ IMG_API int img_convert_many(img **srcs, size_t n, const char *dst_path, const c
     else if (ret == 0)
         ret = convert_to_new_target(&job, dst_path, fmt, opts, target_size);
     convert_limit_free(job.limit);
-    leave_sources(srcs, entered);
     img_error_context_pop();
+    leave_sources(srcs, entered);
     return ret;
 }
 

@@ -284,7 +284,21 @@ def group_salvage(d):
                  compare_bytes=True)
 
 
-GROUPS = {'salvage': group_salvage, 'backing': group_backing, 'existing': group_existing, 'snapshot': group_snapshot,
+def group_vmdk(d):
+    """Extents are named after the target (the final name), not the temporary it is built in."""
+    make_chain(d)
+    for sub in ('monolithicFlat', 'twoGbMaxExtentSparse', 'twoGbMaxExtentFlat'):
+        convert_both(d, ['-O', 'vmdk', '-o', 'subformat=' + sub, 'top.qcow2'],
+                     'q-%s.vmdk' % sub, 'i-%s.vmdk' % sub, source='top.qcow2', check=False)
+    q = sorted(f[1:] for f in os.listdir(d) if f.startswith('q-'))
+    i = sorted(f[1:] for f in os.listdir(d) if f.startswith('i-'))
+    if q != i:
+        fail('vmdk extents named after the target', q, i)
+    if any(f.endswith('.tmp') for f in os.listdir(d)):
+        fail('no temporary left', [], [f for f in os.listdir(d) if f.endswith('.tmp')])
+
+
+GROUPS = {'vmdk': group_vmdk, 'salvage': group_salvage, 'backing': group_backing, 'existing': group_existing, 'snapshot': group_snapshot,
           'many': group_many, 'limits': group_limits, 'refusals': group_refusals}
 
 
