@@ -275,6 +275,15 @@ static int unpack_extent(const struct convert_chunk_ctx *ctx, const struct conve
     return ret;
 }
 
+int convert_map_source(const struct convert_job *job, uint64_t offset, uint64_t length,
+                       struct img_extent *ext, int *depth)
+{
+    int ret = img_map_chain(job->src, offset, length, ext, depth);
+    if (ret == 0 && (ext->length == 0 || ext->length > length))
+        ret = img_error(-EIO, "convert: the source mapped an invalid extent at %" PRIu64, offset);
+    return ret;
+}
+
 /* --salvage: the whole chunk read again sector by sector, then treated as data read. */
 static int salvage_chunk(const struct convert_job *job, struct convert_chunk_ctx *ctx,
                          uint64_t offset, uint64_t length)
@@ -298,12 +307,9 @@ static int read_chunk(const struct convert_job *job, struct convert_chunk_ctx *c
     for (uint64_t pos = 0; pos < length;) {
         struct img_extent ext;
         int depth;
-        int ret = img_map_chain(job->src, offset + pos, length - pos, &ext, &depth);
+        int ret = convert_map_source(job, offset + pos, length - pos, &ext, &depth);
         if (ret < 0)
             return ret;
-        if (ext.length == 0 || ext.length > length - pos)
-            return img_error(-EIO, "convert: the source mapped an invalid extent at %" PRIu64,
-                             offset + pos);
         /*
          * Left to the source's backing chain: not written (-B). It is still read, as a unit
          * shared with the top layer's data is written whole, with the guest's content.

@@ -103,13 +103,9 @@ int convert_chunk_copy_range(const struct convert_job *job, struct convert_chunk
     for (uint64_t pos = 0; pos < length;) {
         struct img_extent ext;
         int depth;
-        int ret = img_map_chain(job->src, offset + pos, length - pos, &ext, &depth);
-        if (ret < 0)
-            return ret;
-        if (ext.length == 0 || ext.length > length - pos)
-            return img_error(-EIO, "convert: the source mapped an invalid extent at %" PRIu64,
-                             offset + pos);
-        ret = convert_limit_account(job->limit, ext.length);
+        int ret = convert_map_source(job, offset + pos, length - pos, &ext, &depth);
+        if (ret == 0)
+            ret = convert_limit_account(job->limit, ext.length);
         if (ret < 0)
             return ret;
         if (job->top_only && depth > 0) {

@@ -76,6 +76,13 @@ struct convert_job {
 };
 
 /*
+ * Maps guest bytes [offset, offset + length) of the source through its chain (img_map_chain),
+ * refusing an extent that is empty or longer than asked (-EIO).
+ */
+int convert_map_source(const struct convert_job *job, uint64_t offset, uint64_t length,
+                       struct img_extent *ext, int *depth);
+
+/*
  * -C: copies the chunk [offset, offset + length) whole (its DATA through copy_file_range),
  * instead of convert_chunk_read() and convert_chunk_compute() reading and writing it.
  */
