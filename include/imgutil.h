@@ -154,7 +154,13 @@ IMG_API const char *img_opts_get(const img_opts *opts, const char *key);
 
 /*
  * Opens the image at `path`. `format` is a format name ("raw", "qcow2", ...) or NULL to probe.
- * `opts` may be NULL.
+ * `opts` may be NULL. Open options (since 1.1): "snapshot.id" and/or "snapshot.name" (both
+ * must match when both are given), or "snapshot" (an ID, else a name): a read-only view of
+ * that internal snapshot of the image (not of its backing files), as QEMU loads one
+ * temporarily for `qemu-img convert -l`: reads show the snapshot's content, the virtual size
+ * stays the image's (zeros past the snapshot's own size). -ENOENT ("Can't find snapshot")
+ * when none matches; -ENOTSUP for a format without internal snapshots; -EINVAL with
+ * IMG_OPEN_READ_WRITE.
  *
  * Unless IMG_OPEN_FORCE_SHARE is given, the image files are locked as QEMU locks them, so that
  * a running VM and this library keep out of each other's way (-EBUSY): a writer excludes
@@ -381,10 +387,59 @@ IMG_API int img_map(img *img, uint64_t offset, uint64_t length, img_map_fn fn, v
  *                  renamed into place, so "convert and grow" is one atomic step (since 1.1),
  *   "size"         bytes: the target's virtual size exactly; less than the source's is
  *                  refused (since 1.1). Both work the same for every target format.
+ * and, since 1.1, the rest of `qemu-img convert`'s flags, refused in its words where it
+ * refuses them:
+ *   "backing_file" (-B) with "backing_fmt" (-F, required): the target gets that backing file
+ *                  and, as qemu-img does, only what the source's top layer holds is written:
+ *                  ranges the source leaves to its own backing chain stay unallocated (they
+ *                  show the target's backing file), the source's zeros are written as zeros
+ *                  (left out past the end of the target's backing file). Formats that cannot
+ *                  create a backing file refuse it (-ENOTSUP),
+ *   "skip_create"  "on" (-n): write into the existing image `dst_path` (of `dst_format`),
+ *                  which is not created, keeps its size (-EINVAL "output file is smaller than
+ *                  input file" when it is smaller than the source) and is write-locked for the
+ *                  whole convert. Creation options are refused. The source's zeros are written
+ *                  (as zeros) unless "target_is_zero". A failed or cancelled convert leaves the
+ *                  target partly written: its old content is not kept (as with qemu-img),
+ *   "target_is_zero" "on" (--target-is-zero, with "skip_create" only): the caller vouches
+ *                  that the target reads as zeros; the source's zeros are not written,
+ *   "rate_limit"   bytes per second (suffixes k, M, G, ...; 0: none): the writes to the
+ *                  target are throttled to it,
+ *   "salvage"      "on" (--salvage): a range whose reading fails is read again sector by
+ *                  sector; sectors that still fail read as zeros, each with a line "warning:
+ *                  error while reading offset N: <reason>" written to the descriptor
+ *                  "salvage_log_fd" (none by default) after "salvage_log_prefix",
+ *   "out_of_order" "on" (-W): the target's clusters may be allocated in any order. Without
+ *                  it they are allocated in guest order, so that the target's layout is
+ *                  qemu-img's (the data is still copied by several chunks at once),
+ *   "copy_range"   "on" (-C): what the source stores as data is copied with
+ *                  copy_file_range(2) into the target (the kernel shares the blocks on a file
+ *                  system with reflinks), whole, without looking for zeros in it; compressed
+ *                  clusters, and file systems where the kernel cannot, are read and written.
+ *                  Refused with "compress", "sparse_size" or "salvage", as qemu-img refuses,
+ *   "num_coroutines" 1..16 (-m): checked as qemu-img checks it; the library sizes its
+ *                  requests in flight itself.
+ * img_cancel() on `src` from another thread stops a running convert: it returns -ECANCELED
+ * and leaves no target (an existing one untouched), as the progress callback's cancel does;
+ * while the convert waits for its rate limit, a cancel is seen within 50 ms.
+ * A source opened with the open option "snapshot.id", "snapshot.name" or "snapshot" (qcow2:
+ * img_open()) is converted as that internal snapshot shows it (qemu-img convert -l).
  * Shared on `src` for the whole copy: exclusive calls on `src` (a resize) wait until it ends.
  */
 IMG_API int img_convert(img *src, const char *dst_path, const char *dst_format,
                         const img_opts *opts, img_progress_fn progress, void *user);
+
+/*
+ * img_convert() of the `n` images `srcs`, concatenated in that order into one target whose
+ * virtual size is the sum of theirs (qemu-img convert with several sources). The options are
+ * img_convert()'s; a backing file for the target is refused when n > 1 (-EINVAL). Progress
+ * counts the bytes of all the sources; img_cancel() on the first source cancels. Every source
+ * is shared for the whole copy, as img_convert() shares its one. Returns 0 or a negative
+ * errno. Since 1.1.
+ */
+IMG_API int img_convert_many(img **srcs, size_t n, const char *dst_path, const char *dst_format,
+                             const img_opts *opts, img_progress_fn progress, void *user);
+#define IMGUTIL_HAVE_IMG_CONVERT_MANY 1
 
 /* ---- creating and writing ----------------------------------------------------------------- */
 

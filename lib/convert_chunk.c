@@ -53,6 +53,7 @@ void convert_chunk_ctx_fini(struct convert_chunk_ctx *ctx)
     io_queue_free(ctx->queue);
     free(ctx->buf);
     free(ctx->zeros);
+    free(ctx->backing_runs);
     free(ctx->packed_exts);
     free(ctx->packed_in);
     free(ctx->reqs);
@@ -61,20 +62,27 @@ void convert_chunk_ctx_fini(struct convert_chunk_ctx *ctx)
     memset(ctx, 0, sizeof(*ctx));
 }
 
-static int note_zero_run(struct convert_chunk_ctx *ctx, uint64_t start, uint64_t end)
+/* Appends [start, end) to a sorted list of runs, joining it to the last one it continues. */
+static int note_run(struct convert_zero_run **runs, size_t *n, size_t *cap, uint64_t start,
+                    uint64_t end)
 {
-    if (ctx->nzeros && ctx->zeros[ctx->nzeros - 1].end == start) {
-        ctx->zeros[ctx->nzeros - 1].end = end;
+    if (*n && (*runs)[*n - 1].end == start) {
+        (*runs)[*n - 1].end = end;
         return 0;
     }
     /* At most one run per 512-byte sector of a chunk: bounded. */
-    int ret = ARRAY_RESERVE(ctx->zeros, ctx->zeros_cap, ctx->nzeros + 1);
+    int ret = ARRAY_RESERVE(*runs, *cap, *n + 1);
     if (ret < 0)
         return ret;
-    ctx->zeros[ctx->nzeros].start = start;
-    ctx->zeros[ctx->nzeros].end = end;
-    ctx->nzeros++;
+    (*runs)[*n].start = start;
+    (*runs)[*n].end = end;
+    (*n)++;
     return 0;
+}
+
+static int note_zero_run(struct convert_chunk_ctx *ctx, uint64_t start, uint64_t end)
+{
+    return note_run(&ctx->zeros, &ctx->nzeros, &ctx->zeros_cap, start, end);
 }
 
 /*
@@ -267,10 +275,31 @@ static int unpack_extent(const struct convert_chunk_ctx *ctx, const struct conve
     return ret;
 }
 
-int convert_chunk_read(const struct convert_job *job, struct convert_chunk_ctx *ctx,
-                       uint64_t offset, uint64_t length)
+int convert_map_source(const struct convert_job *job, uint64_t offset, uint64_t length,
+                       struct img_extent *ext, int *depth)
+{
+    int ret = img_map_chain(job->src, offset, length, ext, depth);
+    if (ret == 0 && (ext->length == 0 || ext->length > length))
+        ret = img_error(-EIO, "convert: the source mapped an invalid extent at %" PRIu64, offset);
+    return ret;
+}
+
+/* --salvage: the whole chunk read again sector by sector, then treated as data read. */
+static int salvage_chunk(const struct convert_job *job, struct convert_chunk_ctx *ctx,
+                         uint64_t offset, uint64_t length)
+{
+    ctx->nreqs = 0;
+    ctx->nzeros = 0;
+    ctx->npacked_exts = 0;
+    ctx->nbacking_runs = 0;
+    return convert_salvage_read(job, ctx->buf, offset, length);
+}
+
+static int read_chunk(const struct convert_job *job, struct convert_chunk_ctx *ctx, uint64_t offset,
+                      uint64_t length)
 {
     ctx->nzeros = 0;
+    ctx->nbacking_runs = 0;
     ctx->npacked_exts = 0;
     ctx->nreqs = 0;
     ctx->packed_in_used = 0;
@@ -278,12 +307,19 @@ int convert_chunk_read(const struct convert_job *job, struct convert_chunk_ctx *
     for (uint64_t pos = 0; pos < length;) {
         struct img_extent ext;
         int depth;
-        int ret = img_map_chain(job->src, offset + pos, length - pos, &ext, &depth);
+        int ret = convert_map_source(job, offset + pos, length - pos, &ext, &depth);
         if (ret < 0)
             return ret;
-        if (ext.length == 0 || ext.length > length - pos)
-            return img_error(-EIO, "convert: the source mapped an invalid extent at %" PRIu64,
-                             offset + pos);
+        /*
+         * Left to the source's backing chain: not written (-B). It is still read, as a unit
+         * shared with the top layer's data is written whole, with the guest's content.
+         */
+        if (job->top_only && depth > 0) {
+            ret = note_run(&ctx->backing_runs, &ctx->nbacking_runs, &ctx->backing_runs_cap, pos,
+                           pos + ext.length);
+            if (ret < 0)
+                return ret;
+        }
         switch (ext.kind) {
         case EXTENT_ZERO:
         case EXTENT_UNALLOCATED:
@@ -306,6 +342,26 @@ int convert_chunk_read(const struct convert_job *job, struct convert_chunk_ctx *
         pos += ext.length;
     }
     return run_requests(job, ctx);
+}
+
+int convert_chunk_read(const struct convert_job *job, struct convert_chunk_ctx *ctx,
+                       uint64_t offset, uint64_t length)
+{
+    ctx->copied = false;
+    if (job->copy_range && !job->compress_unit) {
+        convert_order_wait(job, offset);
+        int copied = convert_chunk_copy_range(job, ctx, offset, length);
+        ctx->copied = copied == 0;
+        convert_order_done(job, offset);
+        return copied;
+    }
+    int ret = read_chunk(job, ctx, offset, length);
+    if (ret < 0 && ret != -ECANCELED && ret != -ENOMEM && job->salvage)
+        ret = salvage_chunk(job, ctx, offset, length);
+    /* A chunk that fails here never allocates: the chunks after it need not wait for it. */
+    if (ret < 0)
+        convert_order_done(job, offset);
+    return ret;
 }
 
 /*
@@ -337,14 +393,20 @@ static int fill_unread(const struct convert_chunk_ctx *ctx, uint64_t offset, uin
     return 0;
 }
 
+/* Is [start, end) inside one of the sorted `runs`? `cursor` walks them. */
+static bool runs_cover(const struct convert_zero_run *runs, size_t n, size_t *cursor,
+                       uint64_t start, uint64_t end)
+{
+    while (*cursor < n && runs[*cursor].end <= start)
+        (*cursor)++;
+    return *cursor < n && runs[*cursor].start <= start && end <= runs[*cursor].end;
+}
+
 /* Does the source report [start, end) of the chunk as zeros? `cursor` walks the runs. */
 static bool source_says_zero(const struct convert_chunk_ctx *ctx, size_t *cursor, uint64_t start,
                              uint64_t end)
 {
-    while (*cursor < ctx->nzeros && ctx->zeros[*cursor].end <= start)
-        (*cursor)++;
-    return *cursor < ctx->nzeros && ctx->zeros[*cursor].start <= start &&
-           end <= ctx->zeros[*cursor].end;
+    return runs_cover(ctx->zeros, ctx->nzeros, cursor, start, end);
 }
 
 /*
@@ -355,10 +417,15 @@ static int write_run(const struct convert_job *job, struct convert_chunk_ctx *ct
                      const uint8_t *buf, uint64_t len, uint64_t offset)
 {
     struct img *dst = job->img_dst;
+    offset += job->dst_base; /* from the source's offsets to the target's */
+    int limited = convert_limit_account(job->limit, len);
+    if (limited < 0)
+        return limited;
     if (!buf) {
         /* Zeroing a cluster waits for its allocations in flight: the listed ones go first. */
         int ret = run_requests(job, ctx);
-        return ret < 0 ? ret : img_zero(dst, offset, len, 0);
+        /* As qemu-img opens its target with unmap when sparse (-S not 0). */
+        return ret < 0 ? ret : img_zero(dst, offset, len, job->zero_block ? IMG_ZERO_MAY_UNMAP : 0);
     }
     if (!dst->fmt->alloc)
         return img_error(-ENOTSUP, "%s: format %s does not support writing", dst->filename,
@@ -464,11 +531,13 @@ static int compress_units(const struct convert_job *job, struct convert_chunk_ct
     if (!ctx->packed && !(ctx->packed = malloc(CONVERT_CHUNK_SIZE)))
         return img_error(-ENOMEM, "out of memory");
     ctx->nunits = 0;
-    size_t cursor = 0;
+    size_t cursor = 0, backing_cursor = 0;
     uint64_t used = 0;
     for (uint64_t pos = 0; pos < length; pos += unit) {
         struct convert_unit u = {.pos = pos, .len = min_u64(unit, length - pos)};
-        if (source_says_zero(ctx, &cursor, pos, pos + u.len)) {
+        if (runs_cover(ctx->backing_runs, ctx->nbacking_runs, &backing_cursor, pos, pos + u.len)) {
+            continue; /* the target's backing file shows there (-B) */
+        } else if (source_says_zero(ctx, &cursor, pos, pos + u.len)) {
             if (!job->zeros_explicit)
                 continue;
             u.zero = true;
@@ -500,19 +569,22 @@ int convert_chunk_commit(const struct convert_job *job, struct convert_chunk_ctx
 {
     struct img *dst = job->img_dst;
     struct piece_runs zeros = {.job = job, .ctx = ctx, .offset = offset};
+    uint64_t target_offset = offset + job->dst_base;
     for (size_t i = 0; i < ctx->nunits; i++) {
         const struct convert_unit *u = &ctx->units[i];
-        int ret;
+        int ret = convert_limit_account(job->limit, u->zero ? 0 : u->len);
+        if (ret < 0)
+            return ret;
         if (u->zero) {
             ret = runs_add(&zeros, PIECE_ZERO, u->pos, u->len);
         } else {
             ret = runs_flush(&zeros);
             if (ret == 0 && u->stream_len)
                 ret = dst->fmt->write_compressed_data(
-                    dst, offset + u->pos, ctx->packed + u->packed_off, u->stream_len, false);
+                    dst, target_offset + u->pos, ctx->packed + u->packed_off, u->stream_len, false);
             else if (ret == 0)
-                ret = dst->fmt->write_compressed_data(dst, offset + u->pos, ctx->buf + u->pos,
-                                                      u->len, true);
+                ret = dst->fmt->write_compressed_data(dst, target_offset + u->pos,
+                                                      ctx->buf + u->pos, u->len, true);
         }
         if (ret < 0)
             return ret;
@@ -524,21 +596,39 @@ int convert_chunk_commit(const struct convert_job *job, struct convert_chunk_ctx
  * The fate of each piece of one granule: the source's zeros are left out (or written as
  * zeros over a backing file); the rest is data, unless the whole granule reads as zeros.
  */
+/*
+ * The piece starting at source offset `at`, at most `left` bytes: up to the end of the
+ * target's unit holding it (a source concatenated after others may begin inside one).
+ */
+static uint64_t piece_len(const struct convert_job *job, uint64_t at, uint64_t left)
+{
+    return min_u64(job->unit - (at + job->dst_base) % job->unit, left);
+}
+
 static int add_granule(const struct convert_job *job, struct convert_chunk_ctx *ctx, size_t *cursor,
-                       struct piece_runs *runs, uint64_t start, uint64_t end)
+                       size_t *backing_cursor, struct piece_runs *runs, uint64_t start,
+                       uint64_t end)
 {
     enum piece_fate source_zero = job->zeros_explicit ? PIECE_ZERO : PIECE_SKIP;
-    size_t probe = *cursor;
+    size_t probe = *cursor, backing_probe = *backing_cursor;
     bool all_zero = true;
-    for (uint64_t pos = start; all_zero && pos < end; pos += job->unit) {
-        uint64_t n = min_u64(job->unit, end - pos);
-        all_zero = source_says_zero(ctx, &probe, pos, pos + n) || buffer_is_zero(ctx->buf + pos, n);
+    for (uint64_t pos = start, n = 0; all_zero && pos < end; pos += n) {
+        n = piece_len(job, runs->offset + pos, end - pos);
+        all_zero =
+            runs_cover(ctx->backing_runs, ctx->nbacking_runs, &backing_probe, pos, pos + n) ||
+            source_says_zero(ctx, &probe, pos, pos + n) || buffer_is_zero(ctx->buf + pos, n);
     }
-    for (uint64_t pos = start; pos < end; pos += job->unit) {
-        uint64_t n = min_u64(job->unit, end - pos);
-        enum piece_fate fate = source_says_zero(ctx, cursor, pos, pos + n) ? source_zero
-                               : all_zero                                  ? source_zero
-                                                                           : PIECE_DATA;
+    for (uint64_t pos = start, n = 0; pos < end; pos += n) {
+        n = piece_len(job, runs->offset + pos, end - pos);
+        enum piece_fate fate;
+        if (runs_cover(ctx->backing_runs, ctx->nbacking_runs, backing_cursor, pos, pos + n))
+            fate = PIECE_SKIP; /* the target's backing file shows there */
+        else if (source_says_zero(ctx, cursor, pos, pos + n))
+            /* Past the end of the target's backing file, its unallocated ranges read zeros. */
+            fate =
+                job->top_only && runs->offset + pos >= job->backing_end ? PIECE_SKIP : source_zero;
+        else
+            fate = all_zero ? source_zero : PIECE_DATA;
         int ret = runs_add(runs, fate, pos, n);
         if (ret < 0)
             return ret;
@@ -546,27 +636,38 @@ static int add_granule(const struct convert_job *job, struct convert_chunk_ctx *
     return 0;
 }
 
-int convert_chunk_compute(const struct convert_job *job, struct convert_chunk_ctx *ctx,
-                          uint64_t offset, uint64_t length)
+static int compute_chunk(const struct convert_job *job, struct convert_chunk_ctx *ctx,
+                         uint64_t offset, uint64_t length)
 {
     /* -S 0: every byte is written, the source's zeros included (a fully allocated target). */
     bool write_all = !job->compress_unit && job->zero_block == 0;
     uint64_t unit = write_all ? 0 : job->compress_unit ? job->compress_unit : job->unit;
     int ret = fill_unread(ctx, offset, unit);
+    if (ret < 0 && ret != -ECANCELED && ret != -ENOMEM && job->salvage)
+        ret = salvage_chunk(job, ctx, offset, length);
     if (ret < 0)
         return ret;
     /* The reads are done: the list now receives the writes. */
     ctx->nreqs = 0;
     if (job->compress_unit)
         return compress_units(job, ctx, length);
+    convert_order_wait(job, offset);
     if (write_all) {
-        ret = write_run(job, ctx, ctx->buf, length, offset);
+        /* Every byte but what is left to the target's backing file (-B). */
+        uint64_t pos = 0;
+        for (size_t i = 0; ret == 0 && i <= ctx->nbacking_runs; i++) {
+            uint64_t gap_end = i < ctx->nbacking_runs ? ctx->backing_runs[i].start : length;
+            if (gap_end > pos)
+                ret = write_run(job, ctx, ctx->buf + pos, gap_end - pos, offset + pos);
+            if (i < ctx->nbacking_runs)
+                pos = ctx->backing_runs[i].end;
+        }
     } else {
         struct piece_runs runs = {.job = job, .ctx = ctx, .buf = ctx->buf, .offset = offset};
-        size_t cursor = 0;
+        size_t cursor = 0, backing_cursor = 0;
         for (uint64_t pos = 0; ret == 0 && pos < length; pos += job->zero_block)
-            ret =
-                add_granule(job, ctx, &cursor, &runs, pos, min_u64(pos + job->zero_block, length));
+            ret = add_granule(job, ctx, &cursor, &backing_cursor, &runs, pos,
+                              min_u64(pos + job->zero_block, length));
         if (ret == 0)
             ret = runs_flush(&runs);
     }
@@ -578,5 +679,18 @@ int convert_chunk_compute(const struct convert_job *job, struct convert_chunk_ct
         ctx->tokens_listed = false;
         return ret;
     }
+    /* Every allocation of the chunk is made (its writes may still be in flight). */
+    convert_order_done(job, offset);
     return run_requests(job, ctx);
+}
+
+int convert_chunk_compute(const struct convert_job *job, struct convert_chunk_ctx *ctx,
+                          uint64_t offset, uint64_t length)
+{
+    if (ctx->copied)
+        return 0;
+    int ret = compute_chunk(job, ctx, offset, length);
+    /* Done once, on every path (a second call finds nothing to remove). */
+    convert_order_done(job, offset);
+    return ret;
 }

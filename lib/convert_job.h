@@ -17,13 +17,24 @@
 #include "imgutil.h"
 #include "io/io.h"
 
+struct convert_limit;
+struct convert_chunk_ctx;
+
 /* Chunks are aligned to this (a multiple of every cluster size, so chunks share no cluster). */
 #define CONVERT_CHUNK_SIZE (2u << 20)
 
 struct convert_job {
+    /* The sources, concatenated; `src` is the one being copied, to target offset dst_base. */
+    struct img **srcs;
+    size_t nsrcs;
     struct img *src;
+    uint64_t dst_base;
+    uint64_t total; /* the sources' sizes together */
     img_progress_fn progress;
     void *user;
+    /* The caller's callback, which `progress` calls once it has looked for img_cancel(). */
+    img_progress_fn caller_progress;
+    void *caller_user;
     uint64_t sparse_size; /* 0: write every byte */
     bool compress;
     bool sync;     /* flush the target before renaming it into place */
@@ -44,7 +55,81 @@ struct convert_job {
     uint64_t compress_unit;
     /* The target has a backing file: the source's zeros are written as zeros, not left out. */
     bool zeros_explicit;
+    /*
+     * The target was given a backing file (-B): as qemu-img does, what the source's top layer
+     * leaves to its own backing chain is left unallocated in the target (it shows the target's
+     * backing file there), and ranges the source reports as zeros past the end of the target's
+     * backing file (backing_end bytes) are left out as well.
+     */
+    bool top_only;
+    uint64_t backing_end;
+    /* Throttling (-r) and img_cancel(): convert_limit.c. */
+    struct convert_limit *limit;
+    bool out_of_order; /* -W: allocations need not follow guest order */
+    bool copy_range;   /* -C: data copied in the kernel (convert_copy_range.c) */
+    /* --salvage: read errors become zeros, with a warning each (convert_salvage.c). */
+    bool salvage;
+    int salvage_log_fd; /* -1: no warnings */
+    const char *salvage_log_prefix;
+    /* Allocations in guest order (no -W), or NULL: convert_order.c. */
+    struct convert_order *order;
 };
+
+/*
+ * Maps guest bytes [offset, offset + length) of the source through its chain (img_map_chain),
+ * refusing an extent that is empty or longer than asked (-EIO).
+ */
+int convert_map_source(const struct convert_job *job, uint64_t offset, uint64_t length,
+                       struct img_extent *ext, int *depth);
+
+/*
+ * -C: copies the chunk [offset, offset + length) whole (its DATA through copy_file_range),
+ * instead of convert_chunk_read() and convert_chunk_compute() reading and writing it.
+ */
+int convert_chunk_copy_range(const struct convert_job *job, struct convert_chunk_ctx *ctx,
+                             uint64_t offset, uint64_t length);
+
+/*
+ * Reads guest bytes [offset, offset + length) of the source into `buf` sector by sector;
+ * sectors that fail read as zeros, each with a warning. 0, or -ECANCELED/-ENOMEM.
+ */
+int convert_salvage_read(const struct convert_job *job, uint8_t *buf, uint64_t offset,
+                         uint64_t length);
+
+struct convert_order;
+
+int convert_order_new(struct convert_order **out);
+void convert_order_free(struct convert_order *order);
+
+/*
+ * On the calling thread, as each chunk is handed out (before its work is submitted): the
+ * chunk at `offset` will allocate after those handed out before it.
+ */
+int convert_order_register(const struct convert_job *job, uint64_t offset);
+
+/* In the chunk's work: waits until the chunks handed out before it have allocated. */
+void convert_order_wait(const struct convert_job *job, uint64_t offset);
+
+/* The chunk has made all its allocations (or failed, or will make none): later ones go on. */
+void convert_order_done(const struct convert_job *job, uint64_t offset);
+
+/*
+ * A running convert's limits, shared by its workers: the rate (bytes/s of writes to the
+ * target, 0: none) and img_cancel() on the source handle since the convert began.
+ */
+struct convert_limit;
+
+int convert_limit_new(struct convert_limit **out, struct img *src, uint64_t rate);
+void convert_limit_free(struct convert_limit *limit);
+
+/* -ECANCELED (with a message) once img_cancel() was called on the source during the convert. */
+int convert_limit_check_cancel(const struct convert_limit *limit);
+
+/*
+ * Accounts `bytes` about to be written to the target and, with a rate, waits until the
+ * convert's writes so far fit the rate. Returns 0, or -ECANCELED when cancelled meanwhile.
+ */
+int convert_limit_account(struct convert_limit *limit, uint64_t bytes);
 
 /* A host request of a chunk, and the allocation its write completes (NULL: none). */
 struct convert_req {
@@ -62,6 +147,10 @@ struct convert_chunk_ctx {
         uint64_t start, end;
     } * zeros;
     size_t nzeros, zeros_cap;
+    /* top_only: ranges the source's top layer leaves to its backing chain, sorted. */
+    bool copied; /* -C: the chunk was copied whole by convert_chunk_read() */
+    struct convert_zero_run *backing_runs;
+    size_t nbacking_runs, backing_runs_cap;
     /*
      * Compressed extents of the source. Their streams are read through the queue into
      * `packed_in` (CONVERT_CHUNK_SIZE bytes, allocated on first use) and decompressed by the

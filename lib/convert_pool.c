@@ -168,7 +168,11 @@ static int start_chunk(struct convert_loop *loop, struct slot *s, uint64_t offse
     s->offset = offset;
     s->length = length;
     s->seq = seq;
-    return submit_work(loop, s, SLOT_WORKING);
+    /* Hook: allocations in guest order (convert_order.c). */
+    int ret = convert_order_register(loop->job, offset);
+    if (ret == 0 && (ret = submit_work(loop, s, SLOT_WORKING)) < 0)
+        convert_order_done(loop->job, offset);
+    return ret;
 }
 
 static struct slot *free_slot(struct convert_loop *loop)

@@ -25,7 +25,10 @@
  */
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <sys/types.h>
+
+#include "imgutil.h"
 
 struct io_file;
 
@@ -87,5 +90,13 @@ void target_unlock(struct target_file *t);
  * target_open created, and empties again an empty target that was built in place.
  */
 void target_close(struct target_file *t, bool failed);
+
+/*
+ * img_create() of an image built at `path` that will be renamed to `final_path` (convert's
+ * temporary): formats naming files after the image (VMDK extents) name them after the final
+ * name (struct img_create_args.final_path). Defined in create.c.
+ */
+int img_create_final(const char *path, const char *final_path, const char *format, uint64_t size,
+                     const img_opts *opts);
 
 #endif

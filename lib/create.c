@@ -86,7 +86,20 @@ static int build(const struct img_format *fmt, struct target_file *t, struct img
     return ret;
 }
 
-static int create_image(const char *path, const char *format, uint64_t size, const img_opts *opts);
+static int create_image(const char *path, const char *final_path, const char *format,
+                        uint64_t size, const img_opts *opts);
+
+int img_create_final(const char *path, const char *final_path, const char *format, uint64_t size,
+                     const img_opts *opts)
+{
+    img_error_context_push(path);
+    struct img_op op;
+    img_op_begin(&op, NULL, NULL, NULL);
+    int ret = create_image(path, final_path, format, size, opts);
+    img_op_end(&op);
+    img_error_context_pop();
+    return ret;
+}
 
 IMG_API int img_create_progress(const char *path, const char *format, uint64_t size,
                                 const img_opts *opts, img_progress_fn fn, void *user)
@@ -96,7 +109,7 @@ IMG_API int img_create_progress(const char *path, const char *format, uint64_t s
     img_error_context_push(path);
     struct img_op op;
     img_op_begin(&op, NULL, fn, user);
-    int ret = create_image(path, format, size, opts);
+    int ret = create_image(path, path, format, size, opts);
     img_op_end(&op);
     img_error_context_pop();
     return ret;
@@ -107,7 +120,8 @@ IMG_API int img_create(const char *path, const char *format, uint64_t size, cons
     return img_create_progress(path, format, size, opts, NULL, NULL);
 }
 
-static int create_image(const char *path, const char *format, uint64_t size, const img_opts *opts)
+static int create_image(const char *path, const char *final_path, const char *format,
+                        uint64_t size, const img_opts *opts)
 {
     if (!format)
         format = "raw";
@@ -134,6 +148,7 @@ static int create_image(const char *path, const char *format, uint64_t size, con
         .backing_file = img_opts_get(opts, "backing_file"),
         .backing_fmt = img_opts_get(opts, "backing_fmt"),
         .overwrite_named = overwrite_named,
+        .final_path = final_path,
     };
     if (args.backing_fmt && !args.backing_file)
         return img_error(-EINVAL, "create: backing_fmt is set but backing_file is not");

@@ -404,6 +404,14 @@ static int open_one_named(struct img **out, const char *path, struct io_file *gi
         if (ret < 0)
             goto fail;
     }
+    /* A snapshot's view (qcow2_snapshot_view.c) from a format without snapshots: refused. */
+    if (depth == 0 && !format_has(img->fmt, FORMAT_SNAPSHOTS) &&
+        (img_opts_get(opts, "snapshot") || img_opts_get(opts, "snapshot.id") ||
+         img_opts_get(opts, "snapshot.name"))) {
+        ret = img_error(-ENOTSUP, "format %s does not support loading internal snapshots",
+                        img->fmt->name);
+        goto fail;
+    }
     ret = img->fmt->open(img, opts);
     if (ret < 0) {
         img->priv = NULL; /* a failed open cleans up after itself */

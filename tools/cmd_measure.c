@@ -9,6 +9,7 @@
 #include "cli_commands.h"
 #include "cli_image_args.h"
 #include "cli_json.h"
+#include "cli_snapshot_view.h"
 #include "cli_util.h"
 
 enum {
@@ -104,15 +105,12 @@ static int measure(struct measure_args *a, const char *filename)
 {
     img *src = NULL;
     if (filename) {
-        int ret =
-            cli_open_image(&src, filename, a->image.format, IMG_OPEN_READ_ONLY | a->image.share);
+        unsigned flags = IMG_OPEN_READ_ONLY | a->image.share;
+        int ret = a->snapshot ? cli_open_snapshot_view(&src, filename, a->image.format, flags,
+                                                       a->snapshot)
+                              : cli_open_image(&src, filename, a->image.format, flags);
         if (ret < 0)
             return CLI_EXIT_FAILURE;
-        if (a->snapshot) {
-            cli_error("Failed to load snapshot '%s': -l is not supported", a->snapshot);
-            img_close(src);
-            return CLI_EXIT_FAILURE;
-        }
     }
     if (a->opts_help) {
         cli_error("Invalid parameter 'help'");

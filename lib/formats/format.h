@@ -53,6 +53,12 @@ struct img_create_args {
      * be emptied even if they hold data. Without it img_create_named_file() refuses them.
      */
     bool overwrite_named;
+    /*
+     * The name the image will have: `path`, or, when convert builds the image in a temporary
+     * beside the target and renames it at the end, the target's (in the folder of the file
+     * opened). Files named after the image (VMDK extents), which keep their names, take it.
+     */
+    const char *final_path;
 };
 
 /*

@@ -420,6 +420,11 @@ int qcow2_refcount_get(struct qcow2_state *s, uint64_t cluster_index, uint64_t *
 
 /* Reads the snapshot table named by the header into s->snapshots. */
 int qcow2_snapshots_read(struct qcow2_state *s, uint64_t virtual_size);
+/*
+ * Open option "snapshot.id"/"snapshot.name"/"snapshot": replaces the active L1 table with the
+ * snapshot's, for a read-only view (qcow2_snapshot_view.c). Nothing when none is given.
+ */
+int qcow2_snapshot_view_load(struct img *img, struct qcow2_state *s, const img_opts *opts);
 void qcow2_snapshots_free(struct qcow2_state *s);
 
 struct img_snapshot;

@@ -207,6 +207,9 @@ static int qcow2_open(struct img *img, const img_opts *opts)
     ret = qcow2_snapshots_read(s, h->size);
     if (ret < 0)
         goto fail;
+    ret = qcow2_snapshot_view_load(img, s, opts);
+    if (ret < 0)
+        goto fail;
     ret = qcow2_bitmaps_read(s, h->size);
     if (ret < 0)
         goto fail;

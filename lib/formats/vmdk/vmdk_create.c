@@ -152,32 +152,6 @@ static char *extent_path(const char *path, bool flat, bool split, unsigned idx)
     return out;
 }
 
-/*
- * The name the image will have. Convert builds an image in a temporary ".<name>.<8 hex>.tmp"
- * beside the target and renames it at the end; extents, which keep their names, are named
- * after the target so that the renamed descriptor finds them.
- */
-static char *naming_path(const char *path)
-{
-    const char *slash = strrchr(path, '/');
-    const char *base = slash ? slash + 1 : path;
-    size_t n = strlen(base);
-    bool temp = base[0] == '.' && n > 1 + 1 + 8 + 4 && strcmp(base + n - 4, ".tmp") == 0 &&
-                base[n - 13] == '.';
-    for (size_t i = n - 12; temp && i < n - 4; i++)
-        temp = strchr("0123456789abcdef", base[i]) != NULL;
-    if (!temp)
-        return strdup(path);
-    size_t dir_len = (size_t)(base - path);
-    char *out = malloc(n + dir_len);
-    if (!out)
-        return NULL;
-    memcpy(out, path, dir_len);
-    memcpy(out + dir_len, base + 1, n - 14);
-    out[dir_len + n - 14] = 0;
-    return out;
-}
-
 static const char *base_name(const char *path)
 {
     const char *b = strrchr(path, '/');
@@ -327,7 +301,8 @@ static int build(const struct img_create_args *args, const struct create_plan *p
     } else if (ret == 0) {
         uint64_t chunk = p->split ? VMDK_SPLIT_SIZE : p->size;
         uint64_t done = 0;
-        char *naming = naming_path(args->path);
+        /* Extents keep their names: they are named after the image's final name. */
+        char *naming = strdup(args->final_path ? args->final_path : args->path);
         if (!naming)
             ret = img_error(-ENOMEM, "out of memory");
         for (unsigned idx = 1; ret == 0 && done < p->size; idx++) {
