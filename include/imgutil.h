@@ -808,20 +808,26 @@ IMG_API int img_measure(img *src, uint64_t size, const char *format, const img_o
  */
 IMG_API int img_commit(img *top, const char *base, unsigned flags);
 #define IMGUTIL_HAVE_IMG_COMMIT 1
+
 /* ---- comparing: whether two images show the guest the same bytes (since 1.1) ---- */
+
 /* img_compare flags */
 #define IMG_COMPARE_STRICT (1u << 0) /* allocation status and size count too (compare -s) */
+
 /* img_compare results */
 #define IMG_COMPARE_IDENTICAL 0
 #define IMG_COMPARE_CONTENT_MISMATCH 1 /* the guest bytes differ at *offset */
 #define IMG_COMPARE_STATUS_MISMATCH 2  /* strict: the allocation status differs at *offset */
 #define IMG_COMPARE_SIZE_MISMATCH 3    /* strict: the virtual sizes differ */
+
+/*
  * What `qemu-img compare [-s]` decides: whether `a` and `b` (each read through its backing
  * chain) show the guest the same content. Without IMG_COMPARE_STRICT, images of different
  * sizes are identical when the part of the longer one past the shorter one reads as zeros;
  * with it, the sizes must match and every run must have the same status in both, as
  * qemu-img compares it: IMG_BLOCK_DATA, _ZERO, _ALLOCATED and _OFFSET_VALID as
  * img_block_status() reports them, and whether the run reaches the end of the image.
+ *
  * Returns IMG_COMPARE_IDENTICAL (0) or one of the mismatches above (> 0) and sets *offset
  * (may be NULL) to where the images first differ: the start of the 512-byte sector for a
  * content mismatch (an offset past the shorter image's end when the longer one's tail is not
@@ -830,9 +836,11 @@ IMG_API int img_commit(img *top, const char *base, unsigned flags);
  * "Sector allocation test failed for FILE: ..." when a block status failed, "Error while
  * reading offset N of FILE: ..." when a read did, -ECANCELED when cancelled, -EINVAL for a bad
  * handle or unknown flags.
+ *
  * Progress (bytes of the longer image compared) and cancellation are those of `a`'s handle
  * (img_set_progress(), img_cancel()). Shared on both handles: other threads may read them
  * meanwhile. Thread-safe.
+ */
 IMG_API int img_compare(img *a, img *b, unsigned flags, uint64_t *offset);
 #define IMGUTIL_HAVE_IMG_COMPARE 1
 
