@@ -289,4 +289,6 @@ const struct img_format format_qcow2 = {
     .compress_allowed = qcow2_compress_allowed,
     .status_flags = qcow2_status_flags,
     .measure = qcow2_measure,
+    .amend = qcow2_amend,
+    .amend_options = qcow2_amend_options,
 };
