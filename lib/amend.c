@@ -27,6 +27,19 @@ static int refuse_unamendable(const char *format)
  */
 static int check_amend_options(const struct img_format *fmt, const img_opts *opts)
 {
+    /* qemu-img explains a bad size over three lines; amend's callers print it as it is. */
+    unsigned i = 0;
+    const char *key, *value;
+    while (opts_iter(opts, &i, &key, &value)) {
+        const struct opt_desc *d = opt_table_find(fmt->amend_options, key);
+        uint64_t size;
+        if (d && d->type == OPT_SIZE && parse_size(value, &size) < 0)
+            return img_error(-EINVAL,
+                             "Parameter '%s' expects a non-negative number below 2^64\n"
+                             "Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, "
+                             "tera-, peta-\nand exabytes, respectively.",
+                             key);
+    }
     int ret = opt_table_check(fmt->amend_options, opts);
     if (ret == 0)
         return 0;

@@ -140,6 +140,10 @@ int cmd_amend(int argc, char **argv)
         status = print_amend_help(args.format);
         goto out;
     }
+    if (optind != argc - 1) {
+        cli_error("Expecting one image file name");
+        goto out;
+    }
     /* As qemu-img, the image is opened with the external data file it names. */
     if (!cli_image_open(argc, argv, "Expecting one image file name", &args,
                         IMG_OPEN_READ_WRITE | IMG_OPEN_ALLOW_DATA_FILE, &image)) {

@@ -94,59 +94,101 @@ static int finish_group_write(struct qcow2_state *s, struct new_refcounts *n, ui
     return 0;
 }
 
+/* Where a walk is: the group (new block) being filled and how far. */
+struct walk_state {
+    bool write;
+    uint64_t group, in_group;
+    bool empty;
+};
+
+/* Closes the group when full, before the next entry goes in (QEMU's order). */
+static int next_entry(struct qcow2_state *s, struct new_refcounts *n, struct walk_state *w)
+{
+    if (w->in_group < n->block_entries)
+        return 0;
+    int ret = w->write ? finish_group_write(s, n, w->group, w->empty)
+                       : finish_group_alloc(s, n, w->group, w->empty);
+    if (ret < 0)
+        return ret;
+    w->group++;
+    w->in_group = 0;
+    w->empty = true;
+    if (w->write)
+        memset(n->block, 0, s->cluster_size);
+    return 0;
+}
+
+/* The entries of old block `t` (read from `old`, or all zero when it has none). */
+static int walk_block(struct qcow2_state *s, struct new_refcounts *n, struct walk_state *w,
+                      uint64_t t, const uint8_t *old)
+{
+    uint64_t entries = 1ull << s->refcount_block_bits;
+    for (uint64_t e = 0; e < entries;) {
+        int ret = next_entry(s, n, w);
+        if (ret < 0)
+            return ret;
+        if (!old) {
+            /* Zeros: the buffer already holds them; skip to the end of the group or block. */
+            uint64_t take = n->block_entries - w->in_group;
+            if (take > entries - e)
+                take = entries - e;
+            w->in_group += take;
+            e += take;
+            continue;
+        }
+        uint64_t refcount = qcow2_refcount_entry_get(old, e, s->refcount_order);
+        if (n->order < 6 && (refcount >> (1u << n->order))) {
+            uint64_t cluster = (t << s->refcount_block_bits) + e;
+            return img_error(-EINVAL,
+                             "Cannot decrease refcount entry width to %u bits: Cluster at "
+                             "offset %#" PRIx64 " has a refcount of %" PRIu64,
+                             1u << n->order, cluster << s->cluster_bits, refcount);
+        }
+        if (w->write)
+            qcow2_refcount_entry_set(n->block, w->in_group, n->order, refcount);
+        w->in_group++;
+        w->empty = w->empty && refcount == 0;
+        e++;
+    }
+    return 0;
+}
+
 /*
  * One walk over every entry the old table spans, in groups of one new block. `write`: fill
  * and write the blocks, else allocate them. `pass`/`passes` place the walk in the progress.
+ * The old blocks are read from the file: refcount updates are written through at once.
  */
 static int walk(struct qcow2_state *s, struct new_refcounts *n, bool write,
                 struct qcow2_amend_progress *p, uint64_t pass, uint64_t passes)
 {
-    uint64_t group = 0, in_group = 0;
-    bool empty = true;
-    uint64_t old_block_entries = 1ull << s->refcount_block_bits;
-    int ret = 0;
+    struct walk_state w = {.write = write, .empty = true};
+    uint8_t *old = malloc(s->cluster_size);
+    if (!old)
+        return img_error(-ENOMEM, "out of memory");
     if (write)
         memset(n->block, 0, s->cluster_size);
+    int ret = 0;
     /* The old table may grow while the walk allocates: its size is read at every step. */
-    for (uint64_t t = 0; t < s->refcount_table_entries; t++) {
+    for (uint64_t t = 0; ret == 0 && t < s->refcount_table_entries; t++) {
         ret = qcow2_amend_report(p, pass * s->refcount_table_entries + t,
                                  passes * s->refcount_table_entries);
         if (ret < 0)
-            return ret;
-        bool has_block = (s->refcount_table[t] & QCOW2_REFT_OFFSET_MASK) != 0;
-        for (uint64_t e = 0; e < old_block_entries; e++) {
-            if (in_group == n->block_entries) {
-                ret = write ? finish_group_write(s, n, group, empty)
-                            : finish_group_alloc(s, n, group, empty);
-                if (ret < 0)
-                    return ret;
-                group++;
-                in_group = 0;
-                empty = true;
-                if (write)
-                    memset(n->block, 0, s->cluster_size);
+            break;
+        uint64_t block = s->refcount_table[t] & QCOW2_REFT_OFFSET_MASK;
+        if (block) {
+            ret = io_pread(s->file, old, s->cluster_size, block);
+            if (ret < 0) {
+                img_error(ret, "qcow2: cannot read the refcount block at 0x%" PRIx64 ": %s", block,
+                          img_strerror(ret));
+                break;
             }
-            uint64_t cluster = (t << s->refcount_block_bits) + e;
-            uint64_t refcount = 0;
-            if (has_block) {
-                ret = qcow2_refcount_get_locked(s, cluster, &refcount);
-                if (ret < 0)
-                    return ret;
-            }
-            if (n->order < 6 && (refcount >> (1u << n->order)))
-                return img_error(-EINVAL,
-                                 "Cannot decrease refcount entry width to %u bits: Cluster at "
-                                 "offset %#" PRIx64 " has a refcount of %" PRIu64,
-                                 1u << n->order, cluster << s->cluster_bits, refcount);
-            if (write)
-                qcow2_refcount_entry_set(n->block, in_group, n->order, refcount);
-            in_group++;
-            empty = empty && refcount == 0;
         }
+        ret = walk_block(s, n, &w, t, block ? old : NULL);
     }
-    if (in_group > 0)
-        ret =
-            write ? finish_group_write(s, n, group, empty) : finish_group_alloc(s, n, group, empty);
+    if (ret == 0 && w.in_group > 0)
+        ret = write ? finish_group_write(s, n, w.group, w.empty)
+                    : finish_group_alloc(s, n, w.group, w.empty);
+    free(old);
     return ret;
 }
 
