@@ -90,6 +90,17 @@ static int expand_l2_table(struct expand_ctx *c, uint64_t l2_offset, bool active
         if (type != QCOW2_SC_ZERO_PLAIN && type != QCOW2_SC_ZERO_ALLOC)
             continue;
         uint64_t offset = qcow2_l2_entry_offset(entry);
+        /*
+         * The cluster's own count decides the COPIED flag. (QEMU 7.2 takes the L2 table's,
+         * which flags a preallocated zero cluster still shared with a snapshot as unshared:
+         * qemu-img check then reports the image corrupt.)
+         */
+        uint64_t cluster_refcount = l2_refcount;
+        if (type == QCOW2_SC_ZERO_ALLOC) {
+            ret = qcow2_refcount_get_locked(s, offset >> s->cluster_bits, &cluster_refcount);
+            if (ret < 0)
+                return ret;
+        }
         if (type == QCOW2_SC_ZERO_PLAIN) {
             if (!c->backed) {
                 /* Nothing below shows through: unallocated reads as zeros as well. */
@@ -108,7 +119,8 @@ static int expand_l2_table(struct expand_ctx *c, uint64_t l2_offset, bool active
             ret = qcow2_write_zero_bytes(s->file, offset, s->cluster_size);
         if (ret < 0)
             return ret;
-        store_be64(c->l2 + (uint64_t)j * 8, offset | (l2_refcount == 1 ? QCOW2_OFLAG_COPIED : 0));
+        store_be64(c->l2 + (uint64_t)j * 8,
+                   offset | (cluster_refcount == 1 ? QCOW2_OFLAG_COPIED : 0));
         changed = true;
     }
     if (!changed)
