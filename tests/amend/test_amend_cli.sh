@@ -14,7 +14,10 @@
 enter_work_with_qemu
 
 # same IMAGE BYTES ARGS...: amends copies of IMAGE with both tools and compares everything.
-# BYTES is "bytes" when the files must be identical too.
+# BYTES is "bytes" when the files must be identical too, "state" when only the exit status
+# and the resulting image are compared (qemu-img reports the repairs it makes on opening a
+# dirty image, which the library makes silently), "fixed" where qemu-img leaves an image
+# that its own check calls corrupt: then this library's must check clean.
 same() {
     image=$1
     bytes=$2
@@ -32,10 +35,12 @@ same() {
         fail "$what: exit status $i_status, qemu-img $q_status ($(cat i.err))"
         return
     fi
-    if ! cmp -s q.out i.out; then
+    if [ "$bytes" = state ]; then
+        :
+    elif ! cmp -s q.out i.out; then
         fail "$what: stdout differs: $(cat i.out) / qemu-img: $(cat q.out)"
     fi
-    if ! cmp -s q.err i.err; then
+    if [ "$bytes" != state ] && ! cmp -s q.err i.err; then
         fail "$what: stderr differs: $(cat i.err) / qemu-img: $(cat q.err)"
     fi
     for f in q i; do
@@ -46,7 +51,11 @@ same() {
     if ! cmp -s q.info i.info; then
         fail "$what: info differs: $(diff q.info i.info)"
     fi
-    if ! cmp -s q.check i.check; then
+    if [ "$bytes" = fixed ]; then
+        if [ "$(tail -n 1 i.check)" != 0 ]; then
+            fail "$what: check is not clean: $(cat i.check)"
+        fi
+    elif ! cmp -s q.check i.check; then
         fail "$what: check differs: $(diff q.check i.check)"
     fi
     if ! qemu-img compare q.qcow2 i.qcow2 >/dev/null 2>&1 &&
@@ -64,12 +73,13 @@ qemu-io -c 'write -P 1 0 1M' -c 'write -z 2M 1M' -c 'write -P 3 10M 64k' \
     -c 'write -c -P 4 20M 64k' v3.qcow2 >/dev/null
 qemu-img create -q -f qcow2 -o compat=0.10 v2.qcow2 64M
 qemu-io -c 'write -P 1 0 1M' -c 'write -P 2 5M 4k' v2.qcow2 >/dev/null
-qemu-img create -q -f qcow2 -b v3.qcow2 -F qcow2 overlay.qcow2
+qemu-img create -q -f qcow2 -o cluster_size=4k -b v3.qcow2 -F qcow2 overlay.qcow2
 qemu-io -c 'write -z 0 128k' -c 'write -z 1M 64k' -c 'write -P 5 4M 64k' -c 'write -z 4M 64k' \
     overlay.qcow2 >/dev/null
 qemu-img create -q -f qcow2 -o cluster_size=4k,lazy_refcounts=on small.qcow2 16M
 qemu-io -c 'write -P 6 0 3M' -c 'write -z 8M 1M' small.qcow2 >/dev/null
-cp v3.qcow2 snap.qcow2
+qemu-img create -q -f qcow2 -o cluster_size=4k snap.qcow2 64M
+qemu-io -c 'write -P 1 0 1M' -c 'write -z 2M 1M' -c 'write -c -P 4 20M 64k' snap.qcow2 >/dev/null
 qemu-img snapshot -c s1 snap.qcow2
 qemu-io -c 'write -z 0 64k' -c 'write -P 7 128k 64k' snap.qcow2 >/dev/null
 qemu-img create -q -f qcow2 -o extended_l2=on ext.qcow2 64M
@@ -88,8 +98,16 @@ for opts in compat=0.10 compat=v2 compat=1.1 compat=v3; do
     same v3.qcow2 bytes -o $opts
     same v2.qcow2 bytes -o $opts
     same overlay.qcow2 bytes -o $opts
-    same snap.qcow2 bytes -o $opts
 done
+same snap.qcow2 bytes -o compat=1.1
+same snap.qcow2 fixed -o compat=0.10
+# Preallocated zero clusters still shared with a snapshot: qemu-img 7.2's downgrade flags
+# them COPIED (by the L2 table's refcount, not the cluster's), which its check calls corrupt.
+qemu-img create -q -f qcow2 -o cluster_size=4k shared-zero.qcow2 2M
+qemu-io -c 'write -P 0x11 0 300k' -c 'write -z 64k 12k' shared-zero.qcow2 >/dev/null
+qemu-img snapshot -c s1 shared-zero.qcow2
+qemu-io -c 'write -P 0x13 4k 8k' shared-zero.qcow2 >/dev/null
+same shared-zero.qcow2 fixed -o compat=0.10
 same small.qcow2 bytes -o compat=0.10
 same ext.qcow2 bytes -o compat=0.10
 same zstd.qcow2 bytes -o compat=0.10
@@ -110,6 +128,13 @@ same snap.qcow2 bytes -o refcount_bits=1
 same overlay.qcow2 bytes -o refcount_bits=64
 same small.qcow2 bytes -p -o refcount_bits=4 -q
 same small.qcow2 bytes -o refcount_bits=32,compat=0.10
+
+# A dirty image (lazy refcounts, killed while writing) is repaired first, as qemu-img does.
+qemu-img create -q -f qcow2 -o cluster_size=4k,lazy_refcounts=on dirty.qcow2 16M
+(qemu-io -c 'write -P 6 0 300k' -c 'sigraise 9' dirty.qcow2 >/dev/null 2>&1)
+for opts in compat=0.10 lazy_refcounts=off refcount_bits=8 lazy_refcounts=on; do
+    same dirty.qcow2 state -o $opts
+done
 
 # Lazy refcounts, data file bits, size.
 same v3.qcow2 bytes -o lazy_refcounts=on
