@@ -35,18 +35,22 @@ CHANGES = {
 }
 
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, '..', 'pylib'))
+sys.path.insert(0, os.path.join(HERE, '..', 'write'))
+import command  # noqa: E402
+from test_kill_snapshot import preload_env  # noqa: E402  (the killpoint environment)
+
+
 class Failure(Exception):
     pass
 
 
 def run(args, ok=(0,), env=None):
-    proc = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+    if env is None:
+        return command.run(args, Failure, 120, 2000, ok_codes=ok)
+    return subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                           timeout=120)
-    if ok is not None and proc.returncode not in ok:
-        raise Failure('%s exited %d: %s%s' % (' '.join(args), proc.returncode,
-                                              proc.stdout.decode(errors='replace')[-2000:],
-                                              proc.stderr.decode(errors='replace')[-2000:]))
-    return proc
 
 
 def build(tmp):
@@ -72,18 +76,6 @@ def build(tmp):
     run(['qemu-img', 'snapshot', '-c', 's1', v2])
     images['v2'] = v2
     return images
-
-
-def preload_env(so, **values):
-    env = dict(os.environ)
-    env['LD_PRELOAD'] = so
-    # The kill points are the library's pwrite calls, made on the calling thread by the
-    # thread-pool engine (io_uring would make none).
-    env['IMGUTIL_IO'] = 'threads'
-    env['ASAN_OPTIONS'] = env.get('ASAN_OPTIONS', '') + ':verify_asan_link_order=0'
-    for k, v in values.items():
-        env[k] = str(v)
-    return env
 
 
 def option_value(image, key):
@@ -112,7 +104,9 @@ def try_change(name, so, cli, tmp, images):
     count_file = os.path.join(tmp, 'count')
     shutil.copyfile(start, image)
     cmd = [cli, 'amend', '-o', opts, image]
-    run(cmd, env=preload_env(so, KILLPOINT_COUNT=count_file))
+    done = run(cmd, env=preload_env(so, KILLPOINT_COUNT=count_file))
+    if done.returncode != 0:
+        raise Failure('%s failed: %s' % (name, done.stderr.decode(errors='replace')))
     with open(count_file) as f:
         lengths = [int(line) for line in f]
     if not lengths:
@@ -129,8 +123,9 @@ def try_change(name, so, cli, tmp, images):
             shutil.copyfile(start, image)
             proc = run(cmd, ok=None, env=preload_env(so, KILLPOINT_AT=n, KILLPOINT_TORN=torn))
             if proc.returncode != -9:
-                raise Failure('%s was not killed at write %d (exit %d): %s' % (
-                    name, n, proc.returncode, proc.stderr.decode(errors='replace')))
+                raise Failure('%s was not killed at write %d (%s): %s' % (
+                    name, n, command.describe_rc(proc.returncode),
+                    proc.stderr.decode(errors='replace')))
             problems = verify(image, start, key, old, new)
             if problems:
                 bad.append((n, torn, problems))
