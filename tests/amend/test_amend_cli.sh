@@ -160,7 +160,7 @@ same v2.qcow2 bytes -o compat=1.1,backing_file=other.qcow2
 # Refusals.
 for opts in cluster_size=4k extended_l2=on preallocation=full compression_type=zstd \
     encryption=on bogus=1 compat=0.9 compat= refcount_bits=3 refcount_bits=128 refcount_bits=x \
-    size=100000 size=x data_file=x data_file_raw=on lazy_refcounts=maybe \
+    size=100000 size=8E size=x data_file=x data_file_raw=on lazy_refcounts=maybe \
     encrypt.state=active encrypt.new-secret=s; do
     same v3.qcow2 bytes -o $opts
 done

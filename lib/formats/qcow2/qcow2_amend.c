@@ -232,6 +232,9 @@ static int amend_size(struct img *img, uint64_t size)
 {
     if (!size || size == img->size)
         return 0;
+    /* QEMU truncates to a signed offset. */
+    if (size > (uint64_t)INT64_MAX)
+        return img_error(-EINVAL, "Image size cannot be negative");
     if (size & 511)
         return img_error(-EINVAL, "The new size must be a multiple of 512");
     /* qemu-img amend truncates exactly: shrinking is allowed as resize --shrink would. */
