@@ -843,6 +843,40 @@ IMG_API int img_commit(img *top, const char *base, unsigned flags);
  */
 IMG_API int img_compare(img *a, img *b, unsigned flags, uint64_t *offset);
 #define IMGUTIL_HAVE_IMG_COMPARE 1
+/* ---- amending: changing an existing image's options in place (since 1.1) ---- */
+
+/*
+ * What `qemu-img amend` does: changes the options of `img` (opened read-write) named in `opts`,
+ * with the keys and values `qemu-img amend -o` takes for its format (for qcow2: compat,
+ * lazy_refcounts, refcount_bits, data_file, data_file_raw, size, and backing_file/backing_fmt
+ * when they repeat what the image already says). Only the options given change.
+ *
+ * Returns 0, or a negative errno with img_last_error() set to qemu-img's message: -ENOTSUP
+ * "Format driver 'F' does not support option amendment" for a format that cannot be amended;
+ * -EINVAL "Invalid parameter 'K'" for a key the format does not amend (followed, on a second
+ * line, by "This option is only supported for image creation" for a creation option),
+ * -EINVAL or -ENOTSUP for a change the image does not allow ("compat=0.10 requires
+ * refcount_bits=16", ...); -EROFS for a read-only handle; -ECANCELED when the progress
+ * callback or img_cancel() stopped it. Each change is ordered so that the image is left
+ * either before or after it, also after a crash (clusters may leak, as with qemu-img); a
+ * failure part way leaves the changes made until then, as qemu-img leaves them.
+ *
+ * Progress goes to the callback of img_set_progress(), in bytes of virtual size spread over
+ * the steps that rewrite metadata. Takes the handle exclusively: other calls on `img` wait
+ * until it returns. Thread-safe.
+ */
+IMG_API int img_amend(img *img, const img_opts *opts);
+#define IMGUTIL_HAVE_IMG_AMEND 1
+
+/*
+ * The options img_amend() takes for `format`, as JSON in the shape of img_format_options_json()
+ * ({"format": "qcow2", "options": [...]}), for `qemu-img amend -o help`. Returns 0 and the text
+ * in *json (free it with img_free), or a negative errno with *json set to NULL: -ENOENT for an
+ * unknown format, -ENOTSUP "Format driver 'F' does not support option amendment", -EINVAL for
+ * NULL arguments. Thread-safe.
+ */
+IMG_API int img_amend_options_json(const char *format, char **json);
+#define IMGUTIL_HAVE_IMG_AMEND_OPTIONS_JSON 1
 
 #ifdef __cplusplus
 }

@@ -31,6 +31,7 @@ static const struct command commands[] = {
     {"dd", cmd_dd},
     {"commit", cmd_commit},
     {"rebase", cmd_rebase},
+    {"amend", cmd_amend},
 };
 // clang-format on
 
@@ -49,6 +50,7 @@ void cli_print_help(void)
            "    '-V', '--version'    output version information and exit\n"
            "\n"
            "Command syntax:\n"
+           "  amend [-f fmt] [-p] [-q] [-o options] [--force] filename\n"
            "  check [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] [-U] filename\n"
            "  commit [-q] [-f fmt] [-t cache] [-b base] [-r rate_limit] [-d] [-p] filename\n"
            "  compare [-f fmt] [-F fmt] [-p] [-q] [-s] [-U] filename1 filename2\n"

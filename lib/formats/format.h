@@ -358,6 +358,12 @@ struct img_format {
      * the core refuses with "Format driver 'FMT' does not support option amendment".
      */
     int (*amend)(struct img *img, const img_opts *opts);
+    /*
+     * With `amend`: the options it takes (qemu-img's amend_opts), from which the core checks
+     * an amend request and answers "-o help". An option of the creation table missing here
+     * is refused with "This option is only supported for image creation".
+     */
+    const struct opt_desc *amend_options;
 };
 
 /* The registry (formats/registry.c): every backend, in probe-tie-break order. */

@@ -571,6 +571,9 @@ int qcow2_create(const struct img_create_args *args);
 struct img_measure_args;
 struct img_measure_result;
 int qcow2_measure(const struct img_measure_args *args, struct img_measure_result *out); /* measure() */
+/* amend() and the options it takes (qcow2_amend.c). */
+int qcow2_amend(struct img *img, const img_opts *opts);
+extern const struct opt_desc qcow2_amend_options[];
 /* The options create() takes (qcow2_create.c). */
 extern const struct opt_desc qcow2_create_options[];
 int qcow2_alloc(struct img *img, uint64_t offset, uint64_t length, struct img_extent *ext,

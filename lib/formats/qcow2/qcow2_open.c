@@ -294,4 +294,6 @@ const struct img_format format_qcow2 = {
     .measure = qcow2_measure,
     .make_empty = qcow2_make_empty,
     .change_backing = qcow2_change_backing,
+    .amend = qcow2_amend,
+    .amend_options = qcow2_amend_options,
 };
