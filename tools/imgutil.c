@@ -20,7 +20,7 @@ static const struct command commands[] = {
     {"check", cmd_check},   {"compare", cmd_compare},   {"convert", cmd_convert},
     {"create", cmd_create}, {"info", cmd_info},         {"map", cmd_map},
     {"resize", cmd_resize}, {"snapshot", cmd_snapshot}, {"measure", cmd_measure},
-    {"dd", cmd_dd},
+    {"dd", cmd_dd},         {"bitmap", cmd_bitmap},
 };
 
 static void print_version(void)
@@ -38,6 +38,8 @@ void cli_print_help(void)
            "    '-V', '--version'    output version information and exit\n"
            "\n"
            "Command syntax:\n"
+           "  bitmap (--merge SOURCE | --add | --remove | --clear | --enable | --disable)... "
+           "[-b source_file [-F source_fmt]] [-g granularity] [-f fmt] filename bitmap\n"
            "  check [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] [-U] filename\n"
            "  compare [-f fmt] [-F fmt] [-p] [-q] [-s] [-U] filename1 filename2\n"
            "  convert [-U] [-c] [-p] [-q] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] "

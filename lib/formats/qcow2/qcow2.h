@@ -231,6 +231,12 @@ struct qcow2_bitmap {
     uint32_t flags; /* QCOW2_BITMAP_IN_USE, ... */
     uint8_t type;
     uint8_t granularity_bits;
+    /* Loaded on demand (qcow2_bitmap_store.c); NULL until then. Host order. */
+    uint64_t *table;
+    /* The bits (bit i = granule i, byte i / 8, bit i % 8), NULL while not loaded. */
+    uint8_t *bits;
+    /* QCOW2_BITMAP_IN_USE was set by this session to track writes; cleared at close. */
+    bool tracking;
 };
 
 #define QCOW2_BITMAP_IN_USE (1u << 0)
