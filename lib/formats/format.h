@@ -138,7 +138,8 @@ struct img_bitmap_change {
  * What a backend declares about itself in `caps`. Other capabilities follow from the entries
  * it fills (format_caps() in registry.c adds them): FORMAT_CAN_READ from open() and map(),
  * FORMAT_CAN_CREATE from create(), FORMAT_CAN_WRITE from alloc(), FORMAT_COMPRESSED_WRITES
- * from compress_unit() and write_compressed_data(), FORMAT_SNAPSHOTS from snapshot_list(), FORMAT_CAN_RESIZE from resize().
+ * from compress_unit() and write_compressed_data(), FORMAT_SNAPSHOTS from snapshot_list(),
+ * FORMAT_CAN_RESIZE from resize().
  */
 enum format_cap {
     /* Bids lowest on anything: the format an unrecognised file is taken for. A file probed as

@@ -159,8 +159,11 @@ static int can_store(struct img *img, const char *name, unsigned gbits)
     }
     if (!why)
         return 0;
-    return img_error(code, "Can't make bitmap '%s' persistent in '%s': %s", name, img->filename,
-                     why);
+    /* A name past the limit is shortened so that the reason still fits in the message. */
+    bool long_name = strlen(name) > QCOW2_MAX_BITMAP_NAME;
+    return img_error(code, "Can't make bitmap '%.*s%s' persistent in '%s': %s",
+                     long_name ? 64 : (int)strlen(name), name, long_name ? "..." : "",
+                     img->filename, why);
 }
 
 static int add(struct img *img, const struct img_bitmap_change *c)
@@ -226,8 +229,7 @@ static int remove_bitmap(struct img *img, const char *name)
     s->nb_bitmaps--;
     int ret = qcow2_bitmaps_store(img, &gone, 1);
     if (ret < 0) {
-        memmove(&s->bitmaps[index + 1], &s->bitmaps[index],
-                (s->nb_bitmaps - index) * sizeof(*b));
+        memmove(&s->bitmaps[index + 1], &s->bitmaps[index], (s->nb_bitmaps - index) * sizeof(*b));
         s->bitmaps[index] = gone;
         s->nb_bitmaps++;
         return ret;
@@ -277,8 +279,8 @@ static int change_existing(struct img *img, const struct img_bitmap_change *c)
     case IMG_BITMAP_OP_CLEAR:
         ret = qcow2_bitmap_load_bits(s, b, img->size);
         if (ret == 0)
-            memset(b->bits, 0, qcow2_bitmap_nb_bytes(
-                                   qcow2_bitmap_nb_bits(img->size, b->granularity_bits)));
+            memset(b->bits, 0,
+                   qcow2_bitmap_nb_bytes(qcow2_bitmap_nb_bits(img->size, b->granularity_bits)));
         break;
     case IMG_BITMAP_OP_ENABLE:
         b->flags |= QCOW2_BITMAP_AUTO;

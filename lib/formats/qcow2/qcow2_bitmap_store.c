@@ -175,8 +175,8 @@ static int write_bitmap(struct qcow2_state *s, struct new_clusters *nc,
                         const struct qcow2_bitmap *b, uint64_t virtual_size, uint64_t **table_out,
                         uint32_t *table_size, uint64_t *table_offset)
 {
-    uint64_t nb_bytes = qcow2_bitmap_nb_bytes(qcow2_bitmap_nb_bits(virtual_size,
-                                                                   b->granularity_bits));
+    uint64_t nb_bytes =
+        qcow2_bitmap_nb_bytes(qcow2_bitmap_nb_bits(virtual_size, b->granularity_bits));
     uint64_t entries = align_up_u64(nb_bytes, s->cluster_size) >> s->cluster_bits;
     if (entries == 0)
         entries = 1;
