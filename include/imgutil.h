@@ -629,7 +629,8 @@ IMG_API const char *img_format_name(int i);
  * backing file), "compress" (compressed writes: img_convert's "compress" option),
  * "probe_fallback" (the format an unrecognised file is taken for when img_open() probes; writes
  * to the first sector of an image opened that way must not make it look like another format),
- * "resize" (img_resize; since 1.1).
+ * "resize" (img_resize; since 1.1), "bitmaps" (persistent dirty bitmaps, img_bitmap_*; since
+ * 1.1).
  * Returns 1 (yes) or 0 (no); -ENOENT for an unknown format and -EINVAL for an unknown `what`
  * or a NULL argument, with img_last_error() set. Thread-safe.
  */

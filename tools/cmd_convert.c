@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cli_commands.h"
+#include "cli_convert_bitmaps.h"
 #include "cli_create_options.h"
 #include "cli_progress.h"
 #include "cli_util.h"
@@ -17,6 +18,9 @@
 #define SPARSE_SIZE_MAX (32768 * 512)
 /* qemu-img's bounds for -m, accepted for compatibility. */
 #define COROUTINES_MAX 16
+
+/* Long options without a short form (qemu-img's). */
+enum { OPT_BITMAPS = 256, OPT_SKIP_BROKEN_BITMAPS };
 
 static bool is_cache_mode(const char *mode)
 {
@@ -69,12 +73,15 @@ int cmd_convert(int argc, char **argv)
     static const struct option long_options[] = {
         {"help", no_argument, NULL, 'h'},
         {"force-share", no_argument, NULL, 'U'},
+        {"bitmaps", no_argument, NULL, OPT_BITMAPS},
+        {"skip-broken-bitmaps", no_argument, NULL, OPT_SKIP_BROKEN_BITMAPS},
         {NULL, 0, NULL, 0},
     };
     const char *src_format = NULL, *dst_format = "raw";
     img_opts *opts = NULL;
     unsigned flags = IMG_OPEN_READ_ONLY;
     bool show_progress = false, quiet = false, help = false;
+    bool bitmaps = false, skip_broken_bitmaps = false;
     int status = CLI_EXIT_FAILURE, c;
     char *end;
 
@@ -132,6 +139,12 @@ int cmd_convert(int argc, char **argv)
         case 'W':
             /* The library already writes out of order where that is safe. */
             break;
+        case OPT_BITMAPS:
+            bitmaps = true;
+            break;
+        case OPT_SKIP_BROKEN_BITMAPS:
+            skip_broken_bitmaps = true;
+            break;
         default:
             status = cli_getopt_error(c, argv);
             goto out;
@@ -140,6 +153,10 @@ int cmd_convert(int argc, char **argv)
     /* Like qemu-img, -o help lists the target format's options and converts nothing. */
     if (help) {
         status = cli_print_create_options(dst_format);
+        goto out;
+    }
+    if (skip_broken_bitmaps && !bitmaps) {
+        cli_error("Use of --skip-broken-bitmaps requires --bitmaps");
         goto out;
     }
     if (argc - optind < 2) {
@@ -165,8 +182,14 @@ int cmd_convert(int argc, char **argv)
         img_close(src);
         goto out;
     }
+    if (bitmaps && cli_convert_bitmaps_check(src, dst_format, skip_broken_bitmaps)) {
+        img_close(src);
+        goto out;
+    }
     int ret = run_convert(src, dst_path, dst_format, opts, show_progress && !quiet);
     status = ret < 0 ? CLI_EXIT_FAILURE : 0;
+    if (ret == 0 && bitmaps)
+        status = cli_convert_bitmaps_copy(src, dst_path, dst_format, skip_broken_bitmaps);
     img_close(src);
     /* An interrupted copy ends the way an uncaught signal would, once it has cleaned up. */
     if (ret == -ECANCELED) {

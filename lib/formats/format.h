@@ -172,6 +172,7 @@ enum format_cap {
     FORMAT_COMPRESSED_WRITES = 1u << 10,
     FORMAT_SNAPSHOTS = 1u << 11,
     FORMAT_CAN_RESIZE = 1u << 12,
+    FORMAT_BITMAPS = 1u << 13, /* from bitmap_change() */
 };
 
 struct img_format {
