@@ -16,6 +16,7 @@
  *   qcow2_refcount.c    refcount table and refcount block reading
  *   qcow2_snapshot.c    the snapshot table
  *   qcow2_bitmaps.c     the persistent bitmap directory (listed by info, kept for rewriting)
+ *   qcow2_bitmap_*.c    bitmap contents, changes and write tracking (see qcow2_bitmap.h)
  *   qcow2_info.c        "format-specific" for info
  *   qcow2_open.c        probe, open, close and the vtable
  *
