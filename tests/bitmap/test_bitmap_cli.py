@@ -109,7 +109,14 @@ def main():
             subprocess.run(['qemu-img', 'create', '-f', 'qcow2', '-o', 'compat=0.10', 'a.qcow2',
                             '1M'], cwd=d, check=True, capture_output=True)
 
+        def huge(d):
+            subprocess.run(['qemu-img', 'create', '-f', 'qcow2', 'a.qcow2', '64T'], cwd=d,
+                           check=True, capture_output=True)
+
         cases = [
+            (['--add', '-g', '512', 'a.qcow2', 'n'], huge, 'bitmap too large for the image'),
+            (['--add', '-g', '8M', 'a.qcow2', 'n'], huge, 'bitmap of a 64 TiB image'),
+            (['--add', '-g', '4G', 'a.qcow2', 'n'], plain, 'granularity past 32 bits'),
             (['--add', 'a.qcow2', 'n'], plain, 'add'),
             (['--add', '-g', '512', 'a.qcow2', 'n'], plain, 'add granularity 512'),
             (['--add', '-g', '2G', 'a.qcow2', 'n'], plain, 'add granularity 2G'),

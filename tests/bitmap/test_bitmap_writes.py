@@ -115,6 +115,14 @@ def main():
         r = subprocess.run(['qemu-img', 'check', ours], capture_output=True, text=True)
         check(r.returncode == 0 and 'leaked' not in r.stdout, 'qemu-img check: %s' % r.stderr)
 
+        # A read-only handle changes no bitmap.
+        h = P()
+        check(lib.img_open(ctypes.byref(h), ours.encode(), b'qcow2', 0, None) == 0,
+              'img_open read-only')
+        check(lib.img_bitmap_add(h, b'ro', 0, 0) == -30, 'img_bitmap_add on a read-only handle: '
+              '-EROFS')
+        lib.img_close(h)
+
         # A second session adds to the stored bits; a bitmap added while writing tracks too.
         shutil.copy(ours, theirs)
 
