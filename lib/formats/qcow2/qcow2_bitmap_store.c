@@ -313,11 +313,18 @@ int qcow2_bitmaps_store(struct img *img, struct qcow2_bitmap *dropped, size_t nb
     }
     if (ret == 0 && (ret = io_fsync(s->file)) < 0)
         img_error(ret, "qcow2: cannot flush the bitmaps: %s", img_strerror(ret));
-    if (ret == 0)
+    bool header_tried = false;
+    if (ret == 0) {
+        header_tried = true;
         ret = switch_header(img, dir_offset, dir_size);
+    }
     if (ret < 0) {
-        /* Nothing names the new clusters: give them back at once. */
-        for (size_t k = 0; k < nc.count; k++)
+        /*
+         * Before the header was rewritten nothing names the new clusters: give them back at
+         * once. A failed header write may still have reached the disk: then they stay
+         * allocated (a leak at worst), never freed under a header that names them.
+         */
+        for (size_t k = 0; k < nc.count && !header_tried; k++)
             qcow2_refcount_update(s, nc.offsets[k], nc.lengths[k], -1);
         for (uint32_t i = 0; tables && i < n; i++)
             free(tables[i]);
