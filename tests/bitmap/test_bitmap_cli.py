@@ -13,14 +13,8 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import qcow2_bitmaps  # noqa: E402
 
-SKIP = 77
-failures = []
-
-
-def check(condition, what):
-    print(('ok   ' if condition else 'FAIL ') + what, flush=True)
-    if not condition:
-        failures.append(what)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'api'))
+from apitest import SKIP, check, failures  # noqa: E402
 
 
 def run(cmd, cwd):
@@ -40,17 +34,26 @@ def normalise(text, tool):
     return re.sub(r"#block\d+", 'FILE', text)
 
 
-def compare(cli, args, setup, work, what, files=('a.qcow2',)):
+def side_by_side(cli, command, args, setup, work, what, file=None):
+    """Runs `imgutil COMMAND ARGS` and `qemu-img COMMAND ARGS` in two folders that `setup`
+    filled alike; checks that exit codes agree. Returns the folders and both messages, with
+    the tool's name (and `file`) replaced."""
     ours, theirs = os.path.join(work, 'ours'), os.path.join(work, 'theirs')
     for d in (ours, theirs):
         shutil.rmtree(d, ignore_errors=True)
         os.mkdir(d)
         setup(d)
-    r1 = run([cli, 'bitmap'] + args, ours)
-    r2 = run(['qemu-img', 'bitmap'] + args, theirs)
+    r1 = run([cli, command] + args, ours)
+    r2 = run(['qemu-img', command] + args, theirs)
     check(r1[0] == r2[0], '%s: exit code %d (qemu-img %d)' % (what, r1[0], r2[0]))
-    e1 = normalise(r1[2], 'imgutil').replace(files[0], 'FILE')
-    e2 = normalise(r2[2], 'qemu-img').replace(files[0], 'FILE')
+    e1, e2 = normalise(r1[2], 'imgutil'), normalise(r2[2], 'qemu-img')
+    if file:
+        e1, e2 = e1.replace(file, 'FILE'), e2.replace(file, 'FILE')
+    return ours, theirs, r2[0], e1, e2
+
+
+def compare(cli, args, setup, work, what, files=('a.qcow2',)):
+    ours, theirs, _, e1, e2 = side_by_side(cli, 'bitmap', args, setup, work, what, files[0])
     if len(e2) > 1500:
         # imgutil shortens an over-long name in the message; the reason must be the same.
         e1, e2 = e1.split("persistent in")[-1], e2.split("persistent in")[-1]

@@ -11,7 +11,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import qcow2_bitmaps  # noqa: E402
-from test_bitmap_cli import check, failures, normalise, qcow2_bitmaps_set_in_use, run  # noqa: E402
+from test_bitmap_cli import check, failures, qcow2_bitmaps_set_in_use, side_by_side  # noqa: E402
 
 
 def setup(d):
@@ -49,18 +49,10 @@ def main():
     ]
     try:
         for args, what in cases:
-            ours, theirs = os.path.join(work, 'ours'), os.path.join(work, 'theirs')
-            for d in (ours, theirs):
-                shutil.rmtree(d, ignore_errors=True)
-                os.mkdir(d)
-                setup(d)
-            r1 = run([cli, 'convert'] + args, ours)
-            r2 = run(['qemu-img', 'convert'] + args, theirs)
-            check(r1[0] == r2[0], '%s: exit code %d (qemu-img %d)' % (what, r1[0], r2[0]))
-            e1, e2 = normalise(r1[2], 'imgutil'), normalise(r2[2], 'qemu-img')
+            ours, theirs, rc, e1, e2 = side_by_side(cli, 'convert', args, setup, work, what)
             check(e1 == e2, '%s: message %r (qemu-img %r)' % (what, e1, e2))
             target = os.path.join(ours, 't.qcow2')
-            if r2[0] == 0 and os.path.exists(os.path.join(theirs, 't.qcow2')):
+            if rc == 0 and os.path.exists(os.path.join(theirs, 't.qcow2')):
                 a = qcow2_bitmaps.decode(target)
                 b = qcow2_bitmaps.decode(os.path.join(theirs, 't.qcow2'))
                 check(a == b, '%s: bitmaps %s' % (what, sorted(a)))
