@@ -170,6 +170,8 @@ def main():
             compare(cli, args, setup, work, what)
         compare(cli, ['--add', 'r.raw', 'n', '-f', 'raw'], two_images, work, 'raw image',
                 files=('r.raw',))
+        compare(cli, ['--clear', 'r.raw', 'n', '-f', 'raw'], two_images, work,
+                'clear on a raw image', files=('r.raw',))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print('%d failed' % len(failures))

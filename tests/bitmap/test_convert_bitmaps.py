@@ -11,7 +11,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import qcow2_bitmaps  # noqa: E402
-from test_bitmap_cli import check, failures, qcow2_bitmaps_set_in_use, side_by_side  # noqa: E402
+from test_bitmap_cli import check, failures, qcow2_bitmaps_set_in_use, run, side_by_side  # noqa: E402,E501
 
 
 def setup(d):
@@ -59,6 +59,14 @@ def main():
                 r = subprocess.run(['qemu-img', 'check', target], capture_output=True, text=True)
                 check(r.returncode == 0 and 'leaked' not in r.stdout,
                       '%s: qemu-img check %s' % (what, r.stderr.strip()))
+        # measure reports the bitmaps' space as qemu-img does.
+        for args in (['-O', 'qcow2', 's.qcow2'], ['--output=json', '-O', 'qcow2', 's.qcow2'],
+                     ['-O', 'qcow2', '-o', 'cluster_size=4k', 's.qcow2']):
+            side_by_side(cli, 'measure', args, setup, work, 'measure ' + ' '.join(args))
+            r1 = run([cli, 'measure'] + args, os.path.join(work, 'ours'))
+            r2 = run(['qemu-img', 'measure'] + args, os.path.join(work, 'theirs'))
+            check(r1[1] == r2[1] and 'bitmaps' in r2[1],
+                  'measure %s: %r (qemu-img %r)' % (' '.join(args), r1[1], r2[1]))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print('%d failed' % len(failures))
