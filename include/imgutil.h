@@ -718,7 +718,8 @@ IMG_API const char *img_format_name(int i);
  * backing file), "compress" (compressed writes: img_convert's "compress" option),
  * "probe_fallback" (the format an unrecognised file is taken for when img_open() probes; writes
  * to the first sector of an image opened that way must not make it look like another format),
- * "resize" (img_resize; since 1.1).
+ * "resize" (img_resize; since 1.1), "bitmaps" (persistent dirty bitmaps, img_bitmap_*; since
+ * 1.1).
  * Returns 1 (yes) or 0 (no); -ENOENT for an unknown format and -EINVAL for an unknown `what`
  * or a NULL argument, with img_last_error() set. Thread-safe.
  */
@@ -877,6 +878,74 @@ IMG_API int img_amend(img *img, const img_opts *opts);
  */
 IMG_API int img_amend_options_json(const char *format, char **json);
 #define IMGUTIL_HAVE_IMG_AMEND_OPTIONS_JSON 1
+/* ---- persistent dirty bitmaps (qemu-img bitmap) -------------------------------------------- */
+
+/*
+ * Persistent dirty bitmaps record which guest ranges changed, for incremental backups (qcow2
+ * keeps them; other formats have none). Since 1.1.
+ *
+ * While an image is open writable, the enabled bitmaps follow every write, zero and discard
+ * made through this library (img_pwrite, img_zero, img_discard, the img_aio_* calls,
+ * img_convert into an existing image): before the first change they are marked in use in the
+ * file, and img_close() stores them with their new bits and clears the mark, as QEMU does. A
+ * crash in between leaves them marked in use (IMG_BITMAP_IN_USE), which QEMU and this library
+ * refuse to trust: remove such a bitmap and start a new full backup.
+ *
+ * The changing calls need a handle opened writable, wait for the handle's I/O in flight (like
+ * img_resize) and store the change crash-safely before they return: the new tables and
+ * directory are written to free space and the header switched to them. They return 0 or a
+ * negative errno with qemu-img's message: -ENOENT "Dirty bitmap 'NAME' not found", -EEXIST for
+ * a name in use, -EINVAL for a bad granularity or name, -EBUSY for a bitmap marked in use,
+ * -ENOTSUP for a format without bitmaps, -EROFS for a read-only handle.
+ */
+
+/* img_bitmap_get flags */
+#define IMG_BITMAP_ENABLED (1u << 0) /* follows writes (qemu-img info's "auto") */
+#define IMG_BITMAP_IN_USE (1u << 1)  /* not stored cleanly: its bits cannot be trusted */
+
+/* img_bitmap_add flags */
+#define IMG_BITMAP_ADD_DISABLED (1u << 0) /* the new bitmap does not follow writes */
+
+/*
+ * Adds an empty bitmap `name` (at most 1023 bytes) with one bit per `granularity` bytes (a
+ * power of two from 512 to 2^31; 0 for the default: the cluster size, within 4 KiB..64 KiB).
+ */
+IMG_API int img_bitmap_add(img *img, const char *name, uint64_t granularity, unsigned flags);
+#define IMGUTIL_HAVE_IMG_BITMAP_ADD 1
+
+/* Removes bitmap `name` and frees its space (also a bitmap marked in use). */
+IMG_API int img_bitmap_remove(img *img, const char *name);
+#define IMGUTIL_HAVE_IMG_BITMAP_REMOVE 1
+
+/* Clears every bit of bitmap `name`. */
+IMG_API int img_bitmap_clear(img *img, const char *name);
+#define IMGUTIL_HAVE_IMG_BITMAP_CLEAR 1
+
+/* Makes bitmap `name` follow writes from now on (enable), or stop following them (disable). */
+IMG_API int img_bitmap_enable(img *img, const char *name);
+#define IMGUTIL_HAVE_IMG_BITMAP_ENABLE 1
+IMG_API int img_bitmap_disable(img *img, const char *name);
+#define IMGUTIL_HAVE_IMG_BITMAP_DISABLE 1
+
+/*
+ * Sets in bitmap `name` of `dst` every range set in bitmap `src_name` of `src` (NULL: `dst`
+ * itself), which may have another granularity; both images must have the same virtual size
+ * (-EINVAL otherwise). `src` may be opened read-only; it is only read.
+ */
+IMG_API int img_bitmap_merge(img *dst, const char *name, img *src, const char *src_name);
+#define IMGUTIL_HAVE_IMG_BITMAP_MERGE 1
+
+/* The number of persistent bitmaps (>= 0; 0 for formats without any), or a negative errno. */
+IMG_API int img_bitmap_count(img *img);
+#define IMGUTIL_HAVE_IMG_BITMAP_COUNT 1
+
+/*
+ * Bitmap `i` (0 <= i < img_bitmap_count(), in the image's order): its name (a copy: free it
+ * with img_free()), granularity in bytes and IMG_BITMAP_* flags. Out pointers may be NULL.
+ * Returns 0, -ENOENT when `i` is out of range, or another negative errno. Shared; thread-safe.
+ */
+IMG_API int img_bitmap_get(img *img, int i, char **name, uint64_t *granularity, unsigned *flags);
+#define IMGUTIL_HAVE_IMG_BITMAP_GET 1
 
 #ifdef __cplusplus
 }

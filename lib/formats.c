@@ -45,6 +45,7 @@ IMG_API int img_format_supports(const char *format, const char *what)
         {"compress", FORMAT_COMPRESSED_WRITES},
         {"probe_fallback", FORMAT_PROBE_FALLBACK},
         {"resize", FORMAT_CAN_RESIZE},
+        {"bitmaps", FORMAT_BITMAPS},
     };
     const struct img_format *fmt;
     int ret = find_format(format, &fmt);
@@ -57,7 +58,7 @@ IMG_API int img_format_supports(const char *format, const char *what)
             return format_has(fmt, names[i].cap) ? 1 : 0;
     return img_error(-EINVAL,
                      "img_format_supports: unknown capability '%s' (known: read, write, "
-                     "create, snapshots, backing, compress, probe_fallback, resize)",
+                     "create, snapshots, backing, compress, probe_fallback, resize, bitmaps)",
                      what);
 }
 

@@ -7,6 +7,7 @@
 #define CLI_COMMANDS_H
 
 int cmd_amend(int argc, char **argv);
+int cmd_bitmap(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_commit(int argc, char **argv);
 int cmd_compare(int argc, char **argv);

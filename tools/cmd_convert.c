@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cli_commands.h"
+#include "cli_convert_bitmaps.h"
 #include "cli_create_options.h"
 #include "cli_progress.h"
 #include "cli_snapshot_view.h"
@@ -20,7 +21,7 @@
 #define COROUTINES_MAX 16
 
 /* Long options without a short form. */
-enum { OPT_TARGET_IS_ZERO = 256, OPT_SALVAGE };
+enum { OPT_TARGET_IS_ZERO = 256, OPT_SALVAGE, OPT_BITMAPS, OPT_SKIP_BROKEN_BITMAPS };
 
 static bool is_cache_mode(const char *mode)
 {
@@ -133,12 +134,15 @@ int cmd_convert(int argc, char **argv)
         {"force-share", no_argument, NULL, 'U'},
         {"target-is-zero", no_argument, NULL, OPT_TARGET_IS_ZERO},
         {"salvage", no_argument, NULL, OPT_SALVAGE},
+        {"bitmaps", no_argument, NULL, OPT_BITMAPS},
+        {"skip-broken-bitmaps", no_argument, NULL, OPT_SKIP_BROKEN_BITMAPS},
         {NULL, 0, NULL, 0},
     };
     const char *src_format = NULL, *dst_format = "raw";
     img_opts *opts = NULL;
     unsigned flags = IMG_OPEN_READ_ONLY;
     bool show_progress = false, quiet = false, help = false, skip_create = false;
+    bool bitmaps = false, skip_broken_bitmaps = false;
     bool have_create_options = false;
     const char *snapshot = NULL; /* -l */
     int status = CLI_EXIT_FAILURE, c;
@@ -243,6 +247,12 @@ int cmd_convert(int argc, char **argv)
                 goto out;
             break;
         }
+        case OPT_BITMAPS:
+            bitmaps = true;
+            break;
+        case OPT_SKIP_BROKEN_BITMAPS:
+            skip_broken_bitmaps = true;
+            break;
         default:
             status = cli_getopt_error(c, argv);
             goto out;
@@ -274,6 +284,10 @@ int cmd_convert(int argc, char **argv)
         status = cli_print_create_options(dst_format);
         goto out;
     }
+    if (skip_broken_bitmaps && !bitmaps) {
+        cli_error("Use of --skip-broken-bitmaps requires --bitmaps");
+        goto out;
+    }
     if (argc - optind < 2) {
         status = cli_usage_error("Must specify image file name");
         goto out;
@@ -301,9 +315,17 @@ int cmd_convert(int argc, char **argv)
         cli_error("%s", problem);
         goto close_sources;
     }
+    if (bitmaps && nsrcs > 1) {
+        cli_error("Copying bitmaps only possible with single source");
+        goto close_sources;
+    }
+    if (bitmaps && cli_convert_bitmaps_check(srcs[0], dst_format, skip_broken_bitmaps))
+        goto close_sources;
     int ret =
         run_convert(srcs, nsrcs, dst_path, dst_format, opts, skip_create, show_progress && !quiet);
     status = ret < 0 ? CLI_EXIT_FAILURE : 0;
+    if (ret == 0 && bitmaps)
+        status = cli_convert_bitmaps_copy(srcs[0], dst_path, dst_format, skip_broken_bitmaps);
     for (size_t i = 0; i < opened; i++)
         img_close(srcs[i]);
     free(srcs);

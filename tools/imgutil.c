@@ -32,6 +32,7 @@ static const struct command commands[] = {
     {"commit", cmd_commit},
     {"rebase", cmd_rebase},
     {"amend", cmd_amend},
+    {"bitmap", cmd_bitmap},
 };
 // clang-format on
 
@@ -51,6 +52,8 @@ void cli_print_help(void)
            "\n"
            "Command syntax:\n"
            "  amend [-f fmt] [-p] [-q] [-o options] [--force] filename\n"
+           "  bitmap (--merge SOURCE | --add | --remove | --clear | --enable | --disable)... "
+           "[-b source_file [-F source_fmt]] [-g granularity] [-f fmt] filename bitmap\n"
            "  check [-q] [-f fmt] [--output=ofmt] [-r [leaks | all]] [-U] filename\n"
            "  commit [-q] [-f fmt] [-t cache] [-b base] [-r rate_limit] [-d] [-p] filename\n"
            "  compare [-f fmt] [-F fmt] [-p] [-q] [-s] [-U] filename1 filename2\n"

@@ -25,6 +25,7 @@
  *    asked (map and alloc say how far they reach through ext->length instead).
  */
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -110,6 +111,35 @@ struct img_measure_result {
  */
 int measure_allocated_bytes(struct img *src, uint64_t unit, uint64_t *bytes);
 
+/* One persistent dirty bitmap, as bitmap_list() reports it. */
+struct img_bitmap_desc {
+    char *name;
+    uint64_t granularity;
+    unsigned flags; /* IMG_BITMAP_ENABLED, IMG_BITMAP_IN_USE */
+};
+void img_bitmap_descs_free(struct img_bitmap_desc *descs, size_t count);
+
+enum img_bitmap_op {
+    IMG_BITMAP_OP_ADD,
+    IMG_BITMAP_OP_REMOVE,
+    IMG_BITMAP_OP_CLEAR,
+    IMG_BITMAP_OP_ENABLE,
+    IMG_BITMAP_OP_DISABLE,
+    IMG_BITMAP_OP_MERGE,
+};
+
+/* What bitmap_change() is asked to do to bitmap `name`. */
+struct img_bitmap_change {
+    enum img_bitmap_op op;
+    const char *name;
+    uint64_t granularity; /* ADD: bytes per bit, 0 for the format's default */
+    bool disabled;        /* ADD: the new bitmap does not track writes */
+    /* MERGE: the source's bits (as bitmap_read() gives them), its size and granularity. */
+    const uint8_t *src_bits;
+    uint64_t src_size;
+    unsigned src_granularity_bits;
+};
+
 /*
  * For measure() of formats that store guest data in whole units of `unit` bytes: how many
  * units a copy of args->src stores, counted as measure_allocated_bytes counts them; every unit
@@ -135,7 +165,8 @@ uint64_t measure_host_bytes(uint64_t bytes);
  * What a backend declares about itself in `caps`. Other capabilities follow from the entries
  * it fills (format_caps() in registry.c adds them): FORMAT_CAN_READ from open() and map(),
  * FORMAT_CAN_CREATE from create(), FORMAT_CAN_WRITE from alloc(), FORMAT_COMPRESSED_WRITES
- * from compress_unit() and write_compressed_data(), FORMAT_SNAPSHOTS from snapshot_list(), FORMAT_CAN_RESIZE from resize().
+ * from compress_unit() and write_compressed_data(), FORMAT_SNAPSHOTS from snapshot_list(),
+ * FORMAT_CAN_RESIZE from resize().
  */
 enum format_cap {
     /* Bids lowest on anything: the format an unrecognised file is taken for. A file probed as
@@ -168,6 +199,7 @@ enum format_cap {
     FORMAT_COMPRESSED_WRITES = 1u << 10,
     FORMAT_SNAPSHOTS = 1u << 11,
     FORMAT_CAN_RESIZE = 1u << 12,
+    FORMAT_BITMAPS = 1u << 13, /* from bitmap_change() */
 };
 
 struct img_format {
@@ -364,6 +396,27 @@ struct img_format {
      * is refused with "This option is only supported for image creation".
      */
     const struct opt_desc *amend_options;
+
+    /*
+     * Optional, persistent dirty bitmaps (qemu-img bitmap); NULL: the format keeps none (the
+     * core answers with qemu-img's messages). Called by lib/bitmap.c only.
+     *
+     * bitmap_list(): every bitmap, in the image's order (*out is the caller's, freed with
+     * img_bitmap_descs_free()). Any thread; takes the backend's lock.
+     *
+     * bitmap_read(): a copy of the bits of bitmap `name` (granule i is bit i % 8 of byte i / 8;
+     * *bits the caller's to free()), the virtual size it covers and its granularity (log2).
+     * -ENOENT "Dirty bitmap 'NAME' not found"; -EBUSY for a bitmap marked in use ("...is
+     * inconsistent and cannot be used"). Any thread; takes the backend's lock.
+     *
+     * bitmap_change(): one operation, stored crash-safely before it returns. Image writable,
+     * handle drained (no other I/O); takes the backend's lock. qemu-img's messages for names
+     * that exist or not, granularity, sizes and bitmaps in use.
+     */
+    int (*bitmap_list)(struct img *img, struct img_bitmap_desc **out, size_t *count);
+    int (*bitmap_read)(struct img *img, const char *name, uint8_t **bits, uint64_t *size,
+                       unsigned *granularity_bits);
+    int (*bitmap_change)(struct img *img, const struct img_bitmap_change *change);
 };
 
 /* The registry (formats/registry.c): every backend, in probe-tie-break order. */

@@ -45,6 +45,8 @@ unsigned format_caps(const struct img_format *fmt)
         caps |= FORMAT_SNAPSHOTS;
     if (fmt->resize)
         caps |= FORMAT_CAN_RESIZE;
+    if (fmt->bitmap_change)
+        caps |= FORMAT_BITMAPS;
     return caps;
 }
 

@@ -33,6 +33,11 @@ q create -f qcow2 -o cluster_size=4096 -b v3-512.qcow2 -F qcow2 overlay.qcow2
 q create -f qcow2 -o cluster_size=4096,preallocation=metadata prealloc.qcow2 32k
 q create -f qcow2 -o cluster_size=4096 bitmap.qcow2 32k
 q bitmap --add bitmap.qcow2 b0
+# Bitmaps holding bits (tables naming data clusters), enabled and disabled, for the writers.
+q create -f qcow2 -o cluster_size=4096 bitmap-bits.qcow2 32k
+q bitmap --add -g 512 bitmap-bits.qcow2 fine
+q bitmap --add --disable bitmap-bits.qcow2 off
+io bitmap-bits.qcow2 -c 'write -P 0x77 1k 2k' -c 'write -P 0x78 20k 4k'
 q create -f qcow2 -o cluster_size=4096,data_file=data.bin datafile.qcow2 32k
 q create -f qcow2 -o cluster_size=4096,lazy_refcounts=on lazy.qcow2 32k
 printf '\xeb\x63\x90 a boot sector' > mbr.raw

@@ -16,6 +16,7 @@
  *   qcow2_refcount.c    refcount table and refcount block reading
  *   qcow2_snapshot.c    the snapshot table
  *   qcow2_bitmaps.c     the persistent bitmap directory (listed by info, kept for rewriting)
+ *   qcow2_bitmap_*.c    bitmap contents, changes and write tracking (see qcow2_bitmap.h)
  *   qcow2_info.c        "format-specific" for info
  *   qcow2_open.c        probe, open, close and the vtable
  *
@@ -231,6 +232,12 @@ struct qcow2_bitmap {
     uint32_t flags; /* QCOW2_BITMAP_IN_USE, ... */
     uint8_t type;
     uint8_t granularity_bits;
+    /* Loaded on demand (qcow2_bitmap_store.c); NULL until then. Host order. */
+    uint64_t *table;
+    /* The bits (bit i = granule i, byte i / 8, bit i % 8), NULL while not loaded. */
+    uint8_t *bits;
+    /* QCOW2_BITMAP_IN_USE was set by this session to track writes; cleared at close. */
+    bool tracking;
 };
 
 #define QCOW2_BITMAP_IN_USE (1u << 0)

@@ -11,6 +11,7 @@
 
 #include "error.h"
 #include "formats/qcow2/qcow2.h"
+#include "formats/qcow2/qcow2_bitmap.h"
 #include "io/io.h"
 #include "util/checked.h"
 #include "util/endian.h"
@@ -118,7 +119,7 @@ out:
 void qcow2_bitmaps_free(struct qcow2_state *s)
 {
     for (uint32_t i = 0; s->bitmaps && i < s->nb_bitmaps; i++)
-        free(s->bitmaps[i].name);
+        qcow2_bitmap_release(&s->bitmaps[i]);
     free(s->bitmaps);
     s->bitmaps = NULL;
     s->nb_bitmaps = 0;

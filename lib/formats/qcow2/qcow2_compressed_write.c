@@ -17,6 +17,7 @@
 #include "error.h"
 #include "formats/format.h"
 #include "formats/qcow2/qcow2.h"
+#include "formats/qcow2/qcow2_bitmap.h"
 #include "formats/qcow2/qcow2_writer.h"
 #include "image.h"
 #include "io/io.h"
@@ -162,7 +163,11 @@ int qcow2_write_compressed_data(struct img *img, uint64_t offset, const void *da
                          "qcow2: a compressed stream of %zu bytes does not fit a cluster of "
                          "%" PRIu32,
                          len, s->cluster_size);
-    return place_stream(img, offset >> s->cluster_bits, data, len);
+    ret = qcow2_bitmaps_before_write(s);
+    if (ret == 0)
+        ret = place_stream(img, offset >> s->cluster_bits, data, len);
+    qcow2_bitmaps_mark_dirty(s, offset, min_u64(s->cluster_size, img->size - offset));
+    return ret;
 }
 
 int qcow2_compress_allowed(const img_opts *opts)

@@ -8,6 +8,7 @@
 #include "error.h"
 #include "formats/format.h"
 #include "formats/qcow2/qcow2.h"
+#include "formats/qcow2/qcow2_bitmap.h"
 #include "formats/qcow2/qcow2_check.h"
 #include "formats/qcow2/qcow2_snapshot_write.h"
 #include "io/io.h"
@@ -296,4 +297,7 @@ const struct img_format format_qcow2 = {
     .change_backing = qcow2_change_backing,
     .amend = qcow2_amend,
     .amend_options = qcow2_amend_options,
+    .bitmap_list = qcow2_bitmap_list,
+    .bitmap_read = qcow2_bitmap_read,
+    .bitmap_change = qcow2_bitmap_change,
 };

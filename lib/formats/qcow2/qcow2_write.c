@@ -21,6 +21,7 @@
 #include "error.h"
 #include "formats/format.h"
 #include "formats/qcow2/qcow2.h"
+#include "formats/qcow2/qcow2_bitmap.h"
 #include "formats/qcow2/qcow2_writer.h"
 #include "image.h"
 #include "io/io.h"
@@ -469,6 +470,8 @@ int qcow2_alloc(struct img *img, uint64_t offset, uint64_t length, struct img_ex
     pthread_mutex_lock(&s->lock);
     int ret = prepare(img, s, offset, length, ext, token);
     pthread_mutex_unlock(&s->lock);
+    if (ret == 0)
+        qcow2_bitmaps_mark_dirty(s, offset, ext->length);
     if (ret < 0 || !*token)
         return ret;
 

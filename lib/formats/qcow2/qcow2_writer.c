@@ -16,6 +16,7 @@
 #include "formats/format.h"
 #include "formats/qcow2/qcow2.h"
 #include "formats/qcow2/qcow2_check.h"
+#include "formats/qcow2/qcow2_bitmap.h"
 #include "formats/qcow2/qcow2_writer.h"
 #include "image.h"
 #include "io/io.h"
@@ -92,40 +93,6 @@ void qcow2_retire_commit(struct qcow2_writer *w, void *ptr)
         w->retired[w->nb_retired++] = ptr;
 }
 
-/*
- * Sets the in-use flag of every persistent bitmap: this library does not update them, so
- * after a write they no longer describe the changes. QEMU then refuses to use them for
- * incremental backups instead of trusting stale bits.
- */
-static int mark_bitmaps_in_use(struct qcow2_state *s)
-{
-    uint64_t size = s->ext.bitmap_directory_size;
-    uint8_t *dir = malloc(size ? size : 1);
-    if (!dir)
-        return img_error(-ENOMEM, "out of memory");
-    int ret = io_pread(s->file, dir, size, s->ext.bitmap_directory_offset);
-    for (uint64_t pos = 0; ret == 0 && pos + QCOW2_BITMAP_ENTRY_BYTES <= size;) {
-        uint8_t *e = dir + pos;
-        uint32_t flags = load_be32(e + 12);
-        uint16_t name_size = load_be16(e + 18);
-        uint32_t extra = load_be32(e + 20);
-        store_be32(e + 12, flags | QCOW2_BITMAP_IN_USE);
-        uint64_t len = QCOW2_BITMAP_ENTRY_BYTES + (uint64_t)extra + name_size;
-        pos += align_up_u64(len, 8);
-    }
-    if (ret == 0)
-        ret = io_pwrite(s->file, dir, size, s->ext.bitmap_directory_offset);
-    if (ret == 0)
-        ret = io_fsync(s->file);
-    free(dir);
-    if (ret < 0)
-        return img_error(ret, "qcow2: cannot mark the persistent bitmaps in use: %s",
-                         img_strerror(ret));
-    for (uint32_t i = 0; i < s->nb_bitmaps; i++)
-        s->bitmaps[i].flags |= QCOW2_BITMAP_IN_USE;
-    return 0;
-}
-
 int qcow2_writer_usable(const struct qcow2_state *s)
 {
     if (!s->writer || !__atomic_load_n(&s->writer->corrupt, __ATOMIC_ACQUIRE))
@@ -173,10 +140,10 @@ int qcow2_writer_begin_change(struct qcow2_state *s)
         w->img->dirty = true;
     }
     if (s->ext.has_bitmaps && s->nb_bitmaps && !w->bitmaps_in_use) {
-        int ret = mark_bitmaps_in_use(s);
+        int ret = qcow2_bitmaps_begin_tracking(w->img);
         if (ret < 0)
             return ret;
-        w->bitmaps_in_use = true;
+        __atomic_store_n(&w->bitmaps_in_use, true, __ATOMIC_RELEASE);
     }
     return 0;
 }
@@ -260,6 +227,9 @@ void qcow2_writer_close(struct qcow2_state *s)
     if (!w)
         return;
     pthread_mutex_lock(&s->lock);
+    /* The bitmaps that followed this session's writes are stored and consistent again. */
+    if (w->bitmaps_in_use && !w->corrupt)
+        qcow2_bitmaps_end_tracking(w->img);
     int ret = qcow2_flush_caches(s, true);
     /* Only a session that wrote everything back may call the image clean again. */
     if (ret == 0 && w->set_dirty_bit)

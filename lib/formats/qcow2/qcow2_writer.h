@@ -67,7 +67,7 @@ struct qcow2_writer {
 
     /* The dirty bit was set by this session (lazy refcounts) and is cleared on close. */
     bool set_dirty_bit;
-    /* Persistent bitmaps were marked in use (they no longer track the writes). */
+    /* Enabled persistent bitmaps were marked in use and track the writes (qcow2_bitmap_track.c). */
     bool bitmaps_in_use;
 
     /* Replaced in-memory tables, freed at close: map() may still read them without the lock. */

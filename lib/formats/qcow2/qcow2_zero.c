@@ -20,6 +20,7 @@
 #include "error.h"
 #include "formats/format.h"
 #include "formats/qcow2/qcow2.h"
+#include "formats/qcow2/qcow2_bitmap.h"
 #include "formats/qcow2/qcow2_writer.h"
 #include "image.h"
 #include "io/io.h"
@@ -194,6 +195,9 @@ static int zero_aligned(struct img *img, uint64_t offset, uint64_t end, unsigned
     return ret;
 }
 
+static int zero_range(struct img *img, struct qcow2_state *s, uint64_t offset, uint64_t length,
+                      unsigned flags);
+
 int qcow2_zero(struct img *img, uint64_t offset, uint64_t length, unsigned flags)
 {
     struct qcow2_state *s = img->priv;
@@ -202,8 +206,19 @@ int qcow2_zero(struct img *img, uint64_t offset, uint64_t length, unsigned flags
     if (length == 0)
         return 0;
     int ret = qcow2_writer_usable(s);
+    if (ret == 0)
+        ret = qcow2_bitmaps_before_write(s);
     if (ret < 0)
         return ret;
+    ret = zero_range(img, s, offset, length, flags);
+    qcow2_bitmaps_mark_dirty(s, offset, length);
+    return ret;
+}
+
+static int zero_range(struct img *img, struct qcow2_state *s, uint64_t offset, uint64_t length,
+                      unsigned flags)
+{
+    int ret;
     uint64_t end = offset + length;
     if (s->data_file_raw && s->data_file) {
         /* The raw data file must read as the guest sees the image. */
@@ -281,8 +296,11 @@ int qcow2_discard(struct img *img, uint64_t offset, uint64_t length)
     if (!s->writer)
         return img_error(-EROFS, "qcow2: the image is opened read-only");
     int usable = qcow2_writer_usable(s);
+    if (usable == 0)
+        usable = qcow2_bitmaps_before_write(s);
     if (usable < 0)
         return usable;
+    qcow2_bitmaps_mark_dirty(s, offset, length);
     /* Nothing could make the range read as zeros there: a discard is only a hint. */
     if ((s->hdr.version < 3 && img->backing_name) || s->data_file_raw)
         return 0;

@@ -441,7 +441,7 @@ static void test_lazy_refcounts_clean(void **state)
     free(path);
 }
 
-/* Persistent bitmaps stop tracking the writes: they are marked in use, not left stale. */
+/* Enabled persistent bitmaps track the writes and are stored consistent at close. */
 static void test_bitmaps_marked_in_use(void **state)
 {
     (void)state;
@@ -454,11 +454,12 @@ static void test_bitmaps_marked_in_use(void **state)
     img_close(h);
     char *info = qt_capture("qemu-img info '%s'", path);
     assert_non_null(info);
-    assert_non_null(strstr(info, "in-use"));
+    assert_null(strstr(info, "in-use"));
+    assert_non_null(strstr(info, "auto"));
     free(info);
     qw_assert_check_clean(path);
 
-    /* A write into an allocated cluster changes no metadata, and still makes them stale. */
+    /* A write into an allocated cluster changes no metadata, and is still tracked. */
     char *path2 = qt_path("bm2.qcow2");
     assert_int_equal(qt_run("qemu-img create -q -f qcow2 '%s' 4M", path2), 0);
     assert_int_equal(qt_run("qemu-io -c 'write -P 7 0 64k' '%s' >/dev/null", path2), 0);
@@ -468,7 +469,8 @@ static void test_bitmaps_marked_in_use(void **state)
     img_close(h);
     info = qt_capture("qemu-img info '%s'", path2);
     assert_non_null(info);
-    assert_non_null(strstr(info, "in-use"));
+    assert_null(strstr(info, "in-use"));
+    assert_non_null(strstr(info, "auto"));
     free(info);
     free(path2);
 
