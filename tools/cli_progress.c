@@ -32,8 +32,8 @@ static void set_handlers(void (*handler)(int))
 
 static void draw(struct cli_progress *progress, double percent)
 {
-    fprintf(stderr, "    (%3.2f/100%%)\r", percent);
-    fflush(stderr);
+    fprintf(stdout, "    (%3.2f/100%%)\r", percent);
+    fflush(stdout);
     progress->last_printed = percent;
 }
 
@@ -66,8 +66,8 @@ void cli_progress_finish(struct cli_progress *progress, bool success)
     if (progress->visible) {
         if (success && progress->last_printed < 100.0)
             draw(progress, 100.0);
-        fputc('\n', stderr);
-        fflush(stderr);
+        fputc('\n', stdout);
+        fflush(stdout);
     }
     set_handlers(SIG_DFL);
 }

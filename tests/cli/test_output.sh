@@ -112,4 +112,14 @@ expect_status 0 resize -q -f raw grow.raw 2M
 [ -s "$WORK/out" ] && fail "resize -q printed '$(cat "$WORK/out")'"
 expect_status 1 resize -f raw grow.raw 0 && expect_err "New image size must be positive"
 
+# --- progress (-p) ---
+# qemu-img draws its progress line on stdout, leaving stderr for errors.
+qemu-img create -q -f raw prog.raw 1M
+qemu-img convert -p -O qcow2 prog.raw prog-q.qcow2 >qemu.out 2>qemu.err
+expect_status 0 convert -p -O qcow2 prog.raw prog-i.qcow2
+grep -qF "(100.00/100%)" qemu.out || fail "qemu-img convert -p drew no progress on stdout"
+expect_out "(100.00/100%)"
+[ -s "$WORK/err" ] && fail "convert -p wrote to stderr: $(cat "$WORK/err")"
+[ -s qemu.err ] && fail "qemu-img convert -p wrote to stderr: $(cat qemu.err)"
+
 finish

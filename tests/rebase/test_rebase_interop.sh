@@ -127,11 +127,11 @@ guest_view_kept O512.qcow2 qcow2
 same_as_qemu O.qcow2 qcow2 -b "" IMG
 guest_view_kept O.qcow2 qcow2
 qemu-img info i.qcow2 | grep -q backing && fail "-b '': still names a backing file"
-# -p draws qemu-img's progress line (on stderr: stdout stays for output).
+# -p draws qemu-img's progress line on stdout, as qemu-img does.
 cp O.qcow2 i.qcow2
 run rebase -p -b B.qcow2 -F qcow2 i.qcow2
 [ "$STATUS" -eq 0 ] || fail "-p: exit $STATUS"
-expect_err "(100.00/100%)"
+expect_out "(100.00/100%)"
 same_as_qemu O.qcow2 qcow2 -q -U -t none -T writeback -b B.qcow2 -F qcow2 IMG
 # A relative name is recorded as given and resolved from the overlay's folder.
 mkdir -p sub
