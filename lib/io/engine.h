@@ -72,6 +72,13 @@ int io_req_execute(struct io_req *req);
 
 bool io_file_is_block(const struct io_file *f);
 /*
+ * Around a host write of the file: writers take turns where the kernel would make them anyway
+ * (buffered writes to a regular file), so that a waiting writer sleeps rather than spins (see
+ * file.c). No-ops for other files.
+ */
+void io_file_write_lock(struct io_file *f);
+void io_file_write_unlock(struct io_file *f);
+/*
  * The descriptor to put in io_uring requests: the same file as io_file_fd(), through an open
  * file description that holds no locks (see file.c for why).
  */

@@ -4,6 +4,10 @@
  * file.c. Workers never run callbacks; they append finished requests to their queue's done
  * list and wake the thread waiting in collect(), which hands them to queue.c.
  *
+ * The workers start with the first request handed to them: a process whose queues are all
+ * waited ones (io_queue_set_waited), and whose other calls are synchronous, runs every request
+ * on its own threads and starts none.
+ *
  * Each queue keeps its own pending list, and the pool serves the queues that have pending
  * work in turn, so one queue with a deep backlog does not starve the others.
  */
@@ -15,6 +19,8 @@
 #include <unistd.h>
 
 #include "engine.h"
+#include "error.h"
+#include "imgutil.h"
 #include "util/cpus.h"
 #include "util/threads.h"
 
@@ -193,15 +199,11 @@ int io_threads_queue_init(struct io_queue *q)
         return -ENOMEM;
     }
 
-    pthread_mutex_lock(&pool.lock);
-    int ret = start_pool();
-    pthread_mutex_unlock(&pool.lock);
-    if (ret < 0) {
-        pthread_cond_destroy(&tq->finished);
-        pthread_mutex_destroy(&tq->lock);
-        free(tq);
-        return ret;
-    }
+    /*
+     * The workers start with the first request a queue hands to them (io_threads_submit), not
+     * here: a waited queue (convert's chunks, raw's fill) runs its requests on its owner's
+     * thread and never needs them.
+     */
     tq->execute = q->engine->execute;
     q->engine_state = tq;
     return 0;
@@ -228,6 +230,12 @@ int io_threads_submit(struct io_queue *q, struct io_req *req)
         return 0;
     }
     pthread_mutex_lock(&pool.lock);
+    int ret = start_pool();
+    if (ret < 0) {
+        pthread_mutex_unlock(&pool.lock);
+        return img_error(ret, "io: cannot start the %s I/O engine's threads: %s",
+                         io_engine_threads.name, img_strerror(ret));
+    }
     append_req(&tq->pending_head, &tq->pending_tail, req);
     if (!tq->runnable)
         make_runnable(tq);

@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +36,17 @@ struct io_file {
     bool is_block; /* block devices need FALLOC_FL_KEEP_SIZE and cannot grow */
     bool no_flush; /* flushes succeed without syncing (read and set atomically) */
     char *name;    /* for messages; NULL when wrapped from a bare descriptor */
+    /*
+     * Buffered writes to a regular file run one at a time in the kernel anyway (ext4 and xfs
+     * hold the inode's lock across the copy into the page cache), and a second writer arriving
+     * meanwhile spins on that lock while its owner runs: on a 1 GiB qcow2 -> raw convert with
+     * two workers, up to 15% of the process's CPU time went to rwsem_spin_on_owner. Taking
+     * turns here instead, the waiting writer sleeps. io_uring's workers do the same (they run
+     * the buffered writes of one inode in turn). Writes with O_DIRECT, and to anything but a
+     * regular file, may really run side by side, and are not serialized.
+     */
+    bool serialize_writes;
+    pthread_mutex_t write_lock;
 };
 
 /* strerror, but thread-safe with both the GNU and the POSIX strerror_r. */
@@ -117,6 +129,9 @@ static int wrap_fd(struct io_file **out, int fd, const char *path)
     f->fd = fd;
     f->ring_fd = -1;
     f->is_block = S_ISBLK(st.st_mode);
+    int fl = fcntl(fd, F_GETFL);
+    f->serialize_writes = S_ISREG(st.st_mode) && fl >= 0 && !(fl & O_DIRECT);
+    pthread_mutex_init(&f->write_lock, NULL);
     *out = f;
     return 0;
 }
@@ -168,7 +183,20 @@ void io_file_close(struct io_file *f)
         close(ring_fd);
     close(f->fd);
     free(f->name);
+    pthread_mutex_destroy(&f->write_lock);
     free(f);
+}
+
+void io_file_write_lock(struct io_file *f)
+{
+    if (f->serialize_writes)
+        pthread_mutex_lock(&f->write_lock);
+}
+
+void io_file_write_unlock(struct io_file *f)
+{
+    if (f->serialize_writes)
+        pthread_mutex_unlock(&f->write_lock);
 }
 
 int io_file_fd(const struct io_file *f)

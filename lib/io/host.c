@@ -53,20 +53,26 @@ int io_host_pwrite(struct io_file *f, const void *buf, size_t len, uint64_t offs
     int fd = io_file_fd(f);
     const char *p = buf;
     size_t done = 0;
+    int ret = 0;
+    io_file_write_lock(f);
     while (done < len) {
         size_t chunk = min_u64(len - done, IO_MAX_TRANSFER);
         ssize_t n = pwrite(fd, p + done, chunk, (off_t)(offset + done));
         if (n < 0) {
             if (errno == EINTR)
                 continue;
-            return -errno;
+            ret = -errno;
+            break;
         }
         /* A write that makes no progress would otherwise spin forever. */
-        if (n == 0)
-            return -EIO;
+        if (n == 0) {
+            ret = -EIO;
+            break;
+        }
         done += (size_t)n;
     }
-    return 0;
+    io_file_write_unlock(f);
+    return ret;
 }
 
 int io_host_fsync(struct io_file *f)
