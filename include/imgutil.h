@@ -417,8 +417,9 @@ IMG_API int img_map(img *img, uint64_t offset, uint64_t length, img_map_fn fn, v
  *                  system with reflinks), whole, without looking for zeros in it; compressed
  *                  clusters, and file systems where the kernel cannot, are read and written.
  *                  Refused with "compress", "sparse_size" or "salvage", as qemu-img refuses,
- *   "num_coroutines" 1..16 (-m): checked as qemu-img checks it; the library sizes its
- *                  requests in flight itself.
+ *   "num_coroutines" 1..16 (-m): at most this many chunks are copied at once (each chunk's
+ *                  reads and writes in flight together); without it the library sizes that
+ *                  to the CPUs.
  * img_cancel() on `src` from another thread stops a running convert: it returns -ECANCELED
  * and leaves no target (an existing one untouched), as the progress callback's cancel does;
  * while the convert waits for its rate limit, a cancel is seen within 50 ms.

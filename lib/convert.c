@@ -307,6 +307,7 @@ IMG_API int img_convert_many(img **srcs, size_t n, const char *dst_path, const c
                               .compress = o.compress,
                               .sync = o.sync,
                               .out_of_order = o.out_of_order,
+                              .max_chunks = o.num_coroutines,
                               .copy_range = o.copy_range,
                               .salvage = o.salvage,
                               .salvage_log_fd = o.salvage_log_fd,

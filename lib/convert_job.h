@@ -65,8 +65,9 @@ struct convert_job {
     uint64_t backing_end;
     /* Throttling (-r) and img_cancel(): convert_limit.c. */
     struct convert_limit *limit;
-    bool out_of_order; /* -W: allocations need not follow guest order */
-    bool copy_range;   /* -C: data copied in the kernel (convert_copy_range.c) */
+    bool out_of_order;   /* -W: allocations need not follow guest order */
+    uint64_t max_chunks; /* -m: chunks copied at once; 0: sized to the CPUs */
+    bool copy_range;     /* -C: data copied in the kernel (convert_copy_range.c) */
     /* --salvage: read errors become zeros, with a warning each (convert_salvage.c). */
     bool salvage;
     int salvage_log_fd; /* -1: no warnings */

@@ -42,7 +42,7 @@ bool convert_option_is_own(const char *key)
 int convert_options_parse(const img_opts *opts, const struct img_format *fmt,
                           struct convert_options *out)
 {
-    *out = (struct convert_options){.sparse_size = 4096, .num_coroutines = 8};
+    *out = (struct convert_options){.sparse_size = 4096};
     bool sparse_given = img_opts_get(opts, "sparse_size") != NULL;
     int ret = opts_get_size(opts, "sparse_size", &out->sparse_size);
     if (ret == 0)
@@ -73,7 +73,8 @@ int convert_options_parse(const img_opts *opts, const struct img_format *fmt,
         return img_error(-EINVAL, "Invalid rate limit specified. You may use k, M, G, T, P or E "
                                   "suffixes for kilobytes, megabytes, gigabytes, terabytes, "
                                   "petabytes and exabytes.");
-    if (out->num_coroutines < 1 || out->num_coroutines > COROUTINES_MAX)
+    if (img_opts_get(opts, "num_coroutines") &&
+        (out->num_coroutines < 1 || out->num_coroutines > COROUTINES_MAX))
         return img_error(-EINVAL,
                          "Invalid number of coroutines. Allowed number of coroutines is "
                          "between 1 and %d",

@@ -17,14 +17,14 @@ struct convert_options {
     uint64_t sparse_size;
     bool compress;
     bool sync;
-    bool skip_create;    /* -n: write into the existing target */
-    bool target_is_zero; /* --target-is-zero */
-    bool copy_range;     /* -C */
-    bool salvage;        /* --salvage */
-    bool out_of_order;   /* -W */
-    uint64_t num_coroutines;
-    uint64_t rate_limit; /* -r, bytes/s; 0: none */
-    int salvage_log_fd;  /* -1: none */
+    bool skip_create;        /* -n: write into the existing target */
+    bool target_is_zero;     /* --target-is-zero */
+    bool copy_range;         /* -C */
+    bool salvage;            /* --salvage */
+    bool out_of_order;       /* -W */
+    uint64_t num_coroutines; /* -m; 0: sized to the CPUs */
+    uint64_t rate_limit;     /* -r, bytes/s; 0: none */
+    int salvage_log_fd;      /* -1: none */
     const char *salvage_log_prefix;
     const char *backing_file, *backing_fmt; /* -B, -F (also creation options) */
 };

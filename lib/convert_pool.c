@@ -311,6 +311,8 @@ int convert_copy(struct convert_job *job)
     uint64_t workers = workpool_size();
     uint64_t slots = job->compress_unit ? workers * COMPRESS_SLOTS_PER_WORKER + COMPRESS_EXTRA_SLOTS
                                         : workers + WAITING_SLOTS;
+    if (job->max_chunks)
+        slots = min_u64(slots, job->max_chunks);
     loop.nslots = (unsigned)min_u64(slots, MAX_SLOTS);
     loop.slots = calloc(loop.nslots, sizeof(*loop.slots));
     if (!loop.slots)

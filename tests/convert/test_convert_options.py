@@ -4,7 +4,7 @@ qemu-img/qemu-io at test time: exit codes and messages, the resulting images (by
 qemu-img is deterministic, `qemu-img map --output=json`, `qemu-img compare`, `qemu-img check`).
 
 usage: test_convert_options.py [GROUP...]   (groups: backing, existing, snapshot, many, limits,
-refusals; all by default)
+refusals, salvage, vmdk, inflight; all by default)
 """
 
 import os
@@ -223,6 +223,46 @@ def group_limits(d):
         fail('convert -r 1M: content', 0, rc)
 
 
+def highest_concurrent_reads(d, args):
+    """The most chunk reads imgutil convert ARGS had in progress at once (thread engine)."""
+    preload = os.environ.get('CONCURRENT_READS_SO')
+    out = os.path.join(d, 'concurrent-reads')
+    env = dict(os.environ, IMGUTIL_IO='threads', CONCURRENT_READS_OUT=out,
+               LD_PRELOAD=' '.join(filter(None, [os.environ.get('LD_PRELOAD'), preload])),
+               # Under ASan the sanitizer's runtime must come first; the preload only wraps
+               # pread.
+               ASAN_OPTIONS=os.environ.get('ASAN_OPTIONS', '') + ':verify_asan_link_order=0')
+    proc = subprocess.run([CLI, 'convert'] + args, cwd=d, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, timeout=120)
+    if proc.returncode != 0:
+        fail('convert %s' % ' '.join(args), 0, proc.stderr)
+        return None
+    if not os.path.exists(out):
+        fail('convert %s: the preloaded counter reported' % ' '.join(args), out, None)
+        return None
+    with open(out) as f:
+        return int(f.read())
+
+
+def group_inflight(d):
+    """-m N: at most N chunks are copied at once; without it, more than one."""
+    if not os.environ.get('CONCURRENT_READS_SO'):
+        fail('group inflight', 'CONCURRENT_READS_SO set to the preload module', None)
+        return
+    with open(os.path.join(d, 'src.raw'), 'wb') as f:
+        f.write(os.urandom(16 << 20))
+    for limit in (1, 2):
+        got = highest_concurrent_reads(d, ['-m', str(limit), '-O', 'raw', 'src.raw', 'o.raw'])
+        if got is not None and not 1 <= got <= limit:
+            fail('convert -m %d: chunk reads at once' % limit, '1..%d' % limit, got)
+    got = highest_concurrent_reads(d, ['-O', 'raw', 'src.raw', 'o.raw'])
+    if got is not None and got < 2:
+        fail('convert without -m: chunk reads at once', '>= 2', got)
+    rc, _, _ = run(['cmp', 'src.raw', 'o.raw'], d)
+    if rc != 0:
+        fail('convert -m: content', 0, rc)
+
+
 def group_refusals(d):
     must(['qemu-img', 'create', '-q', '-f', 'qcow2', 'src.qcow2', '1M'], d)
     qemu_io(d, 'src.qcow2', 'write -P 1 0 64k')
@@ -298,15 +338,20 @@ def group_vmdk(d):
         fail('no temporary left', [], [f for f in os.listdir(d) if f.endswith('.tmp')])
 
 
-GROUPS = {'vmdk': group_vmdk, 'salvage': group_salvage, 'backing': group_backing, 'existing': group_existing, 'snapshot': group_snapshot,
-          'many': group_many, 'limits': group_limits, 'refusals': group_refusals}
+GROUPS = {'vmdk': group_vmdk, 'salvage': group_salvage, 'backing': group_backing,
+          'existing': group_existing, 'snapshot': group_snapshot, 'many': group_many,
+          'limits': group_limits, 'refusals': group_refusals, 'inflight': group_inflight}
 
 
 def main():
     if shutil.which('qemu-img') is None or shutil.which('qemu-io') is None:
         print('SKIP: qemu-img or qemu-io not installed')
         return SKIP
-    names = sys.argv[1:] or list(GROUPS)
+    # A shared object among the arguments is the preload module of the inflight group.
+    for arg in sys.argv[1:]:
+        if arg.endswith('.so'):
+            os.environ['CONCURRENT_READS_SO'] = os.path.abspath(arg)
+    names = [a for a in sys.argv[1:] if not a.endswith('.so')] or list(GROUPS)
     for name in names:
         with tempfile.TemporaryDirectory(prefix='convert-%s-' % name) as d:
             GROUPS[name](d)
