@@ -307,7 +307,8 @@ static int build(const struct img_create_args *args, const struct create_plan *p
             ret = img_error(-ENOMEM, "out of memory");
         for (unsigned idx = 1; ret == 0 && done < p->size; idx++) {
             uint64_t n = min_u64(p->size - done, chunk);
-            char *path = extent_path(naming, p->flat, p->split, idx);
+            /* A name beside the descriptor: the named-file service resolves it from there. */
+            char *path = extent_path(base_name(naming), p->flat, p->split, idx);
             ret = path ? make_extent(args, p, path, n, made)
                        : img_error(-ENOMEM, "out of memory");
             if (ret == 0)

@@ -187,6 +187,23 @@ def here_to_qemu(suite, src, size):
                 # Same header and tables; the descriptor differs only in the CID.
                 if desc_ours[:512] != desc_theirs[:512] or len(desc_ours) != len(desc_theirs):
                     raise wt.CheckFailed('%s: header or length differs from qemu-img\'s' % sub)
+    with suite.check('here -> qemu: images with extents made in a subfolder named relatively'):
+        os.makedirs(suite.path('sub'), exist_ok=True)
+        for sub in ('monolithicFlat', 'twoGbMaxExtentSparse', 'twoGbMaxExtentFlat'):
+            image = os.path.join('sub', 'r-%s.vmdk' % sub)
+            suite.imgutil('create', '-f', 'vmdk', '-o', 'subformat=' + sub, image, str(size))
+            suite.imgutil('convert', '-f', 'raw', '-O', 'vmdk', '-o', 'subformat=' + sub, src,
+                          os.path.join('sub', 'rc-%s.vmdk' % sub))
+            wt.assert_qemu_check(image, 'vmdk', cwd=suite.tmp)
+            wt.assert_same_content(src, os.path.join('sub', 'rc-%s.vmdk' % sub), 'vmdk',
+                                   cwd=suite.tmp)
+            extents = wt.qemu_info(image, cwd=suite.tmp)['format-specific']['data']['extents']
+            for e in extents:
+                if not os.path.exists(suite.path(e['filename'])):
+                    raise wt.CheckFailed('%s: extent %r missing' % (sub, e['filename']))
+                if os.path.dirname(e['filename']) != 'sub':
+                    raise wt.CheckFailed('%s: extent %r not beside its descriptor' %
+                                         (sub, e['filename']))
     with suite.check('here -> qemu: convert -c into a flat image is refused cleanly'):
         proc = suite.imgutil('convert', '-c', '-f', 'raw', '-O', 'vmdk', '-o',
                              'subformat=monolithicFlat', src, 'cflat.vmdk', ok_codes=None)
