@@ -102,6 +102,20 @@ static int read_bits(struct img *img, const char *name, uint8_t **bits, uint64_t
     return ret;
 }
 
+static int list(struct img *img, struct img_bitmap_desc **descs, size_t *count)
+{
+    *descs = NULL;
+    *count = 0;
+    if (!img || img->magic != IMG_HANDLE_MAGIC)
+        return img_error(-EINVAL, "invalid image handle");
+    if (!img->fmt->bitmap_list)
+        return 0;
+    img_io_enter(img);
+    int ret = img->fmt->bitmap_list(img, descs, count);
+    img_io_leave(img);
+    return ret;
+}
+
 IMG_API int img_bitmap_merge(img *dst, const char *name, img *src, const char *src_name)
 {
     int ret = check_handle(dst, name, "img_bitmap_merge");
@@ -119,7 +133,7 @@ IMG_API int img_bitmap_merge(img *dst, const char *name, img *src, const char *s
         return not_found(name);
     struct img_bitmap_desc *descs = NULL;
     size_t count = 0;
-    ret = dst->fmt->bitmap_list(dst, &descs, &count);
+    ret = list(dst, &descs, &count);
     if (ret < 0)
         return ret;
     bool found = false;
@@ -137,20 +151,6 @@ IMG_API int img_bitmap_merge(img *dst, const char *name, img *src, const char *s
     c.src_bits = bits;
     ret = change(dst, &c, "img_bitmap_merge");
     free(bits);
-    return ret;
-}
-
-static int list(struct img *img, struct img_bitmap_desc **descs, size_t *count)
-{
-    *descs = NULL;
-    *count = 0;
-    if (!img || img->magic != IMG_HANDLE_MAGIC)
-        return img_error(-EINVAL, "invalid image handle");
-    if (!img->fmt->bitmap_list)
-        return 0;
-    img_io_enter(img);
-    int ret = img->fmt->bitmap_list(img, descs, count);
-    img_io_leave(img);
     return ret;
 }
 

@@ -102,8 +102,9 @@ int qcow2_bitmap_read(struct img *img, const char *name, uint8_t **bits, uint64_
         *bits = malloc(n ? n : 1);
         if (!*bits)
             ret = img_error(-ENOMEM, "out of memory");
-        else
-            memcpy(*bits, b->bits, n);
+        else /* byte by byte: tracked writes set bits meanwhile, without the lock */
+            for (uint64_t i = 0; i < n; i++)
+                (*bits)[i] = __atomic_load_n(&b->bits[i], __ATOMIC_RELAXED);
         *size = img->size;
         *granularity_bits = b->granularity_bits;
     }
@@ -220,17 +221,19 @@ static int remove_bitmap(struct img *img, const char *name)
     struct qcow2_bitmap *b = find(s, name);
     if (!b)
         return not_found(name);
+    struct qcow2_bitmap kept = *b, gone = *b;
     /* A table that cannot be read is left where it is (leaked) rather than freed blindly. */
     if (qcow2_bitmap_load_table(s, b) < 0)
-        b->table_offset = 0;
-    struct qcow2_bitmap gone = *b;
+        gone.table_offset = 0;
+    else
+        kept = gone = *b;
     uint32_t index = (uint32_t)(b - s->bitmaps);
     memmove(b, b + 1, (s->nb_bitmaps - index - 1) * sizeof(*b));
     s->nb_bitmaps--;
     int ret = qcow2_bitmaps_store(img, &gone, 1);
     if (ret < 0) {
         memmove(&s->bitmaps[index + 1], &s->bitmaps[index], (s->nb_bitmaps - index) * sizeof(*b));
-        s->bitmaps[index] = gone;
+        s->bitmaps[index] = kept;
         s->nb_bitmaps++;
         return ret;
     }
@@ -275,12 +278,25 @@ static int change_existing(struct img *img, const struct img_bitmap_change *c)
         return ret;
     uint32_t old_flags = b->flags;
     bool old_tracking = b->tracking;
+    /*
+     * Clear and merge change the bits in memory before they are stored: the old bits are kept
+     * aside, so that a failed store leaves nothing for a later one (or the close) to write.
+     */
+    size_t nb_bytes =
+        (size_t)qcow2_bitmap_nb_bytes(qcow2_bitmap_nb_bits(img->size, b->granularity_bits));
+    uint8_t *old_bits = NULL;
+    if (c->op == IMG_BITMAP_OP_CLEAR || c->op == IMG_BITMAP_OP_MERGE) {
+        ret = qcow2_bitmap_load_bits(s, b, img->size);
+        if (ret < 0)
+            return ret;
+        old_bits = malloc(nb_bytes ? nb_bytes : 1);
+        if (!old_bits)
+            return img_error(-ENOMEM, "out of memory");
+        memcpy(old_bits, b->bits, nb_bytes);
+    }
     switch (c->op) {
     case IMG_BITMAP_OP_CLEAR:
-        ret = qcow2_bitmap_load_bits(s, b, img->size);
-        if (ret == 0)
-            memset(b->bits, 0,
-                   qcow2_bitmap_nb_bytes(qcow2_bitmap_nb_bits(img->size, b->granularity_bits)));
+        memset(b->bits, 0, nb_bytes);
         break;
     case IMG_BITMAP_OP_ENABLE:
         b->flags |= QCOW2_BITMAP_AUTO;
@@ -309,7 +325,10 @@ static int change_existing(struct img *img, const struct img_bitmap_change *c)
     if (ret < 0) {
         b->flags = old_flags;
         b->tracking = old_tracking;
+        if (old_bits)
+            memcpy(b->bits, old_bits, nb_bytes);
     }
+    free(old_bits);
     return ret;
 }
 

@@ -311,7 +311,11 @@ int qcow2_bitmaps_store(struct img *img, struct qcow2_bitmap *dropped, size_t nb
         else
             ret = alloc_and_write(s, &nc, dir, dir_size, &dir_offset);
     }
-    if (ret == 0 && (ret = io_fsync(s->file)) < 0)
+    /*
+     * Everything the new directory names durable first, the refcounts of its clusters
+     * included: a new refcount block or table they needed is linked only by this flush.
+     */
+    if (ret == 0 && (ret = qcow2_flush_caches(s, true)) < 0)
         img_error(ret, "qcow2: cannot flush the bitmaps: %s", img_strerror(ret));
     bool header_tried = false;
     if (ret == 0) {

@@ -51,14 +51,30 @@ static int write_flags_in_place(struct qcow2_state *s)
     return 0;
 }
 
+/*
+ * The most bitmap bytes tracking holds in memory: an image may list thousands of bitmaps of up
+ * to 512 MiB each. Past it, a bitmap is treated as one that could not be loaded (marked in use,
+ * so known stale) rather than letting a hostile image take the machine's memory.
+ */
+#define TRACKING_MEMORY_BUDGET (1ull << 30)
+
 int qcow2_bitmaps_begin_tracking(struct img *img)
 {
     struct qcow2_state *s = img->priv;
     bool load_failed = false;
+    uint64_t budget = TRACKING_MEMORY_BUDGET;
     for (uint32_t i = 0; i < s->nb_bitmaps; i++) {
         struct qcow2_bitmap *b = &s->bitmaps[i];
         if (!(b->flags & QCOW2_BITMAP_AUTO) || (b->flags & QCOW2_BITMAP_IN_USE))
             continue;
+        uint64_t bytes =
+            qcow2_bitmap_nb_bytes(qcow2_bitmap_nb_bits(img->size, b->granularity_bits));
+        if (!b->bits && bytes > budget) {
+            load_failed = true;
+            continue;
+        }
+        if (!b->bits)
+            budget -= bytes;
         if (qcow2_bitmap_load_bits(s, b, img->size) < 0) {
             load_failed = true;
             continue;
@@ -89,6 +105,20 @@ int qcow2_bitmaps_begin_tracking(struct img *img)
     return ret;
 }
 
+/*
+ * Sets bits [first, last]: whole bytes with one store each, the partial bytes at the ends bit
+ * by bit. Atomic, as other writers set bits of the same bytes without a lock.
+ */
+static void set_bits(uint8_t *bits, uint64_t first, uint64_t last)
+{
+    for (; first <= last && first % 8; first++)
+        __atomic_fetch_or(&bits[first / 8], (uint8_t)(1u << (first % 8)), __ATOMIC_RELAXED);
+    for (; first <= last && last - first >= 7; first += 8)
+        __atomic_store_n(&bits[first / 8], (uint8_t)0xff, __ATOMIC_RELAXED);
+    for (; first <= last; first++)
+        __atomic_fetch_or(&bits[first / 8], (uint8_t)(1u << (first % 8)), __ATOMIC_RELAXED);
+}
+
 void qcow2_bitmaps_mark_dirty(struct qcow2_state *s, uint64_t offset, uint64_t length)
 {
     if (length == 0 || !s->writer || !__atomic_load_n(&s->writer->bitmaps_in_use, __ATOMIC_ACQUIRE))
@@ -98,10 +128,8 @@ void qcow2_bitmaps_mark_dirty(struct qcow2_state *s, uint64_t offset, uint64_t l
         struct qcow2_bitmap *b = &s->bitmaps[i];
         if (!b->tracking || !b->bits)
             continue;
-        uint64_t first = offset >> b->granularity_bits;
-        uint64_t last = (offset + length - 1) >> b->granularity_bits;
-        for (uint64_t k = first; k <= last; k++)
-            __atomic_fetch_or(&b->bits[k / 8], (uint8_t)(1u << (k % 8)), __ATOMIC_RELAXED);
+        set_bits(b->bits, offset >> b->granularity_bits,
+                 (offset + length - 1) >> b->granularity_bits);
     }
 }
 
