@@ -386,7 +386,10 @@ struct img_format {
      * `opts` holds only the options the user named, already checked against the format's
      * option table. Handle drained, image writable; progress through lib/progress.h. Each
      * change is ordered so that a crash leaves either the old or the new image. Options that
-     * cannot change are refused with qemu-img's message before anything is written. NULL:
+     * cannot change are refused with qemu-img's message, in qemu-img's order: values the
+     * option table rejects before anything is written, but some refusals (qcow2's
+     * backing_file) only after the changes QEMU makes before them, as `qemu-img amend` does
+     * (each of those changes complete and consistent on its own). NULL:
      * the core refuses with "Format driver 'FMT' does not support option amendment".
      */
     int (*amend)(struct img *img, const img_opts *opts);

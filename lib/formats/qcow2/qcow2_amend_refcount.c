@@ -258,6 +258,12 @@ static int switch_to_new(struct img *img, struct new_refcounts *n)
     if (ret < 0) {
         s->hdr = saved;
         img_error_prefix("Failed to update the image header");
+        /*
+         * The failed write may still have reached the disk and name the new structures: they
+         * stay allocated (a leak at worst), never handed back to be overwritten.
+         */
+        free(n->table);
+        n->table = NULL;
         return ret;
     }
     uint64_t *old_table = s->refcount_table;
