@@ -43,7 +43,8 @@ struct io_file {
      * two workers, up to 15% of the process's CPU time went to rwsem_spin_on_owner. Taking
      * turns here instead, the waiting writer sleeps. io_uring's workers do the same (they run
      * the buffered writes of one inode in turn). Writes with O_DIRECT, and to anything but a
-     * regular file, may really run side by side, and are not serialized.
+     * regular file, may really run side by side, and synchronous ones (O_DSYNC, O_SYNC) wait
+     * for the device after the inode's lock is released: none of them are serialized.
      */
     bool serialize_writes;
     pthread_mutex_t write_lock;
@@ -130,7 +131,7 @@ static int wrap_fd(struct io_file **out, int fd, const char *path)
     f->ring_fd = -1;
     f->is_block = S_ISBLK(st.st_mode);
     int fl = fcntl(fd, F_GETFL);
-    f->serialize_writes = S_ISREG(st.st_mode) && fl >= 0 && !(fl & O_DIRECT);
+    f->serialize_writes = S_ISREG(st.st_mode) && fl >= 0 && !(fl & (O_DIRECT | O_DSYNC | O_SYNC));
     pthread_mutex_init(&f->write_lock, NULL);
     *out = f;
     return 0;
