@@ -55,11 +55,20 @@ static int lock_file(struct img *layer, struct io_file *file, bool writable)
     int ret = io_file_lock(file, lock_mode(layer, writable), layer->filename);
     if (ret == 0)
         return 0;
-    /* Keep the layer as it was: its old locks again (nobody could take what we held). */
-    io_file_lock(layer->file, lock_mode(layer, layer->writable), layer->filename);
+    /*
+     * Keep the layer as it was: its old locks again. Another process may have taken a lock in
+     * the moment between (the two descriptions would conflict if both were locked at once);
+     * then the layer stays open unlocked and says so.
+     */
     if (ret == -EBUSY)
-        return img_error(ret, "Failed to get \"%s\" lock\nIs another process using the image [%s]?",
-                         writable ? "write" : "consistent read", layer->filename);
+        img_error(ret, "Failed to get \"%s\" lock\nIs another process using the image [%s]?",
+                  writable ? "write" : "consistent read", layer->filename);
+    char *why = strdup(img_last_error());
+    if (io_file_lock(layer->file, lock_mode(layer, layer->writable), layer->filename) < 0)
+        img_error(ret, "%s (and its earlier lock could not be taken again)", why ? why : "");
+    else
+        img_error(ret, "%s", why ? why : "");
+    free(why);
     return ret;
 }
 
