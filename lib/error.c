@@ -42,10 +42,13 @@ static const char *current_context(void)
 
 int img_error(int code, const char *fmt, ...)
 {
+    /* Formatted aside first: an argument may be the message being replaced (img_last_error). */
+    char message[ERROR_MESSAGE_MAX];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(thread_message, sizeof(thread_message), fmt, ap);
+    vsnprintf(message, sizeof(message), fmt, ap);
     va_end(ap);
+    memcpy(thread_message, message, sizeof(thread_message));
     thread_errno = code;
     const char *context = current_context();
     if (context && *context && !strstr(thread_message, context))

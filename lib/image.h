@@ -207,6 +207,8 @@ int img_read_guest(struct img *img, void *buf, size_t len, uint64_t offset);
  * the drain lock), for a core call that holds the handle itself. `len` or a negative errno.
  */
 int64_t img_write_guest(struct img *img, const void *buf, size_t len, uint64_t offset);
+/* Zeroes guest bytes of the top layer as img_zero() does, for the same callers. */
+int img_zero_guest(struct img *img, uint64_t offset, uint64_t len);
 
 /* Fills `buf` with the ext->length guest bytes at `offset` that `ext` describes. */
 int img_read_extent(const struct img_extent *ext, void *buf, uint64_t offset);

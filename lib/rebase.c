@@ -79,7 +79,7 @@ static int copy_differences(struct rebase *r, uint64_t offset, size_t n, bool ol
         if (differ) {
             int64_t ret;
             if (old_is_zero && img->fmt->zero)
-                ret = img->fmt->zero(img, offset + done, run, 0);
+                ret = img_zero_guest(img, offset + done, run);
             else
                 ret = img_write_guest(img, r->buf_old + done, run, offset + done);
             if (ret < 0)

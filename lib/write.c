@@ -280,3 +280,8 @@ int64_t img_write_guest(struct img *img, const void *buf, size_t len, uint64_t o
 {
     return pwrite_locked(img, buf, len, offset);
 }
+
+int img_zero_guest(struct img *img, uint64_t offset, uint64_t len)
+{
+    return zero_locked(img, offset, len, 0);
+}

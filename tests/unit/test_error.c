@@ -45,6 +45,15 @@ static void test_per_thread(void **state)
     assert_string_equal(img_last_error(), "main thread message");
 }
 
+/* A new message may quote the one it replaces. */
+static void test_message_quoting_the_last(void **state)
+{
+    (void)state;
+    img_error(-EIO, "the table is broken");
+    assert_int_equal(img_error(-EINVAL, "cannot rebase: %s", img_last_error()), -EINVAL);
+    assert_string_equal(img_last_error(), "cannot rebase: the table is broken");
+}
+
 static void test_open_failure_sets_message(void **state)
 {
     img *image = (img *)0x1;
@@ -63,6 +72,7 @@ int main(void)
         cmocka_unit_test(test_strerror),
         cmocka_unit_test(test_per_thread),
         cmocka_unit_test(test_open_failure_sets_message),
+        cmocka_unit_test(test_message_quoting_the_last),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
