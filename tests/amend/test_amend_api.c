@@ -15,17 +15,7 @@
 
 #include <imgutil.h>
 
-static int failures;
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                   \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fprintf(stderr, " (last error: %s)\n", img_last_error());                              \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
+#include "api_check.h"
 
 #define SIZE (8u << 20)
 

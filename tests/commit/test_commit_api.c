@@ -14,20 +14,10 @@
 
 #include <imgutil.h>
 
+#include "api_check.h"
+
 #define SIZE (2u << 20)
 #define MB (1u << 20)
-
-static int failures;
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                   \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fprintf(stderr, " (last error: %s)\n", img_last_error());                              \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
 
 static char base_path[128], top_path[128];
 static uint8_t pattern_top[65536], pattern_base[65536];

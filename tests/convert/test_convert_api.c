@@ -17,20 +17,9 @@
 #include <unistd.h>
 
 #include "imgutil.h"
+#include "api_check.h"
 
 #define SKIP 77
-
-static int failures;
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                   \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fprintf(stderr, " (last error: %s)\n", img_last_error());                              \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
 
 static char dir[4096];
 

@@ -13,20 +13,11 @@
 
 #include <imgutil.h>
 
+#include "api_check.h"
+
 #define SIZE (1u << 20)
 
-static int failures;
 static char dir[] = "/tmp/imgutil-rebase.XXXXXX";
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                   \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fprintf(stderr, " (last error: %s)\n", img_last_error());                              \
-            failures++;                                                                            \
-        }                                                                                          \
-    } while (0)
 
 static char *path_of(const char *name)
 {
