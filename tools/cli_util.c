@@ -278,3 +278,13 @@ void cli_print_json(const char *json)
     if (len == 0 || json[len - 1] != '\n')
         fputc('\n', stdout);
 }
+
+bool cli_is_cache_mode(const char *mode)
+{
+    static const char *const modes[] = {"none",       "off",    "writeback", "writethrough",
+                                        "directsync", "unsafe", NULL};
+    for (size_t i = 0; modes[i]; i++)
+        if (strcmp(mode, modes[i]) == 0)
+            return true;
+    return false;
+}

@@ -46,6 +46,9 @@ int cli_getopt_error(int c, char **argv);
 /* Prints the full usage text on stdout (--help and every subcommand's -h). */
 void cli_print_help(void);
 
+/* Whether `mode` is a cache mode qemu-img accepts for -t and -T (the library caches itself). */
+bool cli_is_cache_mode(const char *mode);
+
 /*
  * Parses a size as qemu-img does: a decimal integer (or 0x hex), an optional fraction, and an
  * optional suffix b/B (bytes) or k/K, M, G, T, P, E (powers of 1024). A fraction needs a

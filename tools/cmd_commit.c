@@ -11,16 +11,6 @@
 #include "cli_progress.h"
 #include "cli_util.h"
 
-static bool is_cache_mode(const char *mode)
-{
-    static const char *const modes[] = {"none",       "writeback", "writethrough",
-                                        "directsync", "unsafe",    NULL};
-    for (size_t i = 0; modes[i]; i++)
-        if (strcmp(mode, modes[i]) == 0)
-            return true;
-    return false;
-}
-
 /* The progress line, and -r: the copy waits in its progress reports to keep to the rate. */
 struct commit_progress {
     struct cli_progress line;
@@ -74,7 +64,7 @@ int cmd_commit(int argc, char **argv)
     while ((c = cli_image_getopt(argc, argv, ":hf:t:b:dpqr:", long_options, &args)) != -1) {
         switch (c) {
         case 't':
-            if (!is_cache_mode(optarg)) {
+            if (!cli_is_cache_mode(optarg)) {
                 cli_error("Invalid cache option: %s", optarg);
                 return CLI_EXIT_FAILURE;
             }

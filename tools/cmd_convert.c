@@ -23,16 +23,6 @@
 /* Long options without a short form. */
 enum { OPT_TARGET_IS_ZERO = 256, OPT_SALVAGE, OPT_BITMAPS, OPT_SKIP_BROKEN_BITMAPS };
 
-static bool is_cache_mode(const char *mode)
-{
-    static const char *const modes[] = {"none",       "writeback", "writethrough",
-                                        "directsync", "unsafe",    NULL};
-    for (size_t i = 0; modes[i]; i++)
-        if (strcmp(mode, modes[i]) == 0)
-            return true;
-    return false;
-}
-
 static int set_sparse_size(img_opts **opts, const char *arg)
 {
     uint64_t size;
@@ -186,7 +176,7 @@ int cmd_convert(int argc, char **argv)
         case 't':
         case 'T':
             /* Cache modes only tune performance here; accept qemu-img's names. */
-            if (!is_cache_mode(optarg)) {
+            if (!cli_is_cache_mode(optarg)) {
                 cli_error("Invalid %scache option: %s", c == 'T' ? "source " : "", optarg);
                 goto out;
             }

@@ -13,17 +13,6 @@
 #include "cli_progress.h"
 #include "cli_util.h"
 
-/* The cache modes qemu-img accepts for -t and -T (the library does its own caching). */
-static bool is_cache_mode(const char *mode)
-{
-    static const char *const modes[] = {"none",       "off",    "writeback", "writethrough",
-                                        "directsync", "unsafe", NULL};
-    for (size_t i = 0; modes[i]; i++)
-        if (strcmp(mode, modes[i]) == 0)
-            return true;
-    return false;
-}
-
 static int run_rebase(img *image, const char *backing, const char *backing_fmt, unsigned flags,
                       bool show_progress)
 {
@@ -83,11 +72,11 @@ int cmd_rebase(int argc, char **argv)
     if (!unsafe && !backing)
         return cli_usage_error("Must specify backing file (-b) or use unsafe mode (-u)");
     const char *filename = argv[optind];
-    if (!is_cache_mode(cache)) {
+    if (!cli_is_cache_mode(cache)) {
         cli_error("Invalid cache option: %s", cache);
         return CLI_EXIT_FAILURE;
     }
-    if (!is_cache_mode(src_cache)) {
+    if (!cli_is_cache_mode(src_cache)) {
         cli_error("Invalid source cache option: %s", src_cache);
         return CLI_EXIT_FAILURE;
     }

@@ -25,6 +25,10 @@ import subprocess
 import sys
 import tempfile
 
+# The killpoint environment, as the other kill tests use it.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'write'))
+from test_kill_snapshot import preload_env  # noqa: E402
+
 SKIP = 77
 SIZE = 1024 * 1024
 SECTOR = 512
@@ -78,17 +82,6 @@ def check(image, fmt, allowed):
         raise Failure('qemu-img check %s: exit %d' % (image, rc))
     return rc
 
-
-def preload_env(so, **values):
-    env = dict(os.environ)
-    env['LD_PRELOAD'] = so
-    # The kill points are the library's pwrite calls, made on the calling thread by the
-    # thread-pool engine (io_uring would make none).
-    env['IMGUTIL_IO'] = 'threads'
-    env['ASAN_OPTIONS'] = env.get('ASAN_OPTIONS', '') + ':verify_asan_link_order=0'
-    for k, v in values.items():
-        env[k] = str(v)
-    return env
 
 
 def try_chain(cli, so, tmp, base_fmt):

@@ -21,6 +21,10 @@ import subprocess
 import sys
 import tempfile
 
+# The killpoint environment, as the other kill tests use it.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'write'))
+from test_kill_snapshot import preload_env  # noqa: E402
+
 SKIP = 77
 
 
@@ -49,17 +53,6 @@ def build(tmp):
     qemu_io('O.qcow2', 'write -P 0x44 64k 64k', 'write -P 0x45 300k 4k', cwd=tmp)
     run(['qemu-img', 'convert', '-O', 'raw', 'O.qcow2', 'view.raw'], cwd=tmp)
 
-
-def preload_env(so, **values):
-    env = dict(os.environ)
-    env['LD_PRELOAD'] = so
-    # The kill points are the library's pwrite calls: the thread-pool engine makes them on the
-    # calling thread, where io_uring would make none.
-    env['IMGUTIL_IO'] = 'threads'
-    env['ASAN_OPTIONS'] = env.get('ASAN_OPTIONS', '') + ':verify_asan_link_order=0'
-    for k, v in values.items():
-        env[k] = str(v)
-    return env
 
 
 def backing_of(tmp, image):
