@@ -266,8 +266,9 @@ static int unpack_extent(const struct convert_chunk_ctx *ctx, const struct conve
     int ret = codec_decompress((enum img_codec)ext->codec, ctx->packed_in + p->in_off,
                                (size_t)ext->comp_length, unit, ext->unit_size);
     if (ret < 0)
-        img_error(ret, "compressed data at host offset 0x%" PRIx64 " is corrupt (%s)",
-                  ext->host_offset, codec_name((enum img_codec)ext->codec));
+        img_error(ret, "compressed data at host offset 0x%" PRIx64 " %s (%s)", ext->host_offset,
+                  codec_failure((enum img_codec)ext->codec, ret),
+                  codec_name((enum img_codec)ext->codec));
     else if (!whole)
         memcpy(ctx->buf + p->pos, unit + (at - ext->unit_start), ext->length);
     if (!whole)

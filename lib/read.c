@@ -84,8 +84,9 @@ static int read_compressed(const struct img_extent *ext, uint8_t *buf, uint64_t 
     ret = codec_decompress((enum img_codec)ext->codec, packed, ext->comp_length, unit,
                            ext->unit_size);
     if (ret < 0) {
-        img_error(ret, "compressed data at host offset 0x%" PRIx64 " is corrupt (%s)",
-                  ext->host_offset, codec_name((enum img_codec)ext->codec));
+        img_error(ret, "compressed data at host offset 0x%" PRIx64 " %s (%s)", ext->host_offset,
+                  codec_failure((enum img_codec)ext->codec, ret),
+                  codec_name((enum img_codec)ext->codec));
         goto out;
     }
     memcpy(buf, unit + (offset - ext->unit_start), length);

@@ -61,3 +61,10 @@ const char *codec_name(enum img_codec codec)
     }
     return "unknown";
 }
+
+const char *codec_failure(enum img_codec codec, int ret)
+{
+    if (ret == -ENOPKG && codec == CODEC_BZIP2)
+        return "cannot be decompressed: libbz2 cannot be loaded";
+    return "is corrupt";
+}

@@ -15,10 +15,14 @@ enum img_codec {
 /*
  * Decompresses `src` into exactly `dst_len` bytes of `dst`. `src` may carry trailing bytes
  * after the end of the stream (qcow2 rounds compressed clusters up to sectors). Fails with
- * -EIO when the stream is corrupt or yields fewer than `dst_len` bytes.
+ * -EIO when the stream is corrupt or yields fewer than `dst_len` bytes, and with -ENOPKG
+ * when the library that decodes it cannot be loaded (libbz2, loaded on first use).
  */
 int codec_decompress(enum img_codec codec, const void *src, size_t src_len, void *dst,
                      size_t dst_len);
+
+/* What a failure of codec_decompress() says of the data: "is corrupt", or why it was not read. */
+const char *codec_failure(enum img_codec codec, int ret);
 
 /*
  * Compresses `src` into `dst` (capacity `dst_cap`). Returns the compressed length, -ENOSPC

@@ -50,8 +50,11 @@ struct io_queue {
 /* Hands a finished request (result 0 or a negative errno) back to the queue. */
 void io_queue_complete(struct io_queue *q, struct io_req *req, int result);
 
-/* The engine this process uses (chosen once, from IMGUTIL_IO). */
-const struct io_engine *io_process_engine(void);
+/*
+ * Performs a validated request for a synchronous call, as the process's engine does it (see
+ * the engines' execute), and returns when it is finished.
+ */
+int io_sync_execute(struct io_req *req);
 
 /*
  * The host primitives (host.c): system-call loops with EINTR retried and transfers completed

@@ -9,13 +9,11 @@
  *
  * A waited queue (io_queue_set_waited: its owner waits for each batch at once, as convert's
  * chunks do) sends its batch in the io_uring_enter that waits for it, without IOSQE_ASYNC, and
- * runs inline the requests a synchronous call runs inline (see sync_uses_ring).
+ * runs inline the requests a synchronous call runs inline.
  *
- * Synchronous reads use a second, small ring per thread (made on the thread's first call,
- * released by a thread-specific-data destructor when the thread exits): one io_uring_enter
- * both submits the request and waits for it. The other synchronous calls run inline with the
- * host primitives, where the ring would only be slower (see sync_uses_ring), as does what this
- * liburing or kernel's ring cannot do (truncate; zeroing without FALLOC_FL_ZERO_RANGE).
+ * Synchronous calls run inline with the host primitives, where the ring would only be slower
+ * (see uring_execute), as does what this liburing or kernel's ring cannot do (truncate;
+ * zeroing without FALLOC_FL_ZERO_RANGE).
  */
 #include "config.h"
 #include "engine.h"
@@ -26,7 +24,6 @@
 
 #include <fcntl.h>
 #include <liburing.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -50,17 +47,15 @@ struct uring_queue {
     bool waited; /* the queue's io_queue_set_waited(), copied when a request starts */
 };
 
-/* Synchronous calls: one small ring per thread. */
-#define SYNC_RING_ENTRIES 4u
-
-static void sync_ring_keep(struct io_uring *ring);
+/* The probing ring's size. */
+#define PROBE_RING_ENTRIES 4u
 
 static bool uring_available(void)
 {
     struct io_uring *ring = calloc(1, sizeof(*ring));
     if (!ring)
         return false;
-    if (io_uring_queue_init(SYNC_RING_ENTRIES, ring, 0) < 0) {
+    if (io_uring_queue_init(PROBE_RING_ENTRIES, ring, 0) < 0) {
         free(ring);
         return false; /* ENOSYS on old kernels, EPERM under seccomp or io_uring_disabled */
     }
@@ -72,17 +67,9 @@ static bool uring_available(void)
               io_uring_opcode_supported(probe, IORING_OP_FALLOCATE);
     if (probe)
         io_uring_free_probe(probe);
-    if (!ok) {
-        io_uring_queue_exit(ring);
-        free(ring);
-        return false;
-    }
-    /*
-     * The engine is chosen on the first I/O call, which is synchronous: the probing ring becomes
-     * this thread's ring for those, rather than setting up a second one right after.
-     */
-    sync_ring_keep(ring);
-    return true;
+    io_uring_queue_exit(ring);
+    free(ring);
+    return ok;
 }
 
 static int uring_queue_init(struct io_queue *q)
@@ -189,7 +176,14 @@ static void start_backlog(struct uring_queue *uq)
     }
 }
 
-static bool sync_uses_ring(const struct io_req *req);
+/*
+ * A waited queue's reads go through the ring, all of a batch in the one io_uring_enter that
+ * waits for them; its other requests run inline, as a synchronous call's do.
+ */
+static bool waited_uses_ring(const struct io_req *req)
+{
+    return req->op == IO_OP_READ;
+}
 
 /* Whether the ring can carry this request (liburing 2.3 has no ftruncate opcode). */
 static bool ring_can(const struct io_req *req)
@@ -201,7 +195,7 @@ static int uring_submit(struct io_queue *q, struct io_req *req)
 {
     struct uring_queue *uq = q->engine_state;
     uq->waited = q->waited;
-    if (!ring_can(req) || (q->waited && !sync_uses_ring(req))) {
+    if (!ring_can(req) || (q->waited && !waited_uses_ring(req))) {
         /*
          * Done inline; the callback still runs only at the next reap. A waited queue's owner
          * waits at once as a synchronous caller does, so the same requests as for those run
@@ -334,124 +328,21 @@ static int uring_collect(struct io_queue *q, unsigned min)
     return 0;
 }
 
-static pthread_key_t sync_ring_key;
-static pthread_once_t sync_ring_once = PTHREAD_ONCE_INIT;
-static bool sync_ring_key_ok;
-
-static void sync_ring_release(void *arg)
-{
-    struct io_uring *ring = arg;
-    io_uring_queue_exit(ring);
-    free(ring);
-}
-
 /*
- * A forked child shares the parent's ring memory: submitting there would corrupt the parent's
- * ring. The child drops its copy (unmapping and closing only its own view) and makes its own.
+ * A synchronous call runs inline with the host primitives: the ring cannot be faster for one
+ * request waited for at once. A buffered write (on ext4), an fsync and a fallocate are handed
+ * by the kernel to its io-wq workers, so the caller sleeps and is woken for each one, and even
+ * a read the page cache serves, copied inside io_uring_enter as pread copies it, costs more.
+ * Measured on Linux 6.18, ext4, data in the page cache, one request waited for at a time,
+ * microseconds per request (system call / ring): read 4 KiB 0.7-1.1 / 1.4-1.5, 64 KiB
+ * 3.0-5.3 / 3.6-4.0, 1 MiB 57-80 / 68-79; write 4 KiB 2.7-3.3 / 9.4-10.9, 64 KiB 5.4-7.4 /
+ * 11.8-12.2, 1 MiB 144-159 / 181-201. A process that only reads metadata (info, check, map)
+ * thus sets up no ring at all. Queued requests (uring_submit) always use the ring: there the
+ * hand-over overlaps them.
  */
-static void sync_ring_atfork_child(void)
-{
-    struct io_uring *ring = pthread_getspecific(sync_ring_key);
-    if (ring) {
-        pthread_setspecific(sync_ring_key, NULL);
-        sync_ring_release(ring);
-    }
-}
-
-static void sync_ring_key_init(void)
-{
-    if (pthread_key_create(&sync_ring_key, sync_ring_release) != 0)
-        return;
-    sync_ring_key_ok = pthread_atfork(NULL, NULL, sync_ring_atfork_child) == 0;
-    if (!sync_ring_key_ok)
-        pthread_key_delete(sync_ring_key);
-}
-
-/* Makes `ring` this thread's ring for synchronous calls, or releases it. */
-static void sync_ring_keep(struct io_uring *ring)
-{
-    pthread_once(&sync_ring_once, sync_ring_key_init);
-    if (!sync_ring_key_ok || pthread_getspecific(sync_ring_key) ||
-        pthread_setspecific(sync_ring_key, ring) != 0) {
-        io_uring_queue_exit(ring);
-        free(ring);
-    }
-}
-
-/* This thread's ring, made on first use; NULL when none can be had (then run inline). */
-static struct io_uring *sync_ring(void)
-{
-    pthread_once(&sync_ring_once, sync_ring_key_init);
-    if (!sync_ring_key_ok)
-        return NULL;
-    struct io_uring *ring = pthread_getspecific(sync_ring_key);
-    if (ring)
-        return ring;
-    ring = calloc(1, sizeof(*ring));
-    if (!ring)
-        return NULL;
-    if (io_uring_queue_init(SYNC_RING_ENTRIES, ring, 0) < 0) {
-        free(ring);
-        return NULL;
-    }
-    if (pthread_setspecific(sync_ring_key, ring) != 0) {
-        sync_ring_release(ring);
-        return NULL;
-    }
-    return ring;
-}
-
-/*
- * Whether a synchronous request goes through the thread's ring or runs inline with the host
- * primitives. Only reads use the ring: a read the page cache serves is copied inside
- * io_uring_enter, as pread copies it, while a buffered write (on ext4), an fsync and a
- * fallocate are handed by the kernel to its io-wq workers, so the caller sleeps and is woken
- * for each one and the ring cannot be as fast as the system call. Measured on Linux 6.18, ext4,
- * data in the page cache, one request waited for at a time, microseconds per request (system
- * call / ring): read 4 KiB 0.7-1.1 / 1.4-1.5, 64 KiB 3.0-5.3 / 3.6-4.0, 1 MiB 57-80 / 68-79;
- * write 4 KiB 2.7-3.3 / 9.4-10.9, 64 KiB 5.4-7.4 / 11.8-12.2, 1 MiB 144-159 / 181-201.
- * Queued requests (uring_submit) always use the ring: there the hand-over overlaps them.
- */
-static bool sync_uses_ring(const struct io_req *req)
-{
-    return req->op == IO_OP_READ;
-}
-
 static int uring_execute(struct io_req *req)
 {
-    struct io_uring *ring = sync_uses_ring(req) ? sync_ring() : NULL;
-    if (!ring)
-        return io_req_execute(req);
-
-    req->engine_done_bytes = 0;
-    for (;;) {
-        struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
-        if (!sqe)
-            return -EIO; /* the ring holds only this request: it always has room */
-        prep_sqe(sqe, req, false);
-        struct io_uring_cqe *cqe;
-        int ret;
-        do {
-            /* Submits and waits in one system call. */
-            ret = io_uring_submit_and_wait(ring, 1);
-        } while (ret == -EINTR || ret == -EAGAIN || ret == -EBUSY);
-        if (ret >= 0)
-            ret = io_uring_peek_cqe(ring, &cqe);
-        if (ret < 0) {
-            /*
-             * The SQE may still sit in the ring, pointing at this caller's buffer: the ring
-             * goes, and the thread's next call makes a new one.
-             */
-            pthread_setspecific(sync_ring_key, NULL);
-            sync_ring_release(ring);
-            return ret;
-        }
-        int res = cqe->res;
-        io_uring_cqe_seen(ring, cqe);
-        int result;
-        if (apply_cqe(req, res, &result))
-            return result;
-    }
+    return io_req_execute(req);
 }
 
 const struct io_engine io_engine_uring = {

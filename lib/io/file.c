@@ -271,7 +271,7 @@ int64_t io_file_allocated(struct io_file *f)
 static int run(enum io_op op, struct io_file *f, void *buf, size_t len, uint64_t offset)
 {
     struct io_req req = {.op = op, .file = f, .buf = buf, .len = len, .offset = offset};
-    return io_process_engine()->execute(&req);
+    return io_sync_execute(&req);
 }
 
 int io_pread(struct io_file *f, void *buf, size_t len, uint64_t offset)

@@ -43,9 +43,28 @@ static const struct io_engine *engine(void)
     return process_engine;
 }
 
-const struct io_engine *io_process_engine(void)
+/*
+ * Synchronous calls run alike on the io_uring and thread-pool engines (inline, with the host
+ * primitives), so they do not need the choice between the two, which costs io_uring a probing
+ * ring: a process that only reads metadata (info, check, map) sets up none. Only the fault
+ * engine runs them its own way.
+ */
+static const struct io_engine *sync_engine;
+static pthread_once_t sync_engine_once = PTHREAD_ONCE_INIT;
+
+static void choose_sync_engine(void)
 {
-    return engine();
+    const char *want = getenv("IMGUTIL_IO");
+    if (want && strcmp(want, "fault") == 0)
+        sync_engine = engine();
+    else
+        sync_engine = &io_engine_threads;
+}
+
+int io_sync_execute(struct io_req *req)
+{
+    pthread_once(&sync_engine_once, choose_sync_engine);
+    return sync_engine->execute(req);
 }
 
 const char *io_engine_name(void)

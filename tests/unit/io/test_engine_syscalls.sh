@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 # Every host I/O goes through the chosen engine: under strace, `imgutil convert` with
 # IMGUTIL_IO=uring must enter io_uring, and with IMGUTIL_IO=threads must not touch it at all.
-# Skips (77) without strace or qemu-img, or when the io_uring engine cannot run here (a kernel
+# Skips (77) without strace, qemu-img or qemu-io, or when the io_uring engine cannot run here (a kernel
 # without io_uring, seccomp, a build without liburing).
 set -u
 # Arguments: the imgutil CLI, and print_engine (prints the engine a process gets).
@@ -11,6 +11,7 @@ PRINT_ENGINE=$2
 [ -x "$IMGUTIL" ] && [ -x "$PRINT_ENGINE" ] || { echo "usage: $0 IMGUTIL PRINT_ENGINE" >&2; exit 1; }
 command -v strace >/dev/null 2>&1 || exit 77
 command -v qemu-img >/dev/null 2>&1 || exit 77
+command -v qemu-io >/dev/null 2>&1 || exit 77
 # strace cannot attach where ptrace is refused (some containers).
 strace -f -o /dev/null true 2>/dev/null || exit 77
 
@@ -20,6 +21,9 @@ export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/imgutil-engine.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 qemu-img create -q -f qcow2 "$WORK/src.qcow2" 4M || exit 1
+# Data to copy: convert reads it through its queues, which are the ring's users (synchronous
+# calls, such as the metadata reads, run inline on both engines).
+qemu-io -f qcow2 -c 'write -P 7 0 1M' -c 'write -P 9 3M 64k' "$WORK/src.qcow2" >/dev/null || exit 1
 
 trace() { # ENGINE OUTPUT-NAME
     rm -f "$WORK/$2"
@@ -39,8 +43,6 @@ if grep -q io_uring "$WORK/threads.trace"; then
 fi
 
 [ "$(IMGUTIL_IO=uring "$PRINT_ENGINE")" = uring ] || exit 77
-# The source is empty, so convert reads and writes only metadata, with synchronous calls:
-# those too must go through the ring.
 trace uring out-uring.qcow2
 if ! grep -q 'io_uring_enter(' "$WORK/uring.trace"; then
     echo "FAIL: IMGUTIL_IO=uring made no io_uring_enter call" >&2
