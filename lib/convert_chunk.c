@@ -25,7 +25,11 @@
 #include "codec/codec.h"
 #include "util/array.h"
 #include "util/checked.h"
+#include "util/huge_buffer.h"
 #include "util/zero.h"
+
+_Static_assert(CONVERT_CHUNK_SIZE % HUGE_BUFFER_ALIGN == 0,
+               "chunk buffers come whole in huge pages");
 
 /* Requests of one chunk in flight at once; more wait in the list for a free place. */
 #define CHUNK_QUEUE_DEPTH 16
@@ -33,8 +37,11 @@
 int convert_chunk_ctx_init(struct convert_chunk_ctx *ctx)
 {
     memset(ctx, 0, sizeof(*ctx));
-    /* Page-aligned like the page cache it is copied from and to: misaligned copies are slower. */
-    ctx->buf = aligned_alloc(4096, CONVERT_CHUNK_SIZE);
+    /*
+     * Page-aligned like the page cache it is copied from and to (misaligned copies are slower),
+     * and in huge pages where the kernel gives them.
+     */
+    ctx->buf = huge_buffer_alloc(CONVERT_CHUNK_SIZE);
     if (!ctx->buf)
         return img_error(-ENOMEM, "out of memory");
     int ret = io_queue_new(&ctx->queue, CHUNK_QUEUE_DEPTH);
@@ -206,7 +213,7 @@ static int plan_packed_read(struct convert_chunk_ctx *ctx, const struct img_exte
     /* A piece of a unit that may be cached: read through the cache (img_read_extent). */
     if (ext->cacheable && !(offset == ext->unit_start && ext->length == ext->unit_size))
         return 0;
-    if (!ctx->packed_in && !(ctx->packed_in = malloc(CONVERT_CHUNK_SIZE)))
+    if (!ctx->packed_in && !(ctx->packed_in = huge_buffer_alloc(CONVERT_CHUNK_SIZE)))
         return img_error(-ENOMEM, "out of memory");
     uint64_t start = ext->host_offset, end = ext->host_offset + ext->comp_length;
     if (ctx->packed_in_req) {
@@ -529,7 +536,7 @@ static int compress_units(const struct convert_job *job, struct convert_chunk_ct
 {
     struct img *dst = job->img_dst;
     uint64_t unit = job->compress_unit;
-    if (!ctx->packed && !(ctx->packed = malloc(CONVERT_CHUNK_SIZE)))
+    if (!ctx->packed && !(ctx->packed = huge_buffer_alloc(CONVERT_CHUNK_SIZE)))
         return img_error(-ENOMEM, "out of memory");
     ctx->nunits = 0;
     size_t cursor = 0, backing_cursor = 0;
