@@ -7,11 +7,20 @@
 # where the kernel allows it). BENCH_FORMATS lists the other formats to time, each converted
 # from raw and (made by qemu-img) to raw; default: every format both tools can create, or
 # BENCH_FORMATS=none to skip them. BENCH_ONLY=formats times the format cases alone.
+# BENCH_BEFORE=OTHER_BUILD_DIR also times another build's imgutil (an earlier commit, say) in
+# the same runs, interleaved, and prints its median and ratio beside this build's, so that a
+# change is judged against qemu-img and against what came before under the same load.
 set -euo pipefail
+export LC_ALL=C # a decimal point in $EPOCHREALTIME
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=$(cd "${1:-$root/build}" && pwd)
 runs=${2:-7}
 imgutil="$build/tools/imgutil"
+before=""
+if [ -n "${BENCH_BEFORE:-}" ]; then
+    before="$(cd "$BENCH_BEFORE" && pwd)/tools/imgutil"
+    [ -x "$before" ] || { echo "BENCH_BEFORE: no $before"; exit 1; }
+fi
 command -v qemu-img >/dev/null || { echo "qemu-img is needed for the comparison"; exit 1; }
 work=$(mktemp -d /tmp/imgutil-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
@@ -38,29 +47,51 @@ qemu-img create -q -f qcow2 -b mixed.qcow2 -F qcow2 overlay.qcow2
 qemu-io -f qcow2 -c 'write -P 3 100M 50M' overlay.qcow2 >/dev/null
 
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# The shell's own clock: reading it with date(1) would count that program's start in the time.
 time_cmd() {
     local t0 t1
-    t0=$(date +%s.%N)
+    t0=$EPOCHREALTIME
     "$@" >/dev/null 2>&1
-    t1=$(date +%s.%N)
+    t1=$EPOCHREALTIME
     python3 -c "print($t1 - $t0)"
 }
 
-printf '%-34s %12s %12s %8s\n' "case" "imgutil s" "qemu-img s" "ratio"
+if [ -n "$before" ]; then
+    printf '%-34s %12s %12s %12s %8s %8s\n' "case" "imgutil s" "before s" "qemu-img s" "ratio" \
+        "before"
+else
+    printf '%-34s %12s %12s %8s\n' "case" "imgutil s" "qemu-img s" "ratio"
+fi
 bench_case() {
     local name=$1; shift
-    local ours=() theirs=()
-    local a b
+    local ours=() theirs=() earlier=()
+    local a b c
     for ((i = 0; i < runs; i++)); do
+        # The two builds take turns at going first.
+        if [ -n "$before" ] && ((i % 2)); then
+            rm -f out.*
+            c=$(time_cmd "$before" "$@")
+        fi
         rm -f out.*
         a=$(time_cmd "$imgutil" "$@")
+        if [ -n "$before" ] && ! ((i % 2)); then
+            rm -f out.*
+            c=$(time_cmd "$before" "$@")
+        fi
+        [ -z "$before" ] || earlier+=("$c")
         rm -f out.*
         b=$(time_cmd qemu-img "$@")
         ours+=("$a"); theirs+=("$b")
     done
     a=$(printf '%s\n' "${ours[@]}" | median)
     b=$(printf '%s\n' "${theirs[@]}" | median)
-    printf '%-34s %12.4f %12.4f %8.2f\n' "$name" "$a" "$b" "$(python3 -c "print($b / $a)")"
+    if [ -n "$before" ]; then
+        c=$(printf '%s\n' "${earlier[@]}" | median)
+        printf '%-34s %12.4f %12.4f %12.4f %8.2f %8.2f\n' "$name" "$a" "$c" "$b" \
+            "$(python3 -c "print($b / $a)")" "$(python3 -c "print($b / $c)")"
+    else
+        printf '%-34s %12.4f %12.4f %8.2f\n' "$name" "$a" "$b" "$(python3 -c "print($b / $a)")"
+    fi
 }
 # The formats besides raw and qcow2 that imgutil and qemu-img both create.
 bench_formats() {
