@@ -375,8 +375,8 @@ static void test_sync_calls_from_many_threads(void **state)
 }
 
 /*
- * A forked child shares its parent's io_uring memory: its synchronous calls must use a ring
- * of its own, and the parent's ring must keep working.
+ * A forked child has none of its parent's threads and shares its memory copy-on-write: the
+ * synchronous calls of both must keep working after the fork, whatever engine runs them.
  */
 static void test_sync_calls_after_fork(void **state)
 {
