@@ -7,11 +7,13 @@
 # Skips (77) without qemu-img.
 
 . "$(dirname "$0")/lib.sh"
+DATA_BYTES="$(cd "$(dirname "$0")/../common" && pwd)/data_bytes.py"
 
 enter_work_with_qemu
 
+# What a file holds as data, in bytes (not st_blocks: see data_bytes.py).
 blocks() {
-    stat -c %b "$1"
+    python3 "$DATA_BYTES" "$1"
 }
 
 # 5 MiB: small pieces of data with holes between them, and a run of written zeros.
@@ -27,7 +29,7 @@ for S in 4k 3k 64k 96k 1M 2M 16M; do
         qemu-img convert -S $S -O $fmt pat.raw qemus
         qemu-img compare -q ours qemus || fail "-S $S -O $fmt: content differs from qemu-img's"
         [ "$(blocks ours)" -le "$(blocks qemus)" ] ||
-            fail "-S $S -O $fmt: $(blocks ours) blocks allocated, qemu-img $(blocks qemus)"
+            fail "-S $S -O $fmt: $(blocks ours) bytes allocated, qemu-img $(blocks qemus)"
     done
 done
 
@@ -37,7 +39,7 @@ qemu-img convert -O qcow2 -o extended_l2=on pat.raw qemus
 qemu-img compare -q ours qemus || fail "extended_l2: content differs"
 qemu-img check -q ours || fail "extended_l2: qemu-img check fails"
 [ "$(blocks ours)" -le "$(blocks qemus)" ] ||
-    fail "extended_l2: $(blocks ours) blocks allocated, qemu-img $(blocks qemus)"
+    fail "extended_l2: $(blocks ours) bytes allocated, qemu-img $(blocks qemus)"
 
 # A target over a backing file: what the source has as zeros must not show the backing file.
 qemu-img create -q -f qcow2 base.qcow2 8M

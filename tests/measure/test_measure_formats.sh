@@ -14,6 +14,7 @@
 # usage: test_measure_formats.sh IMGUTIL
 
 . "$(dirname "$0")/../cli/lib.sh"
+DATA_BYTES="$(cd "$(dirname "$0")/../common" && pwd)/data_bytes.py"
 enter_work_with_qemu
 
 # Sources: all made by qemu-img and qemu-io.
@@ -30,13 +31,14 @@ qemu-io -f raw -c 'write -P 7 0 1M' -c 'write -P 8 2047M 2M' -c 'write -P 9 4G 4
 SOURCES="sparse.raw half.qcow2 full.raw odd.raw big.raw"
 FULL_SOURCES="full.raw odd.raw"
 
-# size_of DIR: the length and the bytes occupied of every file in DIR, as "LENGTH USED".
+# size_of DIR: the length and the bytes occupied of every file in DIR, as "LENGTH USED"
+# (the bytes held as data, not the file system's blocks: see data_bytes.py).
 size_of() {
     len=0
     used=0
     for file in "$1"/*; do
         len=$((len + $(stat -c %s "$file")))
-        used=$((used + $(stat -c %b "$file") * 512))
+        used=$((used + $(python3 "$DATA_BYTES" "$file")))
     done
     echo "$len $used"
 }
