@@ -109,8 +109,10 @@ static int convert_through_format(struct convert_job *job, const char *temp, con
      * the end (and are skipped unless asked for, as qemu-img convert skips them).
      */
     io_file_set_flush(dst->file, false);
+    job->new_target = !device;
     /* Unallocated ranges of the target would show its backing file, not the source's zeros. */
     ret = convert_into(job, dst, dst->backing_name != NULL || device);
+    job->new_target = false;
     if (ret == 0 && job->sync)
         io_file_set_flush(dst->file, true);
     if (ret == 0)

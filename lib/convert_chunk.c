@@ -171,6 +171,7 @@ static int run_requests(const struct convert_job *job, struct convert_chunk_ctx 
         struct io_req *io = &ctx->reqs[i].io;
         io->done = request_done;
         io->user = ctx;
+        io->into_hole = job->new_target && io->op == IO_OP_WRITE;
         ret = io_queue_submit(ctx->queue, io);
         if (ret < 0) {
             note_failure(ctx, ret, img_last_error());

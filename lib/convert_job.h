@@ -74,6 +74,11 @@ struct convert_job {
     const char *salvage_log_prefix;
     /* Allocations in guest order (no -W), or NULL: convert_order.c. */
     struct convert_order *order;
+    /*
+     * The target was created by this convert (not -n, not a device): its data writes land in
+     * unallocated space, which the I/O layer may allocate first (io_req.into_hole).
+     */
+    bool new_target;
 };
 
 /*

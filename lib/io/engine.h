@@ -82,6 +82,12 @@ bool io_file_is_block(const struct io_file *f);
 void io_file_write_lock(struct io_file *f);
 void io_file_write_unlock(struct io_file *f);
 /*
+ * Whether a write flagged into_hole allocates its range before writing it (buffered writes to
+ * a regular file on ext4: see file.c), and the way to stop once the file system refuses.
+ */
+bool io_file_allocates_first(struct io_file *f);
+void io_file_stop_allocating_first(struct io_file *f);
+/*
  * The descriptor to put in io_uring requests: the same file as io_file_fd(), through an open
  * file description that holds no locks (see file.c for why).
  */

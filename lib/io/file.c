@@ -16,7 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "engine.h"
@@ -48,6 +50,11 @@ struct io_file {
      */
     bool serialize_writes;
     pthread_mutex_t write_lock;
+    /*
+     * Writes flagged into_hole allocate their range first (see io_file_allocates_first).
+     * Cleared, atomically, when the file system refuses fallocate (ext4 files without extents).
+     */
+    bool allocate_first;
 };
 
 /* strerror, but thread-safe with both the GNU and the POSIX strerror_r. */
@@ -132,6 +139,9 @@ static int wrap_fd(struct io_file **out, int fd, const char *path)
     f->is_block = S_ISBLK(st.st_mode);
     int fl = fcntl(fd, F_GETFL);
     f->serialize_writes = S_ISREG(st.st_mode) && fl >= 0 && !(fl & (O_DIRECT | O_DSYNC | O_SYNC));
+    struct statfs fs;
+    f->allocate_first =
+        f->serialize_writes && fstatfs(fd, &fs) == 0 && fs.f_type == EXT4_SUPER_MAGIC;
     pthread_mutex_init(&f->write_lock, NULL);
     *out = f;
     return 0;
@@ -302,6 +312,26 @@ void io_file_set_flush(struct io_file *f, bool enabled)
 bool io_file_flush_enabled(const struct io_file *f)
 {
     return !__atomic_load_n(&f->no_flush, __ATOMIC_ACQUIRE);
+}
+
+/*
+ * Buffered writes into unallocated space on ext4 reserve and account each block on its own
+ * (delayed allocation); allocating the range with one fallocate first makes them plain
+ * overwrites of allocated (unwritten) blocks. Measured on ext4 (Linux 6.18): writing 512 MiB
+ * in 1 MiB pieces into a new file, 120-160 ms against 78-104 ms with the fallocate included;
+ * a 1 GiB half-data qcow2 -> raw convert 48.5 -> 35.8 ms, overlay chain -> raw 62.6 -> 47.8,
+ * raw -> qcow2 51.0 -> 43.7 (medians of 11 interleaved runs). The file ends up with the same
+ * blocks allocated and the same bytes. Other file systems are left alone: unmeasured, and on
+ * some (btrfs) preallocated extents change how the data is stored.
+ */
+bool io_file_allocates_first(struct io_file *f)
+{
+    return __atomic_load_n(&f->allocate_first, __ATOMIC_RELAXED);
+}
+
+void io_file_stop_allocating_first(struct io_file *f)
+{
+    __atomic_store_n(&f->allocate_first, false, __ATOMIC_RELAXED);
 }
 
 int io_fsync(struct io_file *f)

@@ -48,13 +48,23 @@ int io_host_pread(struct io_file *f, void *buf, size_t len, uint64_t offset)
     return 0;
 }
 
-int io_host_pwrite(struct io_file *f, const void *buf, size_t len, uint64_t offset)
+static int do_fallocate(struct io_file *f, int mode, uint64_t offset, uint64_t len);
+
+static int pwrite_locked(struct io_file *f, const void *buf, size_t len, uint64_t offset,
+                         bool into_hole)
 {
     int fd = io_file_fd(f);
     const char *p = buf;
     size_t done = 0;
     int ret = 0;
     io_file_write_lock(f);
+    /*
+     * Under the same turn as the write: both take the inode's lock. A failure is left to the
+     * write to report (no space, say), or means the file system cannot (ext2/3 files).
+     */
+    if (into_hole && len > 0 && io_file_allocates_first(f) &&
+        do_fallocate(f, 0, offset, len) == -ENOTSUP)
+        io_file_stop_allocating_first(f);
     while (done < len) {
         size_t chunk = min_u64(len - done, IO_MAX_TRANSFER);
         ssize_t n = pwrite(fd, p + done, chunk, (off_t)(offset + done));
@@ -73,6 +83,11 @@ int io_host_pwrite(struct io_file *f, const void *buf, size_t len, uint64_t offs
     }
     io_file_write_unlock(f);
     return ret;
+}
+
+int io_host_pwrite(struct io_file *f, const void *buf, size_t len, uint64_t offset)
+{
+    return pwrite_locked(f, buf, len, offset, false);
 }
 
 int io_host_fsync(struct io_file *f)
@@ -196,7 +211,7 @@ int io_req_execute(struct io_req *req)
     case IO_OP_READ:
         return io_host_pread(f, req->buf, req->len, req->offset);
     case IO_OP_WRITE:
-        return io_host_pwrite(f, req->buf, req->len, req->offset);
+        return pwrite_locked(f, req->buf, req->len, req->offset, req->into_hole);
     case IO_OP_FSYNC:
         return io_file_flush_enabled(f) ? io_host_fsync(f) : 0;
     case IO_OP_TRUNCATE:

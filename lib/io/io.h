@@ -100,6 +100,12 @@ struct io_req {
     uint64_t offset;
     io_done_fn done;
     void *user;
+    /*
+     * IO_OP_WRITE only: the range is unallocated in a file being filled (a new convert
+     * target). Where the file system takes writes into allocated blocks faster (ext4), the
+     * range is allocated just before it is written. A hint, which an engine may ignore.
+     */
+    bool into_hole;
 
     /* Owned by the engine while the request is in flight. */
     struct io_req *engine_next;

@@ -35,6 +35,25 @@ trace() { # ENGINE OUTPUT-NAME
     }
 }
 
+# On ext4 the data written into a new target is allocated just before it is written (one
+# fallocate per run of data, mode 0: see io_file_allocates_first); into an existing target
+# (-n), whose blocks may hold old data, never.
+if [ "$(stat -f -c %T "$WORK")" = ext2/ext3 ]; then
+    IMGUTIL_IO=threads strace -f -qq -o "$WORK/falloc.trace" -e trace=fallocate \
+        "$IMGUTIL" convert -O raw "$WORK/src.qcow2" "$WORK/new.raw" || exit 1
+    if ! grep -q 'fallocate([0-9]*, 0, ' "$WORK/falloc.trace"; then
+        echo "FAIL: a convert to a new raw target on ext4 allocated nothing before writing" >&2
+        exit 1
+    fi
+    IMGUTIL_IO=threads strace -f -qq -o "$WORK/falloc-n.trace" -e trace=fallocate \
+        "$IMGUTIL" convert -n -O raw "$WORK/src.qcow2" "$WORK/new.raw" || exit 1
+    if grep -q 'fallocate([0-9]*, 0, ' "$WORK/falloc-n.trace"; then
+        echo "FAIL: convert -n allocated ranges of the existing target:" >&2
+        head -3 "$WORK/falloc-n.trace" >&2
+        exit 1
+    fi
+fi
+
 trace threads out-threads.qcow2
 if grep -q io_uring "$WORK/threads.trace"; then
     echo "FAIL: IMGUTIL_IO=threads made io_uring system calls:" >&2
