@@ -39,7 +39,11 @@ int convert_chunk_ctx_init(struct convert_chunk_ctx *ctx)
     memset(ctx, 0, sizeof(*ctx));
     /*
      * Page-aligned like the page cache it is copied from and to (misaligned copies are slower),
-     * and in huge pages where the kernel gives them.
+     * and in huge pages where the kernel gives them: every chunk fills it whole. The buffers
+     * of compressed streams (packed_in, packed) are filled only as far as the streams go, and
+     * a huge page is cleared whole on its first touch: given them too, a compressed convert
+     * (raw -> qcow2 -c, 1 GiB) faulted in 12 huge pages (24 MiB cleared) where it now faults
+     * in 6 and 538 small pages.
      */
     ctx->buf = huge_buffer_alloc(CONVERT_CHUNK_SIZE);
     if (!ctx->buf)
@@ -214,7 +218,7 @@ static int plan_packed_read(struct convert_chunk_ctx *ctx, const struct img_exte
     /* A piece of a unit that may be cached: read through the cache (img_read_extent). */
     if (ext->cacheable && !(offset == ext->unit_start && ext->length == ext->unit_size))
         return 0;
-    if (!ctx->packed_in && !(ctx->packed_in = huge_buffer_alloc(CONVERT_CHUNK_SIZE)))
+    if (!ctx->packed_in && !(ctx->packed_in = malloc(CONVERT_CHUNK_SIZE)))
         return img_error(-ENOMEM, "out of memory");
     uint64_t start = ext->host_offset, end = ext->host_offset + ext->comp_length;
     if (ctx->packed_in_req) {
@@ -537,7 +541,7 @@ static int compress_units(const struct convert_job *job, struct convert_chunk_ct
 {
     struct img *dst = job->img_dst;
     uint64_t unit = job->compress_unit;
-    if (!ctx->packed && !(ctx->packed = huge_buffer_alloc(CONVERT_CHUNK_SIZE)))
+    if (!ctx->packed && !(ctx->packed = malloc(CONVERT_CHUNK_SIZE)))
         return img_error(-ENOMEM, "out of memory");
     ctx->nunits = 0;
     size_t cursor = 0, backing_cursor = 0;
