@@ -290,11 +290,6 @@ int io_threads_collect(struct io_queue *q, unsigned min)
  * A synchronous request runs on the calling thread: the caller blocks until it is done either
  * way, and a hop to a worker and back would only add two wake-ups of latency.
  */
-static int threads_execute(struct io_req *req)
-{
-    return io_req_execute(req);
-}
-
 const struct io_engine io_engine_threads = {
     .name = "threads",
     .available = threads_available,
@@ -302,5 +297,5 @@ const struct io_engine io_engine_threads = {
     .queue_fini = io_threads_queue_fini,
     .submit = io_threads_submit,
     .collect = io_threads_collect,
-    .execute = threads_execute,
+    .execute = io_req_execute,
 };

@@ -12,7 +12,7 @@
  * runs inline the requests a synchronous call runs inline.
  *
  * Synchronous calls run inline with the host primitives, where the ring would only be slower
- * (see uring_execute), as does what this liburing or kernel's ring cannot do (truncate;
+ * (see io_engine_uring), as does what this liburing or kernel's ring cannot do (truncate;
  * zeroing without FALLOC_FL_ZERO_RANGE).
  */
 #include "config.h"
@@ -329,8 +329,8 @@ static int uring_collect(struct io_queue *q, unsigned min)
 }
 
 /*
- * A synchronous call runs inline with the host primitives: the ring cannot be faster for one
- * request waited for at once. A buffered write (on ext4), an fsync and a fallocate are handed
+ * A synchronous call (execute) runs inline with the host primitives: the ring cannot be faster for
+ * one request waited for at once. A buffered write (on ext4), an fsync and a fallocate are handed
  * by the kernel to its io-wq workers, so the caller sleeps and is woken for each one, and even
  * a read the page cache serves, copied inside io_uring_enter as pread copies it, costs more.
  * Measured on Linux 6.18, ext4, data in the page cache, one request waited for at a time,
@@ -340,11 +340,6 @@ static int uring_collect(struct io_queue *q, unsigned min)
  * thus sets up no ring at all. Queued requests (uring_submit) always use the ring: there the
  * hand-over overlaps them.
  */
-static int uring_execute(struct io_req *req)
-{
-    return io_req_execute(req);
-}
-
 const struct io_engine io_engine_uring = {
     .name = "uring",
     .available = uring_available,
@@ -352,7 +347,7 @@ const struct io_engine io_engine_uring = {
     .queue_fini = uring_queue_fini,
     .submit = uring_submit,
     .collect = uring_collect,
-    .execute = uring_execute,
+    .execute = io_req_execute,
 };
 
 #else /* !HAVE_LIBURING */
