@@ -12,13 +12,13 @@
  *    completion callback, and callbacks run only inside io_queue_reap()/io_queue_drain(), on
  *    the thread that calls them. Nothing calls back on a thread the caller did not expect.
  *
- * Both ways go through the same engine: a synchronous call is one request, submitted and
- * waited for. Engines: io_uring (when built with liburing and the kernel permits it; each
- * thread making synchronous reads gets a small ring of its own, released when the thread
- * exits; its other synchronous calls run on the calling thread, see engine_uring.c) and a pool of
- * pread/pwrite worker threads, the fallback everywhere. The engine is chosen once per process; the
- * environment variable IMGUTIL_IO=threads|uring overrides the choice (an unavailable "uring" falls
- * back to threads).
+ * Engines: io_uring (when built with liburing and the kernel permits it: one ring per queue)
+ * and a pool of pread/pwrite worker threads, the fallback everywhere. A synchronous call is one
+ * request performed on the calling thread, with the host primitives, on either engine (a ring
+ * or a worker would only add a hand-over for one request waited for at once; see
+ * engine_uring.c); only the fault engine runs it its own way. The engine is chosen once per
+ * process, from the environment variable IMGUTIL_IO=threads|uring|fault read once (an
+ * unavailable "uring" falls back to threads).
  *
  * IMGUTIL_IO=fault selects, for tests, the thread-pool engine with faults injected:
  * IMGUTIL_FAULT=<op>:<n>:<error> fails the n-th (1-based) request of that op in the process,
