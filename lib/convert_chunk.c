@@ -50,7 +50,7 @@ int convert_chunk_ctx_init(struct convert_chunk_ctx *ctx)
         return img_error(-ENOMEM, "out of memory");
     int ret = io_queue_new(&ctx->queue, CHUNK_QUEUE_DEPTH);
     if (ret < 0) {
-        free(ctx->buf);
+        huge_buffer_free(ctx->buf, CONVERT_CHUNK_SIZE);
         ctx->buf = NULL;
         return ret;
     }
@@ -62,7 +62,7 @@ int convert_chunk_ctx_init(struct convert_chunk_ctx *ctx)
 void convert_chunk_ctx_fini(struct convert_chunk_ctx *ctx)
 {
     io_queue_free(ctx->queue);
-    free(ctx->buf);
+    huge_buffer_free(ctx->buf, CONVERT_CHUNK_SIZE);
     free(ctx->zeros);
     free(ctx->backing_runs);
     free(ctx->packed_exts);
@@ -369,7 +369,7 @@ int convert_chunk_read(const struct convert_job *job, struct convert_chunk_ctx *
         return copied;
     }
     int ret = read_chunk(job, ctx, offset, length);
-    if (ret < 0 && ret != -ECANCELED && ret != -ENOMEM && job->salvage)
+    if (ret < 0 && convert_salvageable(ret) && job->salvage)
         ret = salvage_chunk(job, ctx, offset, length);
     /* A chunk that fails here never allocates: the chunks after it need not wait for it. */
     if (ret < 0)
@@ -656,7 +656,7 @@ static int compute_chunk(const struct convert_job *job, struct convert_chunk_ctx
     bool write_all = !job->compress_unit && job->zero_block == 0;
     uint64_t unit = write_all ? 0 : job->compress_unit ? job->compress_unit : job->unit;
     int ret = fill_unread(ctx, offset, unit);
-    if (ret < 0 && ret != -ECANCELED && ret != -ENOMEM && job->salvage)
+    if (ret < 0 && convert_salvageable(ret) && job->salvage)
         ret = salvage_chunk(job, ctx, offset, length);
     if (ret < 0)
         return ret;

@@ -96,8 +96,16 @@ int convert_chunk_copy_range(const struct convert_job *job, struct convert_chunk
                              uint64_t offset, uint64_t length);
 
 /*
+ * Whether a failed read of the source is one that --salvage turns into zeros: a failure of the
+ * data, not a cancellation, a lack of memory, or a decoder that cannot be loaded (-ENOPKG),
+ * which would otherwise make every compressed cluster silently zeros.
+ */
+bool convert_salvageable(int err);
+
+/*
  * Reads guest bytes [offset, offset + length) of the source into `buf` sector by sector;
- * sectors that fail read as zeros, each with a warning. 0, or -ECANCELED/-ENOMEM.
+ * sectors that fail read as zeros, each with a warning. 0, or a failure convert_salvageable()
+ * refuses.
  */
 int convert_salvage_read(const struct convert_job *job, uint8_t *buf, uint64_t offset,
                          uint64_t length);

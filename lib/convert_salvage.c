@@ -47,6 +47,11 @@ static void log_flush(const struct convert_job *job, const char *log, size_t len
     }
 }
 
+bool convert_salvageable(int err)
+{
+    return err != -ECANCELED && err != -ENOMEM && err != -ENOPKG;
+}
+
 int convert_salvage_read(const struct convert_job *job, uint8_t *buf, uint64_t offset,
                          uint64_t length)
 {
@@ -55,7 +60,7 @@ int convert_salvage_read(const struct convert_job *job, uint8_t *buf, uint64_t o
     for (uint64_t pos = 0; pos < length; pos += SECTOR) {
         size_t n = (size_t)(length - pos < SECTOR ? length - pos : SECTOR);
         int ret = img_read_guest(job->src, buf + pos, n, offset + pos);
-        if (ret == -ECANCELED || ret == -ENOMEM) {
+        if (ret < 0 && !convert_salvageable(ret)) {
             free(log);
             return ret;
         }
