@@ -59,11 +59,12 @@ static int pwrite_locked(struct io_file *f, const void *buf, size_t len, uint64_
     int ret = 0;
     io_file_write_lock(f);
     /*
-     * Under the same turn as the write: both take the inode's lock. A failure is left to the
-     * write to report (no space, say), or means the file system cannot (ext2/3 files).
+     * Under the same turn as the write: both take the inode's lock. The size is left to the
+     * write (a write that fails leaves it where it would without the allocation). A failure is
+     * left to the write to report (no space, say), or means the file system cannot (ext2/3).
      */
     if (into_hole && len > 0 && io_file_allocates_first(f) &&
-        do_fallocate(f, 0, offset, len) == -ENOTSUP)
+        do_fallocate(f, FALLOC_FL_KEEP_SIZE, offset, len) == -ENOTSUP)
         io_file_stop_allocating_first(f);
     while (done < len) {
         size_t chunk = min_u64(len - done, IO_MAX_TRANSFER);

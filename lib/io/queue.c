@@ -21,15 +21,28 @@
 #include "error.h"
 #include "util/checked.h"
 
+/* IMGUTIL_IO, read once: the synchronous calls and the queues must agree on it. */
+static enum { WANT_DEFAULT, WANT_THREADS, WANT_FAULT } wanted;
+static pthread_once_t wanted_once = PTHREAD_ONCE_INIT;
+
+static void read_wanted(void)
+{
+    const char *want = getenv("IMGUTIL_IO");
+    if (want && strcmp(want, "threads") == 0)
+        wanted = WANT_THREADS;
+    else if (want && strcmp(want, "fault") == 0)
+        wanted = WANT_FAULT;
+}
+
 static const struct io_engine *process_engine;
 static pthread_once_t process_engine_once = PTHREAD_ONCE_INIT;
 
 static void choose_engine(void)
 {
-    const char *want = getenv("IMGUTIL_IO");
-    if (want && strcmp(want, "threads") == 0)
+    pthread_once(&wanted_once, read_wanted);
+    if (wanted == WANT_THREADS)
         process_engine = &io_engine_threads;
-    else if (want && strcmp(want, "fault") == 0 && io_engine_fault.available())
+    else if (wanted == WANT_FAULT && io_engine_fault.available())
         process_engine = &io_engine_fault;
     else if (io_engine_uring.available())
         process_engine = &io_engine_uring;
@@ -54,11 +67,8 @@ static pthread_once_t sync_engine_once = PTHREAD_ONCE_INIT;
 
 static void choose_sync_engine(void)
 {
-    const char *want = getenv("IMGUTIL_IO");
-    if (want && strcmp(want, "fault") == 0)
-        sync_engine = engine();
-    else
-        sync_engine = &io_engine_threads;
+    pthread_once(&wanted_once, read_wanted);
+    sync_engine = wanted == WANT_FAULT ? engine() : &io_engine_threads;
 }
 
 int io_sync_execute(struct io_req *req)
