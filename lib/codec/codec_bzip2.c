@@ -16,6 +16,7 @@
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "codec/codec_impl.h"
 
@@ -35,9 +36,13 @@ static void load_libbz2(void)
         void *handle = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
         if (!handle)
             continue;
-        *(void **)&bz.decompress_init = dlsym(handle, "BZ2_bzDecompressInit");
-        *(void **)&bz.decompress = dlsym(handle, "BZ2_bzDecompress");
-        *(void **)&bz.decompress_end = dlsym(handle, "BZ2_bzDecompressEnd");
+        /* POSIX lets dlsym's pointer stand for a function; copied, not punned through a cast. */
+        void *init = dlsym(handle, "BZ2_bzDecompressInit");
+        void *run = dlsym(handle, "BZ2_bzDecompress");
+        void *end = dlsym(handle, "BZ2_bzDecompressEnd");
+        memcpy(&bz.decompress_init, &init, sizeof(init));
+        memcpy(&bz.decompress, &run, sizeof(run));
+        memcpy(&bz.decompress_end, &end, sizeof(end));
         if (bz.decompress_init && bz.decompress && bz.decompress_end) {
             /* Kept loaded for the life of the process. */
             bz.loaded = true;
